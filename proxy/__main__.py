@@ -1,0 +1,7 @@
+"""``python -m proxy`` is ``celgate``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,90 @@
+"""Health, readiness, metrics and read-only admin views of the app's state."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from .keys import AGENTS, ENFORCER, METRICS, SETTINGS, UPSTREAM
+from .metrics import CONTENT_TYPE_LATEST
+
+__all__ = ["add_admin_routes", "init_admin_state"]
+
+_PROBE_CACHE_SECONDS = 2.0
+_PROBE = web.AppKey("upstream_probe_cache", dict)
+
+
+def init_admin_state(app: web.Application) -> None:
+    app[_PROBE] = {}
+
+
+def add_admin_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/admin/metrics", admin_metrics)
+    app.router.add_get("/admin/policies", admin_policies)
+    app.router.add_get("/admin/agents", admin_agents)
+    app.router.add_get("/admin/agents/errors", admin_agent_errors)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when a policy set is active (or --no-policy) and the upstream accepts connections."""
+    app = request.app
+    store = app[ENFORCER].store
+    policy = {"mode": "disabled (--no-policy: everything allowed)"} if store is None else {
+        "mode": "enforcing",
+        "version": store.current.version,
+    }
+    upstream = await _upstream_state(request)
+    ready = upstream != "unreachable"
+    body = {"ready": ready, "policy": policy, "upstream": upstream}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def _upstream_state(request: web.Request) -> str:
+    app = request.app
+    if not app[SETTINGS].upstream_check:
+        return "not_checked"
+    cache = app[_PROBE]
+    now = time.monotonic()
+    if now - cache.get("at", -1e9) > _PROBE_CACHE_SECONDS:
+        cache["state"] = "reachable" if await app[UPSTREAM].probe() else "unreachable"
+        cache["at"] = now
+    return cache["state"]
+
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response
+
+
+async def admin_metrics(request: web.Request) -> web.Response:
+    return web.json_response(request.app[METRICS].as_json())
+
+
+async def admin_policies(request: web.Request) -> web.Response:
+    store = request.app[ENFORCER].store
+    if store is None:
+        return web.json_response({"active": None, "mode": "disabled (--no-policy)", "last_error": None})
+    return web.json_response(store.status())
+
+
+async def admin_agents(request: web.Request) -> web.Response:
+    registry = request.app.get(AGENTS)
+    return web.json_response({"agents": registry.agents() if registry else []})
+
+
+async def admin_agent_errors(request: web.Request) -> web.Response:
+    registry = request.app.get(AGENTS)
+    return web.json_response({"errors": registry.failures() if registry else []})
+

@@ -1,0 +1,106 @@
+"""Serving drop-in agents on /v1/chat/completions and /v1/models.
+
+The agent runs in-process (``adapters``); its own model calls come back to
+celgate over loopback, carrying the caller's ``Authorization``,
+``x-celgate-agent`` and an internal token, so they pass the same policy,
+auth and metrics as any client call. A request that already carries
+``x-celgate-agent`` is never routed to a drop-in: no recursion.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from adapters import AgentRunError, CallerContext, LoadedAgent, run_completion, stream_completion
+from policy import Principal, RequestInfo
+
+from .errors import AgentFailed, sse_error_event
+from .keys import AGENTS, EXCHANGE, GATEWAY_TOKEN, METRICS
+from .sse import encode_data_event
+from .streaming import start_stream
+
+__all__ = ["find_dropin", "list_agents_as_models", "run_dropin"]
+
+_DONE = b"data: [DONE]\n\n"
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+def find_dropin(request: web.Request, model: str) -> LoadedAgent | None:
+    registry = request.app.get(AGENTS)
+    if registry is None or "x-celgate-agent" in request.headers:
+        return None
+    return registry.get(model)
+
+
+def list_agents_as_models(request: web.Request) -> list[dict[str, Any]]:
+    registry = request.app.get(AGENTS)
+    if registry is None:
+        return []
+    return [
+        {"id": name, "object": "model", "created": 0, "owned_by": "celgate-agent"} for name in registry.names()
+    ]
+
+
+async def run_dropin(
+    request: web.Request, agent: LoadedAgent, body: dict[str, Any], principal: Principal, info: RequestInfo
+) -> web.StreamResponse:
+    caller = CallerContext(
+        principal=principal,
+        request=info,
+        request_id=request[EXCHANGE].request_id,
+        authorization=request.headers.get("Authorization"),
+        gateway_url=_gateway_url(request),
+        internal_token=request.app[GATEWAY_TOKEN],
+    )
+    if body.get("stream") is True:
+        return await _stream(request, agent, body, caller)
+    try:
+        completion = await run_completion(agent, body, caller)
+    except AgentRunError as exc:
+        raise _as_celgate_error(exc) from exc
+    return web.json_response(completion)
+
+
+async def _stream(
+    request: web.Request, agent: LoadedAgent, body: dict[str, Any], caller: CallerContext
+) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    chunks = stream_completion(agent, body, caller)
+    response = await start_stream(request, 200, _SSE_HEADERS)
+    first = True
+    metrics.active_streams.inc()
+    try:
+        async for chunk in chunks:
+            await response.write(encode_data_event(json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))))
+            if first:
+                first = False
+                metrics.stream_ttfb.observe(time.perf_counter() - request[EXCHANGE].started)
+        await response.write(_DONE)
+    except AgentRunError as exc:
+        error = _as_celgate_error(exc)
+        request[EXCHANGE].status = error.status
+        await response.write(sse_error_event(error))
+    finally:
+        metrics.active_streams.dec()
+        await chunks.aclose()  # cancels the run if the client left mid-stream
+    await response.write_eof()
+    return response
+
+
+def _as_celgate_error(exc: AgentRunError) -> AgentFailed:
+    return AgentFailed(exc.message, status=exc.status, error_type=exc.type, code=exc.code)
+
+
+def _gateway_url(request: web.Request) -> str:
+    """celgate's own /v1 URL as reached by this connection (loopback for a sidecar)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    host, port = (sockname[0], sockname[1]) if sockname else ("127.0.0.1", 8080)
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/v1"

@@ -1,0 +1,88 @@
+"""The ``celgate`` command: ``serve``, ``policy check|test|explain``, ``--version``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+__all__ = ["main"]
+
+log = logging.getLogger("celgate")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "policy":
+        from policy.cli import main as policy_main
+
+        return policy_main(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    parser.print_help()
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .settings import add_serve_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="celgate",
+        description="Sidecar proxy for OpenAI-compatible APIs with CEL/glob policy and drop-in agents.",
+    )
+    parser.add_argument("--version", action="version", version=f"celgate {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{serve,policy}")
+    serve = commands.add_parser("serve", help="run the proxy", description="Run the celgate proxy.")
+    add_serve_arguments(serve)
+    commands.add_parser("policy", help="check | test | explain policies (celgate policy -h)", add_help=False)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from policy import PolicyLoadError
+
+    from .accesslog import configure_logging
+    from .app import create_app
+    from .settings import SettingsError, load_settings
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    try:
+        settings = load_settings(flags, config_file=args.config)
+        configure_logging(settings.log_level, settings.log_format)
+        app = create_app(settings)
+    except SettingsError as exc:
+        print(f"celgate: {exc}", file=sys.stderr)
+        return 2
+    except PolicyLoadError as exc:
+        print(f"celgate: the policy does not load; not starting:\n{exc}", file=sys.stderr)
+        return 1
+    log.info("celgate %s listening on http://%s:%d (upstream %s)", __version__, settings.host, settings.port,
+             settings.upstream)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        handler_cancellation=True,
+        shutdown_timeout=5,
+        loop=_new_loop(),
+    )
+    return 0
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when available: ~10% less CPU per proxied request."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

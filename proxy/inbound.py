@@ -1,0 +1,160 @@
+"""Reading and checking what a client sent: body size, JSON, field types, policy input.
+
+Only the fields celgate acts on are type-checked (model, messages, stream,
+stream_options, tools, ...); everything else is the upstream's to judge and
+passes through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from policy import RequestInfo
+
+from .errors import BadRequest, PayloadTooLarge
+
+__all__ = [
+    "INTERNAL_HEADERS",
+    "bounded_body",
+    "chat_body",
+    "json_body_or_none",
+    "new_request_id",
+    "read_body",
+    "request_id_from",
+    "request_info",
+    "tool_names",
+]
+
+# Headers celgate reads itself and never forwards or shows to policy.
+INTERNAL_HEADERS = frozenset({"x-celgate-agent", "x-celgate-internal", "x-celgate-upstream"})
+_SECRET_HEADERS = frozenset({"authorization", "api-key", "cookie", "proxy-authorization"}) | INTERNAL_HEADERS
+_MAX_REQUEST_ID = 128
+
+# field -> (accepted types, readable name); bool is excluded from ints explicitly below
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "a string"),
+    "messages": ((list,), "an array"),
+    "stream": ((bool,), "a boolean"),
+    "stream_options": ((dict,), "an object"),
+    "tools": ((list,), "an array"),
+    "tool_choice": ((str, dict), "a string or an object"),
+    "parallel_tool_calls": ((bool,), "a boolean"),
+    "n": ((int,), "an integer"),
+    "max_tokens": ((int,), "an integer"),
+    "max_completion_tokens": ((int,), "an integer"),
+    "temperature": ((int, float), "a number"),
+    "top_p": ((int, float), "a number"),
+    "user": ((str,), "a string"),
+    "metadata": ((dict,), "an object"),
+}
+_SCALARS = (str, int, float, bool)
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def request_id_from(headers: Any) -> str:
+    """The client's ``x-request-id`` if it is sane, else a fresh one."""
+    given = headers.get("x-request-id")
+    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
+        return given
+    return new_request_id()
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, refusing (413) before reading past ``limit``."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def bounded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """Stream a non-JSON body (uploads) upstream as it arrives, still capped at ``limit``."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    seen = 0
+    async for chunk in request.content.iter_any():
+        seen += len(chunk)
+        if seen > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        yield chunk
+
+
+def chat_body(raw: bytes) -> dict[str, Any]:
+    """Parse and type-check a chat completions request body."""
+    body = _json_object(raw)
+    for field, (types, name) in _FIELD_TYPES.items():
+        value = body.get(field)
+        if value is None and field not in ("model", "messages"):
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            if value is None:
+                raise BadRequest(f"you must provide '{field}'", param=field, code="missing_required_parameter")
+            raise BadRequest(f"'{field}' must be {name}, got {type(value).__name__}", param=field,
+                             code="invalid_type")
+    return body
+
+
+def json_body_or_none(request: web.Request, raw: bytes) -> dict[str, Any] | None:
+    """A passthrough body as JSON when it is JSON, for policy input; never raises."""
+    if not raw or "json" not in (request.content_type or ""):
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def tool_names(body: dict[str, Any]) -> tuple[str, ...]:
+    """Function names offered in ``tools`` (chat and Responses shapes)."""
+    names: list[str] = []
+    for tool in body.get("tools") or ():
+        if isinstance(tool, dict):
+            function = tool.get("function")
+            name = function.get("name") if isinstance(function, dict) else tool.get("name")
+            if isinstance(name, str):
+                names.append(name)
+    return tuple(names)
+
+
+def request_info(request: web.Request, body: dict[str, Any] | None, agent: str | None) -> RequestInfo:
+    """The policy's view of a request (``request.*`` in CEL)."""
+    body = body or {}
+    model = body.get("model")
+    user = body.get("user")
+    metadata = body.get("metadata")
+    return RequestInfo(
+        model=model if isinstance(model, str) else "",
+        agent=agent,
+        stream=body.get("stream") is True,
+        path=request.path,
+        headers={k.lower(): v for k, v in request.headers.items() if k.lower() not in _SECRET_HEADERS},
+        tools=tool_names(body),
+        scalars={k: v for k, v in body.items() if isinstance(v, _SCALARS) and k not in ("model", "stream", "user")},
+        user=user if isinstance(user, str) else None,
+        metadata=metadata if isinstance(metadata, dict) else None,
+    )

@@ -1,0 +1,92 @@
+"""One request's frame: its id, its bookkeeping, and its errors as OpenAI JSON.
+
+The single middleware here is the one place where exceptions become
+responses (``CelgateError`` -> its status; router 404/405 -> OpenAI shape;
+anything unexpected -> 500, logged with the request id) and where the access
+line and request metrics are written. ``CancelledError`` (the client left)
+is recorded as 499 and re-raised, never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .errors import CelgateError, error_body, error_response
+from .exchange import Exchange
+from .inbound import request_id_from
+from .keys import ACCESS_LOG, EXCHANGE, METRICS
+
+__all__ = ["add_request_id_header", "exchange_middleware"]
+
+log = logging.getLogger("celgate")
+_CLIENT_CLOSED = 499  # nginx's code for "client closed request"
+
+
+@web.middleware
+async def exchange_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    exchange = Exchange(request_id_from(request.headers), _route(request), time.perf_counter())
+    request[EXCHANGE] = exchange
+    try:
+        response = await handler(request)
+        exchange.status = exchange.status or response.status
+    except CelgateError as exc:
+        response = _error_before_start(exchange, exc)
+    except web.HTTPException as exc:
+        response = _http_error(exc)
+        exchange.status = response.status
+    except asyncio.CancelledError:
+        exchange.status = exchange.status or _CLIENT_CLOSED
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"fields": {"request_id": exchange.request_id}})
+        response = error_response(CelgateError("celgate: internal error"))
+        exchange.status = response.status
+    finally:
+        _record(request, exchange)
+    return response
+
+
+def _error_before_start(exchange: Exchange, exc: CelgateError) -> web.StreamResponse:
+    if exchange.status:  # headers already went out: nothing more can be said in-band here
+        raise exc
+    exchange.status = exc.status
+    return error_response(exc)
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    message = f"celgate: {exc.reason} ({exc.status})"
+    code = "not_found" if exc.status == 404 else "method_not_allowed" if exc.status == 405 else None
+    response = web.json_response(error_body(message, "invalid_request_error", code), status=exc.status)
+    if exc.status == 405 and "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+def _record(request: web.Request, exchange: Exchange) -> None:
+    status = exchange.status
+    duration = time.perf_counter() - exchange.started
+    metrics = request.app[METRICS]
+    model = exchange.model[:64]
+    metrics.requests.labels(exchange.route, model, str(status)).inc()
+    metrics.request_duration.labels(exchange.route).observe(duration)
+    access = request.app.get(ACCESS_LOG)
+    if access is not None:
+        access.log(exchange.request_id, request.method, request.path, status, duration, model,
+                   exchange.principal, exchange.stream)
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every response carries the request id; status is noted."""
+    exchange = request.get(EXCHANGE)
+    if exchange is not None:
+        response.headers["x-request-id"] = exchange.request_id

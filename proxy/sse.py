@@ -1,0 +1,87 @@
+"""Incremental Server-Sent Events framing: bytes in, whole raw events out.
+
+Why our own: celgate forwards events byte-identical, so it needs each event's
+raw bytes, and it must split events as reads arrive (an event may span reads,
+a read may hold many). The decoders in the dependency tree (the openai SDK's
+``SSEDecoder``) only yield parsed fields and live in a 40 MiB import the bare
+proxy does not load. No aiohttp import here: this is pure bytes handling.
+
+Line endings follow the SSE spec: ``\\r\\n``, ``\\n`` or ``\\r``; an empty
+line ends an event; lines starting with ``:`` are comments (keep-alives).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["SSEEvent", "SSESplitter", "encode_data_event", "parse_event"]
+
+# An empty line: a line terminator directly followed by another one.
+_BOUNDARY = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
+_LINE = re.compile(r"\r\n|\r|\n")
+
+
+class SSESplitter:
+    """Cuts a byte stream into complete raw SSE events, keeping a partial tail."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Return the events completed by ``data``, each with its terminating blank line."""
+        buffer = self._tail + data if self._tail else data
+        if b"\r" not in buffer:
+            return self._split_lf(buffer)
+        return self._split_any(buffer)
+
+    def _split_lf(self, buffer: bytes) -> list[bytes]:
+        parts = buffer.split(b"\n\n")
+        self._tail = parts.pop()
+        return [part + b"\n\n" for part in parts]
+
+    def _split_any(self, buffer: bytes) -> list[bytes]:
+        events: list[bytes] = []
+        start = 0
+        for match in _BOUNDARY.finditer(buffer):
+            if match.end() == len(buffer) and buffer.endswith(b"\r"):
+                break  # a trailing \r may be the first half of \r\n: wait for more
+            events.append(buffer[start : match.end()])
+            start = match.end()
+        self._tail = buffer[start:]
+        return events
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an event not yet terminated (what a cut stream leaves behind)."""
+        return self._tail
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    event: str | None
+    data: str | None
+
+
+def parse_event(raw: bytes) -> SSEEvent:
+    """Parse one raw event's fields; multi-line ``data:`` joins with ``\\n``."""
+    event: str | None = None
+    data: list[str] = []
+    for line in _LINE.split(raw.decode("utf-8", "replace")):
+        if not line or line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+    return SSEEvent(event, "\n".join(data) if data else None)
+
+
+def encode_data_event(data: str) -> bytes:
+    """Frame one ``data:`` event (``data`` holds no newlines: compact JSON)."""
+    return b"data: " + data.encode() + b"\n\n"

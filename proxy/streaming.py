@@ -1,0 +1,101 @@
+"""Forwarding response bodies to the client as they arrive.
+
+``forward_sse`` is the chat completions stream: upstream reads are cut into
+whole SSE events, passed through the tool-call interceptor and written at
+once (one write per upstream read). ``forward_body`` relays any other body
+verbatim. A fault after the response started goes in-band: an SSE ``error``
+event for event streams (never a made-up ``[DONE]``), a cut connection for
+other bodies. A client that leaves cancels the handler (aiohttp
+``handler_cancellation``), which closes the upstream response at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import aiohttp
+from aiohttp import web
+
+from .errors import CelgateError, PolicyDenied, UpstreamError, sse_error_event
+from .interceptor import StreamInterceptor, ToolCallHook, ToolCallRejected
+from .keys import EXCHANGE, METRICS, UPSTREAM
+from .sse import SSESplitter
+from .upstream import forwardable_response_headers
+
+__all__ = ["forward_body", "forward_sse", "start_stream"]
+
+log = logging.getLogger("celgate.stream")
+
+
+async def start_stream(request: web.Request, status: int, headers: dict[str, str] | None = None) -> web.StreamResponse:
+    """Prepare a streamed response (headers go out now) and count it."""
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    request[EXCHANGE].status = status
+    return response
+
+
+async def forward_sse(request: web.Request, upstream: aiohttp.ClientResponse, hook: ToolCallHook) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    response = await start_stream(request, upstream.status, forwardable_response_headers(upstream.headers))
+    splitter = SSESplitter()
+    interceptor = StreamInterceptor(hook)
+    first_byte = True
+    metrics.active_streams.inc()
+    try:
+        async for data in request.app[UPSTREAM].iter_chunks(upstream):
+            pieces = [piece for raw in splitter.feed(data) for piece in interceptor.feed(raw)]
+            if pieces:
+                await response.write(b"".join(pieces))
+                if first_byte:
+                    first_byte = False
+                    metrics.stream_ttfb.observe(time.perf_counter() - request[EXCHANGE].started)
+        if splitter.pending.strip():
+            raise UpstreamError("upstream stream ended inside an event", code="upstream_reset")
+        tail = interceptor.finish()
+        if tail:
+            await response.write(b"".join(tail))
+    except ToolCallRejected as exc:
+        await _end_with_error(request, response, PolicyDenied(exc.message))
+    except UpstreamError as exc:
+        metrics.upstream_errors.labels(exc.code or "upstream_error").inc()
+        await _end_with_error(request, response, exc)
+    finally:
+        metrics.active_streams.dec()
+    await response.write_eof()
+    return response
+
+
+async def forward_body(request: web.Request, upstream: aiohttp.ClientResponse, *, sse: bool) -> web.StreamResponse:
+    """Relay status, headers and body verbatim, chunk by chunk."""
+    headers = forwardable_response_headers(upstream.headers)
+    response = web.StreamResponse(status=upstream.status, headers=headers)
+    if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
+        response.content_length = upstream.content_length
+    await response.prepare(request)
+    request[EXCHANGE].status = upstream.status
+    try:
+        async for data in request.app[UPSTREAM].iter_chunks(upstream):
+            await response.write(data)
+    except UpstreamError as exc:
+        request.app[METRICS].upstream_errors.labels(exc.code or "upstream_error").inc()
+        if not sse:
+            _cut(request, exc)  # a truncated body must not look complete
+            return response
+        await _end_with_error(request, response, exc)
+    await response.write_eof()
+    return response
+
+
+def _cut(request: web.Request, exc: CelgateError) -> None:
+    log.warning("body cut: %s", exc.message, extra={"fields": {"request_id": request[EXCHANGE].request_id}})
+    request[EXCHANGE].status = exc.status
+    if request.transport is not None:
+        request.transport.close()
+
+
+async def _end_with_error(request: web.Request, response: web.StreamResponse, exc: CelgateError) -> None:
+    log.warning("stream ended early: %s", exc.message, extra={"fields": {"request_id": request[EXCHANGE].request_id}})
+    request[EXCHANGE].status = exc.status  # the access log shows the fault, not the 200 that went out first
+    await response.write(sse_error_event(exc))
