@@ -48,6 +48,8 @@ def configure_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").disabled = True  # celgate writes its own access lines
+    for chatty in ("httpx", "httpx2", "openai", "openai.agents"):  # a line per agent model call otherwise
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 class JsonLineWriter:

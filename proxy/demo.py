@@ -4,7 +4,11 @@ It listens on a loopback port beside the proxy, so the proxy path is exactly
 the production one, and needs no key and no network. Answers are
 deterministic: a message mentioning the weather gets a ``get_weather`` tool
 call, one mentioning a shell gets a ``shell.exec`` call, a tool result gets a
-sentence using it, anything else an echo streamed word by word.
+sentence using it, anything else an echo streamed word by word. When the
+request offers tools (as an agent's model call does), the demo calls the
+offered tool whose name fits the message (``get_weather`` for weather,
+``shell*`` for a shell, ``transfer_to_*`` to hand off), with arguments made
+from the tool's JSON schema.
 """
 
 from __future__ import annotations
@@ -31,19 +35,59 @@ class Reply:
     arguments: dict[str, Any] | None = None
 
 
-def demo_reply(messages: list[dict[str, Any]]) -> Reply:
+def demo_reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> Reply:
     """What the demo model says to this conversation (pure, deterministic)."""
     last = messages[-1] if messages else {}
     if last.get("role") == "tool":
         return Reply(f"Here is what the tool returned: {_text(last)}")
-    text = _text(last)
+    text = _last_user_text(messages)
     lowered = text.lower()
+    match = _CITY.search(text)
+    city = match.group(1).strip() if match else "Paris"
+    offered = {t["function"]["name"]: t["function"] for t in tools or () if isinstance(t.get("function"), dict)}
+    if offered:
+        return _reply_with_offered(offered, lowered, city, text)
     if "weather" in lowered:
-        match = _CITY.search(text)
-        return Reply(tool="get_weather", arguments={"location": match.group(1).strip() if match else "Paris", "unit": "celsius"})
+        return Reply(tool="get_weather", arguments={"location": city, "unit": "celsius"})
     if "shell" in lowered:
         return Reply(tool="shell.exec", arguments={"command": "ls -la /"})
+    return _echo(text)
+
+
+def _reply_with_offered(offered: dict[str, dict[str, Any]], lowered: str, city: str, text: str) -> Reply:
+    for keyword, fits in (("weather", "weather"), ("shell", "shell"), ("refund", "refund"), ("invoice", "invoice")):
+        if keyword in lowered:
+            name = next((n for n in offered if fits in n.lower()), None)
+            if name is not None:
+                return Reply(tool=name, arguments=_arguments_for(offered[name], city))
+    handoff = next((n for n in offered if n.startswith("transfer_to_")), None)
+    if handoff is not None:
+        return Reply(tool=handoff, arguments={})
+    return _echo(text)
+
+
+def _arguments_for(function: dict[str, Any], city: str) -> dict[str, Any]:
+    """Fill the tool's required parameters: places get the city, other strings/numbers a sample."""
+    schema = function.get("parameters") or {}
+    properties: dict[str, Any] = schema.get("properties") or {}
+    samples = {"string": "demo", "number": 21.0, "integer": 1, "boolean": False}
+    arguments: dict[str, Any] = {}
+    for name in schema.get("required") or list(properties):
+        kind = (properties.get(name) or {}).get("type", "string")
+        place = any(word in name.lower() for word in ("city", "location", "place"))
+        arguments[name] = city if place else samples.get(kind, "demo")
+    return arguments
+
+
+def _echo(text: str) -> Reply:
     return Reply(f"You said: {text}" if text else "Hello from the celgate demo model.")
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return _text(message)
+    return ""
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -84,7 +128,7 @@ class DemoServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        reply = demo_reply(body.get("messages") or [])
+        reply = demo_reply(body.get("messages") or [], body.get("tools"))
         completion_id = f"chatcmpl-demo{int(time.time() * 1000)}"
         base = {"id": completion_id, "created": int(time.time()), "model": body.get("model", MODEL)}
         if body.get("stream"):

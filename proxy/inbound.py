@@ -80,11 +80,18 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def bounded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
-    """Stream a non-JSON body (uploads) upstream as it arrives, still capped at ``limit``."""
+def bounded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """Stream a non-JSON body (uploads) upstream as it arrives, still capped at ``limit``.
+
+    A declared length over the limit is refused here, before any upstream connection.
+    """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    return _bounded_chunks(request, limit)
+
+
+async def _bounded_chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:
     seen = 0
     async for chunk in request.content.iter_any():
         seen += len(chunk)

@@ -134,7 +134,18 @@ class StreamInterceptor:
             return self._on_call_delta(raw, chunk, choices[0])
         if not any(_tool_deltas(c) for c in choices) and not any(self._finish_changes(c) for c in choices):
             return [raw]
+        if len(choices) == 1 and not _tool_deltas(choices[0]):
+            return self._on_finish_chunk(raw, chunk, choices[0])
         return self._split(chunk)
+
+    def _on_finish_chunk(self, raw: bytes, chunk: dict[str, Any], choice_data: dict[str, Any]) -> list[bytes]:
+        """A finish chunk completing held calls: decide them; it passes as sent unless every call was stripped."""
+        choice_index = choice_data.get("index", 0)
+        choice = self._choices[choice_index]
+        out = self._complete(choice, choice_index)
+        if choice.all_stripped:
+            return out + self._split(chunk)
+        return [*out, raw]
 
     def _finish_changes(self, choice_data: Any) -> bool:
         """A finish chunk must be rewritten only if it completes held or stripped calls."""
@@ -179,6 +190,8 @@ class StreamInterceptor:
                 out += self._on_call_delta(encode_data_event(_dumps(part)), part, part["choices"][0])
             if finish:
                 out += self._on_finish(chunk, choice_index, finish, rest)
+        if chunk.get("usage") is not None:  # usage riding on a split chunk keeps its own event
+            out.append(encode_data_event(_dumps({**{k: v for k, v in chunk.items() if k != "choices"}, "choices": []})))
         return out
 
     def _on_finish(self, chunk: dict[str, Any], choice_index: int, finish: str, rest: dict[str, Any]) -> list[bytes]:

@@ -16,7 +16,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .errors import CelgateError, error_body, error_response
+from .errors import CelgateError, UpstreamError, error_body, error_response
 from .exchange import Exchange
 from .inbound import request_id_from
 from .keys import ACCESS_LOG, EXCHANGE, METRICS
@@ -35,6 +35,8 @@ async def exchange_middleware(request: web.Request, handler: Handler) -> web.Str
         response = await handler(request)
         exchange.status = exchange.status or response.status
     except CelgateError as exc:
+        if isinstance(exc, UpstreamError):  # faults mid-body are counted where they are caught (streaming)
+            request.app[METRICS].upstream_errors.labels(exc.code or "upstream_error").inc()
         response = _error_before_start(exchange, exc)
     except web.HTTPException as exc:
         response = _http_error(exc)

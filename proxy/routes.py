@@ -162,8 +162,15 @@ def _upstream_request(request: web.Request, method: str, body: Any):  # type: ig
     headers = forwardable_request_headers(request.headers, INTERNAL_HEADERS)
     app[AUTH].apply_upstream_key(headers)
     headers["x-request-id"] = request[EXCHANGE].request_id
+    if body is not None and not isinstance(body, bytes) and request.content_length is not None:
+        headers["Content-Length"] = str(request.content_length)  # a streamed upload keeps its length framing
     return app[UPSTREAM].request(
-        method, request.path, headers, body, query=request.query_string, base_url=_trusted_upstream(request)
+        method,
+        request.rel_url.raw_path,  # as the client encoded it: %2F, %2B and %26 keep their meaning
+        headers,
+        body,
+        query=request.rel_url.raw_query_string,
+        base_url=_trusted_upstream(request),
     )
 
 

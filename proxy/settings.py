@@ -164,7 +164,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="settings file (default ./celgate.yaml if present)")
     for name, (_, help_text) in _OPTIONS.items():
         flag = "--" + name.replace("_", "-")
-        if name in _BOOL_FLAGS:
+        if name == "no_policy":  # BooleanOptionalAction would read "--no-policy" as policy=False
+            parser.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=help_text)
+        elif name in _BOOL_FLAGS:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None, help=help_text)

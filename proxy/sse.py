@@ -53,6 +53,17 @@ class SSESplitter:
         self._tail = buffer[start:]
         return events
 
+    def flush(self) -> list[bytes]:
+        """The stream ended: a trailing ``\\r`` was a line end after all; return the events it completes."""
+        buffer, self._tail = self._tail, b""
+        events: list[bytes] = []
+        start = 0
+        for match in _BOUNDARY.finditer(buffer):
+            events.append(buffer[start : match.end()])
+            start = match.end()
+        self._tail = buffer[start:]
+        return events
+
     @property
     def pending(self) -> bytes:
         """Bytes of an event not yet terminated (what a cut stream leaves behind)."""

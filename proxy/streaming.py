@@ -51,9 +51,10 @@ async def forward_sse(request: web.Request, upstream: aiohttp.ClientResponse, ho
                 if first_byte:
                     first_byte = False
                     metrics.stream_ttfb.observe(time.perf_counter() - request[EXCHANGE].started)
+        tail = [piece for raw in splitter.flush() for piece in interceptor.feed(raw)]
         if splitter.pending.strip():
             raise UpstreamError("upstream stream ended inside an event", code="upstream_reset")
-        tail = interceptor.finish()
+        tail += interceptor.finish()
         if tail:
             await response.write(b"".join(tail))
     except ToolCallRejected as exc:

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
-from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .errors import CelgateError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .settings import UpstreamTimeouts
 
 __all__ = ["Upstream", "forwardable_request_headers", "forwardable_response_headers"]
@@ -39,6 +40,10 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+_PRIVATE_PREFIX = "x-celgate-"  # celgate's own request headers never leave it
+# Upstream bodies are decoded here, so the upstream may only use codings aiohttp can decode: the
+# client's Accept-Encoding (br, zstd, ...) is replaced by aiohttp's own.
+_NOT_FORWARDED_REQUEST = _HOP_BY_HOP | {"accept-encoding"}
 _NOT_FORWARDED_RESPONSE = _HOP_BY_HOP | {"content-encoding"}  # bodies are decoded on the way in
 
 
@@ -49,8 +54,10 @@ def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
 
 def forwardable_request_headers(headers: Mapping[str, str], drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
     """Client headers minus hop-by-hop ones, those named in ``Connection``, and ``drop``."""
-    excluded = _HOP_BY_HOP | _connection_tokens(headers) | drop
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in excluded)
+    excluded = _NOT_FORWARDED_REQUEST | _connection_tokens(headers) | drop
+    return CIMultiDict(
+        (k, v) for k, v in headers.items() if k.lower() not in excluded and not k.lower().startswith(_PRIVATE_PREFIX)
+    )
 
 
 def forwardable_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -97,7 +104,7 @@ class Upstream:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Open one upstream response; it is released (or closed, if unread) on exit."""
         assert self._session is not None, "Upstream.start() was not awaited"
-        url = self.url_for(v1_path, base_url) + (f"?{query}" if query else "")
+        url = URL(self.url_for(v1_path, base_url) + (f"?{query}" if query else ""), encoded=True)  # already encoded
         try:
             response = await self._session.request(method, url, headers=headers, data=body, allow_redirects=False)
         except _FAULTS as exc:
@@ -149,8 +156,10 @@ class Upstream:
 _FAULTS = (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError, OSError, TimeoutError)
 
 
-def _translate(exc: BaseException) -> UpstreamError:
+def _translate(exc: BaseException) -> CelgateError:
     """The most specific celgate error for an upstream fault."""
+    if isinstance(exc.__cause__, CelgateError):
+        return exc.__cause__  # our own upload body refused itself (413): not an upstream fault
     if isinstance(exc, (aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError, TimeoutError)):
         return UpstreamTimeout(f"upstream timed out: {_describe(exc)}")
     if isinstance(exc, aiohttp.ClientPayloadError):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ class Step:
     delay: float = 0.0  # seconds to wait before this step
     reset: bool = False  # abort the TCP connection instead of writing
     stall: float = 0.0  # wait this long without writing (a stalled upstream)
+    wait: asyncio.Event | None = None  # hold this step until the test sets the event
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Script:
     headers: dict[str, str] = field(default_factory=dict)
     garbage: bytes | None = None  # write these raw bytes instead of an HTTP response, then close
     delay: float = 0.0  # before the response headers (first-byte latency)
+    reset: bool = False  # send a TCP RST instead of any response (reset before headers)
 
 
 @dataclass
@@ -58,6 +62,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any
+    raw: bytes = b""  # the request body exactly as received
+    raw_path: str = ""  # the request target exactly as received (path and query, still %-encoded)
 
 
 def sse(obj: Any) -> bytes:
@@ -133,6 +139,7 @@ class FakeUpstream:
         self.requests: list[Recorded] = []
         self.closed_early = asyncio.Event()  # the proxy closed a stream before the script ended
         self.step_times: list[float] = []  # perf_counter() when each step's bytes were written
+        self.first_body_chunk = asyncio.Event()  # a request body started arriving (uploads are streamed)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -154,15 +161,23 @@ class FakeUpstream:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
+        received = bytearray()
+        async for chunk in request.content.iter_any():
+            received += chunk
+            self.first_body_chunk.set()
+        raw = bytes(received)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw
-        self.requests.append(Recorded(request.method, request.path_qs, dict(request.headers), body))
+        self.requests.append(Recorded(request.method, request.path_qs, dict(request.headers), body, raw, request.raw_path))
         script = self.scripts.popleft() if self.scripts else self._default(request, body)
         if script.delay:
             await asyncio.sleep(script.delay)
+        if script.reset:
+            assert request.transport is not None
+            _abort_with_rst(request.transport)
+            return web.Response()  # never sent: the connection is gone
         if script.garbage is not None:
             assert request.transport is not None
             request.transport.write(script.garbage)
@@ -182,6 +197,8 @@ class FakeUpstream:
                     await asyncio.sleep(step.delay)
                 if step.stall:
                     await asyncio.sleep(step.stall)
+                if step.wait is not None:
+                    await step.wait.wait()
                 if step.reset:
                     assert request.transport is not None
                     request.transport.abort()
@@ -201,3 +218,11 @@ class FakeUpstream:
         if isinstance(body, dict) and body.get("stream"):
             return Script(steps=text_stream(["Hello", " world"]))
         return Script(json=completion("Hello world"))
+
+
+def _abort_with_rst(transport: asyncio.BaseTransport) -> None:
+    """Close with SO_LINGER 0, so the peer sees a TCP RST rather than an orderly FIN."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()

@@ -1,0 +1,47 @@
+"""OpenAI Agents SDK drop-ins, served as models by celgate (see docs/agents.md).
+
+Importing this package does not import the SDK (``import agents`` costs ~1 s
+and ~90 MiB): the registry imports it when the first drop-in folder exists,
+and the run entry points below import the runner lazily, since a
+``LoadedAgent`` only exists once the SDK is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .context import AgentSettings, CallerContext, GatewayHooks
+from .discovery import LoadedAgent
+from .errors import AgentRunError
+from .registry import AgentRegistry
+
+__all__ = [
+    "AgentRegistry",
+    "AgentRunError",
+    "AgentSettings",
+    "CallerContext",
+    "GatewayHooks",
+    "LoadedAgent",
+    "run_completion",
+    "stream_completion",
+]
+
+
+async def run_completion(agent: LoadedAgent, body: dict[str, Any], caller: CallerContext) -> dict[str, Any]:
+    """Run the drop-in for one non-streamed request; returns a ``chat.completion`` dict."""
+    from .runner import run_completion as run
+
+    return await run(agent, body, caller)
+
+
+def stream_completion(
+    agent: LoadedAgent, body: dict[str, Any], caller: CallerContext
+) -> AsyncIterator[dict[str, Any]]:
+    """Run the drop-in for one streamed request; yields ``chat.completion.chunk`` dicts.
+
+    Closing the iterator (or cancelling the task iterating it) cancels the run.
+    """
+    from .runner import stream_completion as stream
+
+    return stream(agent, body, caller)

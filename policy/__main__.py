@@ -1,0 +1,9 @@
+"""``python -m policy check|test|explain ...``: the same as ``celgate policy ...``."""
+
+import sys
+
+from .cli import main
+
+__all__: list[str] = []
+
+sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,154 @@
+"""The CEL variables a rule's ``when`` sees: ``principal``, ``request``, ``tool``, ``now``.
+
+This module is the one definition of their shape: the builders below produce
+them, and ``FIELDS`` documents each field (type, when it exists, whether it
+changes per call). ``docs/policies.md`` carries ``markdown_table()``
+verbatim; a test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .model import Principal, RequestInfo, ToolCall
+
+__all__ = [
+    "FIELDS",
+    "PER_CALL_FIELDS",
+    "ROOTS",
+    "Field",
+    "markdown_table",
+    "parse_arguments",
+    "principal_variables",
+    "request_variables",
+    "tool_variables",
+    "utc_now",
+]
+
+ROOTS = frozenset({"principal", "request", "tool", "now"})
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One documented CEL field; ``per_call`` fields make a rule's result uncacheable."""
+
+    path: str
+    type: str
+    present: str
+    description: str
+    per_call: bool = False
+
+
+FIELDS: tuple[Field, ...] = (
+    Field(
+        "principal.id", "string", "always", "Principal id from `principals:`; `anonymous` for a missing or unknown key."
+    ),
+    Field("principal.<attr>", "any", "when set", "Every other field of the principal entry (`team`, `roles`, ...)."),
+    Field("request.model", "string", "always", "The `model` of the request body."),
+    Field("request.agent", "string", "always", 'Drop-in agent name or `x-celgate-agent` header; `""` when none.'),
+    Field("request.stream", "bool", "always", "Whether the client asked for a stream."),
+    Field("request.path", "string", "always", "Request path, e.g. `/v1/chat/completions`."),
+    Field(
+        "request.headers",
+        "map(string, string)",
+        "always",
+        "Request headers, lower-case names, auth headers removed.",
+        True,
+    ),
+    Field("request.tools", "list(string)", "always", "Function names the request offers to the model."),
+    Field("request.user", "string", "when sent", "The body's `user` field."),
+    Field("request.metadata", "map(string, dyn)", "when sent", "The body's `metadata` object.", True),
+    Field(
+        "request.<scalar>",
+        "int, double, string, bool, null",
+        "when sent",
+        "Every other top-level scalar of the body (`max_tokens`, `temperature`, ...); test with `has()`.",
+    ),
+    Field("tool.name", "string", "tool_call", "The function name the model called."),
+    Field(
+        "tool.arguments",
+        "map(string, dyn)",
+        "tool_call",
+        "Arguments parsed from JSON; `{}` when not a JSON object.",
+        True,
+    ),
+    Field("tool.raw_arguments", "string", "tool_call", "The arguments exactly as the model produced them.", True),
+    Field("tool.id", "string", "tool_call", "The tool call id.", True),
+    Field(
+        "tool.source",
+        "string",
+        "tool_call",
+        "`upstream` (a model behind the proxy) or `agent` (a drop-in agent's tool).",
+    ),
+    Field("now", "timestamp", "always", 'Evaluation time (UTC); `now.getHours("UTC")` etc.', True),
+)
+
+PER_CALL_FIELDS: frozenset[tuple[str, str]] = frozenset(
+    (root, field) for root, _, field in (f.path.partition(".") for f in FIELDS if f.per_call) if field
+)
+
+
+def markdown_table() -> str:
+    """The CEL context reference table, as ``docs/policies.md`` shows it."""
+    lines = ["| field | type | present | meaning | per call |", "|---|---|---|---|---|"]
+    lines += [
+        f"| `{f.path}` | {f.type} | {f.present} | {f.description} | {'yes' if f.per_call else ''} |" for f in FIELDS
+    ]
+    return "\n".join(lines)
+
+
+def principal_variables(principal: Principal) -> dict[str, Any]:
+    return {**principal.attributes, "id": principal.id}
+
+
+def request_variables(request: RequestInfo) -> dict[str, Any]:
+    """Body scalars first, so the documented fields win over a body field of the same name."""
+    variables: dict[str, Any] = {
+        **request.scalars,
+        "model": request.model,
+        "agent": request.agent or "",
+        "stream": request.stream,
+        "path": request.path,
+        "headers": request.headers if type(request.headers) is dict else dict(request.headers),
+        "tools": list(request.tools),
+    }
+    if request.user is not None:
+        variables["user"] = request.user
+    if request.metadata is not None:
+        variables["metadata"] = dict(request.metadata)
+    return variables
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _json_int(text: str) -> int | float:
+    """JSON integers beyond CEL's int64 become doubles, so one odd argument can't poison ``tool``."""
+    value = int(text)
+    return value if value in _INT64 else float(value)
+
+
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """Tool arguments as a map: ``{}`` unless ``raw`` is a JSON object (rules then use ``raw_arguments``)."""
+    try:
+        value = json.loads(raw, parse_int=_json_int)
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def tool_variables(tool: ToolCall) -> dict[str, Any]:
+    return {
+        "name": tool.name,
+        "arguments": parse_arguments(tool.raw_arguments),
+        "raw_arguments": tool.raw_arguments,
+        "id": tool.id,
+        "source": tool.source,
+    }
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,350 @@
+"""The evaluator: candidates → ``when`` outcomes → one decision. Pure: no I/O, no logging.
+
+Precedence, in order (one chain, first match wins; "first" means policy order):
+
+1. an enforcing deny rule matched, or errored → **deny** (deny overrides; errors fail closed);
+2. a dry-run deny rule matched or errored, and what would otherwise apply is not an
+   enforced deny → **would deny** (``effect=deny, mode=dry-run``; traffic passes);
+3. an allow rule matched → **allow** (an allow rule that errored never allows);
+4. otherwise ``defaults.decision``, in ``defaults.mode``.
+
+The fast path (``decide``) works from a ``Plan``, derived once per candidate
+set and memoized with it by the glob index: rules without ``when`` match
+outright; rules that read only stable fields (``principal.team``,
+``request.model``, ...) have their outcomes cached per snapshot, keyed by the
+values they read, with one lookup per decision; only the rest ("live" rules)
+run CEL, over an activation built once with just the variables they read.
+The combined verdict is memoized per outcome pattern. ``explain`` is the slow
+path of the same evaluator: every rule of the point, no caches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .context import principal_variables, request_variables, tool_variables, utc_now
+from .decision import Decision, Explanation, RuleTrace
+from .errors import CelEvalError
+from .globs import mismatched_lists
+from .model import Action, Defaults, Effect, Mode, Point, Principal, RequestInfo, Rule, ToolCall
+
+if TYPE_CHECKING:
+    from .backends import Backend
+    from .policyset import PolicySet
+
+__all__ = ["Outcome", "Plan", "ResultCache", "decide", "explain"]
+
+Outcome = bool | str  # True, False, or the CEL error message (fails closed)
+
+_MISSING = object()
+_DEFAULT_REASON = {Effect.DENY: "no rule allows it", Effect.ALLOW: "allowed by default"}
+_MAX_VERDICTS = 256  # distinct outcome patterns remembered per candidate set
+
+
+class ResultCache:
+    """Outcomes of cacheable rules, keyed by (rule indexes, values read); emptied when full."""
+
+    __slots__ = ("_entries", "_max_entries")
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: dict[tuple[Any, ...], tuple[Outcome, ...]] = {}
+        self._max_entries = max_entries
+
+    def get(self, key: tuple[Any, ...]) -> tuple[Outcome, ...] | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[Any, ...], outcomes: tuple[Outcome, ...]) -> None:
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[key] = outcomes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _Verdict(NamedTuple):
+    """Everything in a Decision that follows from the outcomes (not the timing)."""
+
+    effect: Effect
+    mode: Mode
+    rule: str | None
+    reason: str
+    action: Action
+    matched: tuple[str, ...]
+    errors: tuple[tuple[str, str], ...]
+    message: str
+
+
+class _Matches(NamedTuple):
+    """The first rule of each kind that decides, plus what matched and what failed."""
+
+    enforced_deny: Rule | None
+    dry_deny: Rule | None
+    allow: Rule | None
+    matched: tuple[str, ...]
+    errors: tuple[tuple[str, str], ...]
+
+
+def _classify(rules: tuple[Rule, ...], outcomes: tuple[Outcome, ...]) -> _Matches:
+    matched: list[str] = []
+    errors: list[tuple[str, str]] = []
+    firsts: dict[str, Rule] = {}
+    for rule, outcome in zip(rules, outcomes, strict=True):
+        if outcome is False:
+            continue
+        if outcome is True:
+            matched.append(rule.name)
+        else:
+            errors.append((rule.name, outcome))
+            if rule.effect is Effect.ALLOW:
+                continue  # an erroring allow rule never allows
+        if rule.effect is Effect.ALLOW:
+            kind = "allow"
+        else:  # a deny rule that matched or errored (fails closed)
+            kind = "enforced_deny" if rule.mode is Mode.ENFORCE else "dry_deny"
+        firsts.setdefault(kind, rule)
+    return _Matches(
+        firsts.get("enforced_deny"), firsts.get("dry_deny"), firsts.get("allow"), tuple(matched), tuple(errors)
+    )
+
+
+def _verdict(rules: tuple[Rule, ...], outcomes: tuple[Outcome, ...], defaults: Defaults, subject: str) -> _Verdict:
+    """Apply the precedence chain in the module docstring."""
+    found = _classify(rules, outcomes)
+    default_blocks = defaults.decision is Effect.DENY and defaults.mode is Mode.ENFORCE
+    deciding: Rule | None
+    if found.enforced_deny is not None:
+        deciding, effect, mode = found.enforced_deny, Effect.DENY, Mode.ENFORCE
+    elif found.dry_deny is not None and (found.allow is not None or not default_blocks):
+        deciding, effect, mode = found.dry_deny, Effect.DENY, Mode.DRY_RUN
+    elif found.allow is not None:
+        deciding, effect, mode = found.allow, Effect.ALLOW, found.allow.mode
+    else:
+        deciding, effect, mode = None, defaults.decision, defaults.mode
+
+    name = deciding.name if deciding is not None else None
+    reason = deciding.reason if deciding is not None else _DEFAULT_REASON[effect]
+    message = ""
+    if effect is Effect.DENY:
+        message = defaults.deny_message.format(subject=subject, rule=name or "default", reason=reason)
+    action = deciding.action if deciding is not None else Action.STRIP
+    return _Verdict(effect, mode, name, reason, action, found.matched, found.errors, message)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Plan:
+    """How to decide for one candidate set; built once, memoized with it by the glob index.
+
+    ``cached``/``live`` are positions in ``rules`` of rules whose outcome is
+    cached by value (``key_fields`` is the union of what they read, by root) or
+    evaluated every time (``live_roots`` is what they read); the remaining
+    positions are rules without ``when``.
+    """
+
+    rules: tuple[Rule, ...]
+    defaults: Defaults
+    cached: tuple[int, ...]
+    cache_id: tuple[int, ...]
+    key_fields: tuple[tuple[str, tuple[str, ...]], ...]
+    live: tuple[int, ...]
+    live_roots: frozenset[str]
+    reads_arguments: bool
+    usable: bool
+    verdicts: dict[tuple[Any, ...], _Verdict] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rules: tuple[Rule, ...], defaults: Defaults) -> Plan:
+        with_when = [i for i, rule in enumerate(rules) if rule.program is not None]
+        cached = tuple(i for i in with_when if rules[i].cache_paths is not None)
+        live = tuple(i for i in with_when if rules[i].cache_paths is None)
+        default_passes = defaults.decision is Effect.ALLOW or defaults.mode is Mode.DRY_RUN
+        may_allow = any(rule.effect is Effect.ALLOW for rule in rules)
+        always_denied = any(
+            rule.effect is Effect.DENY and rule.mode is Mode.ENFORCE and rule.program is None for rule in rules
+        )
+        return cls(
+            rules=rules,
+            defaults=defaults,
+            cached=cached,
+            cache_id=tuple(rules[i].index for i in cached),
+            key_fields=_group_by_root({path for i in cached for path in rules[i].cache_paths or ()}),
+            live=live,
+            live_roots=frozenset(root for i in live for root in rules[i].roots),
+            reads_arguments=any(rule.reads_arguments for rule in rules),
+            usable=(may_allow or default_passes) and not always_denied,
+        )
+
+    def verdict(self, outcomes: tuple[Outcome, ...], subject: str) -> _Verdict:
+        key = (outcomes, subject)
+        verdict = self.verdicts.get(key)
+        if verdict is None:
+            verdict = _verdict(self.rules, outcomes, self.defaults, subject)
+            if len(self.verdicts) < _MAX_VERDICTS:
+                self.verdicts[key] = verdict
+        return verdict
+
+
+def _group_by_root(paths: set[tuple[str, str]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    roots = sorted({root for root, _ in paths})
+    return tuple((root, tuple(sorted(f for r, f in paths if r == root))) for root in roots)
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for a context value; types are kept apart (``1``, ``1.0`` and ``true`` differ in CEL)."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is list or kind is tuple:
+        return (list, tuple(map(_freeze, value)))
+    if kind is dict:
+        return (dict, frozenset((k, _freeze(v)) for k, v in value.items()))
+    return (kind, value)
+
+
+class _Inputs:
+    """One decision's CEL variables, each built on first use."""
+
+    __slots__ = ("_backend", "_full", "_now", "_principal", "_request", "_roots", "_tool")
+
+    def __init__(
+        self,
+        backend: Backend | None,
+        principal: Principal,
+        request: RequestInfo,
+        tool: ToolCall | None,
+        now: datetime | None,
+    ) -> None:
+        self._backend = backend
+        self._principal = principal
+        self._request = request
+        self._tool = tool
+        self._now = now
+        self._roots: dict[str, Any] = {}
+        self._full: Any = None
+
+    def root(self, name: str) -> Any:
+        variables = self._roots.get(name)
+        if variables is None:
+            if name == "principal":
+                variables = principal_variables(self._principal)
+            elif name == "request":
+                variables = request_variables(self._request)
+            elif name == "now":
+                variables = self._now or utc_now()
+            else:
+                assert self._tool is not None, "request rules cannot read tool (the loader rejects them)"
+                variables = tool_variables(self._tool)
+            self._roots[name] = variables
+        return variables
+
+    def activation(self, roots: frozenset[str] | None = None) -> Any:
+        """An activation over ``roots``, or over every variable of this point (built at most once)."""
+        assert self._backend is not None, "a set without a CEL backend has no rules"
+        if roots is not None and self._full is None:
+            return self._backend.activation({name: self.root(name) for name in roots})
+        if self._full is None:
+            names = (
+                ("principal", "request", "now", "tool") if self._tool is not None else ("principal", "request", "now")
+            )
+            self._full = self._backend.activation({name: self.root(name) for name in names})
+        return self._full
+
+
+def _run(rule: Rule, activation: Any) -> Outcome:
+    assert rule.program is not None
+    try:
+        return rule.program.decide(activation)
+    except CelEvalError as exc:
+        return str(exc) or "evaluation error"
+
+
+def _cached_outcomes(plan: Plan, inputs: _Inputs, cache: ResultCache) -> tuple[Outcome, ...]:
+    parts: list[Any] = [plan.cache_id]
+    for root, fields in plan.key_fields:
+        variables = inputs.root(root)
+        parts += [_freeze(variables.get(name, _MISSING)) for name in fields]
+    key = tuple(parts)
+    outcomes = cache.get(key)
+    if outcomes is None:
+        activation = inputs.activation()
+        outcomes = tuple(_run(plan.rules[i], activation) for i in plan.cached)
+        cache.put(key, outcomes)
+    return outcomes
+
+
+def _decision(point: Point, v: _Verdict, subject: str, version: str, started: float) -> Decision:
+    return Decision(
+        point, v.effect, v.mode, v.rule, v.reason, v.action, v.matched, v.errors,
+        perf_counter() - started, subject, v.message, version,
+    )  # fmt: skip
+
+
+def decide(
+    policy: PolicySet,
+    point: Point,
+    principal: Principal,
+    request: RequestInfo,
+    tool: ToolCall | None = None,
+    *,
+    now: datetime | None = None,
+) -> Decision:
+    """Decide one point on the fast path (memoized plan, cached outcomes, one activation)."""
+    started = perf_counter()
+    tool_name = tool.name if tool is not None else ""
+    plan: Plan = policy.index.lookup(point, principal.id, request.model, request.agent or "", tool_name)
+    outcomes: list[Outcome] = [True] * len(plan.rules)
+    if plan.cached or plan.live:
+        inputs = _Inputs(policy.engine, principal, request, tool, now)
+        if plan.cached:
+            for i, outcome in zip(plan.cached, _cached_outcomes(plan, inputs, policy.results), strict=True):
+                outcomes[i] = outcome
+        if plan.live:
+            activation = inputs.activation(plan.live_roots)
+            for i in plan.live:
+                outcomes[i] = _run(plan.rules[i], activation)
+    subject = tool_name or request.model
+    return _decision(point, plan.verdict(tuple(outcomes), subject), subject, policy.version, started)
+
+
+def _trace(rule: Rule, mismatched: tuple[str, ...], outcome: Outcome | None) -> RuleTrace:
+    if outcome is None:
+        shown, error = "-", None
+    elif rule.program is None:
+        shown, error = "no when", None
+    elif isinstance(outcome, bool):
+        shown, error = str(outcome).lower(), None
+    else:
+        shown, error = "error", outcome
+    return RuleTrace(rule.name, rule.effect, rule.mode, rule.file, rule.line, mismatched, rule.when, shown, error)
+
+
+def explain(
+    policy: PolicySet,
+    point: Point,
+    principal: Principal,
+    request: RequestInfo,
+    tool: ToolCall | None = None,
+    *,
+    now: datetime | None = None,
+) -> Explanation:
+    """Every rule of the point with its glob and ``when`` results, and the decision; no caches."""
+    started = perf_counter()
+    tool_name = tool.name if tool is not None else ""
+    inputs = _Inputs(policy.engine, principal, request, tool, now)
+    traces: list[RuleTrace] = []
+    rules: list[Rule] = []
+    outcomes: list[Outcome] = []
+    for rule in policy.index.rules(point):
+        mismatched = mismatched_lists(rule, principal.id, request.model, request.agent or "", tool_name)
+        outcome: Outcome | None = None
+        if not mismatched:
+            outcome = True if rule.program is None else _run(rule, inputs.activation())
+            rules.append(rule)
+            outcomes.append(outcome)
+        traces.append(_trace(rule, mismatched, outcome))
+    subject = tool_name or request.model
+    verdict = _verdict(tuple(rules), tuple(outcomes), policy.defaults, subject)
+    return Explanation(_decision(point, verdict, subject, policy.version, started), tuple(traces))

@@ -1,0 +1,64 @@
+"""The drop-ins shipped in ./agents load and run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from adapters import AgentRegistry, run_completion, stream_completion
+
+from .conftest import FakeGateway, FakeHooks, Text, ToolCalls, caller_for, collect
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "agents"
+
+
+async def examples(make_registry: Any) -> AgentRegistry:
+    registry = await make_registry(EXAMPLES)
+    assert registry.failures() == []
+    return registry
+
+
+async def test_the_examples_load_with_their_export_kinds(make_registry: Any) -> None:
+    listed = {a["name"]: a for a in (await examples(make_registry)).agents()}
+    assert (listed["WeatherAgent"]["kind"], listed["WeatherAgent"]["tools"]) == (
+        "agent", ["convert_units", "get_weather"]
+    )
+    assert (listed["TriageWorkflow"]["kind"], listed["TriageWorkflow"]["tools"]) == (
+        "run_workflow", ["get_invoice", "issue_refund"]
+    )
+    assert listed["WeatherAgent"]["model"] == "test-model"  # sets none: the default applies
+
+
+async def test_weather_agent_uses_its_tools(make_registry: Any, gateway: FakeGateway, hooks: FakeHooks) -> None:
+    registry = await examples(make_registry)
+    gateway.reply(
+        ToolCalls([("c1", "get_weather", '{"city": "Paris"}'), ("c2", "convert_units", '{"celsius": 21}')]),
+        Text("Paris: 21 C (69.8 F), sunny."),
+    )
+    result = await run_completion(
+        registry.get("WeatherAgent"),
+        {"messages": [{"role": "user", "content": "Weather in Paris, in F?"}]},
+        caller_for(gateway, "WeatherAgent"),
+    )
+    assert result["choices"][0]["message"]["content"] == "Paris: 21 C (69.8 F), sunny."
+    tool_outputs = [m["content"] for m in gateway.requests[1].body["messages"] if m["role"] == "tool"]
+    assert tool_outputs == ["Paris: 21.0 C, sunny", "21.0 C = 69.8 F"]
+    assert [name for name, _ in hooks.finished] == ["get_weather", "convert_units"]
+
+
+async def test_triage_workflow_hands_off_to_billing(make_registry: Any, gateway: FakeGateway) -> None:
+    registry = await examples(make_registry)
+    gateway.reply(
+        ToolCalls([("h1", "transfer_to_billing", "{}")]),
+        ToolCalls([("c1", "get_invoice", '{"invoice_id": "INV-1001"}')]),
+        Text("INV-1001 is paid."),
+    )
+    chunks = await collect(stream_completion(
+        registry.get("TriageWorkflow"),
+        {"messages": [{"role": "user", "content": "Is INV-1001 paid?"}], "stream": True},
+        caller_for(gateway, "TriageWorkflow"),
+    ))
+    events = [c["celgate"] for c in chunks if "celgate" in c]
+    assert events[0] == {"type": "handoff", "from": "Triage", "to": "Billing"}
+    assert events[2]["output"] == "INV-1001: 49.00 EUR for ACME, paid"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "INV-1001 is paid. "

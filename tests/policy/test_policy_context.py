@@ -1,0 +1,162 @@
+"""The CEL context (what `when` sees), its documentation, the reference scanner and globs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from policy import Principal, RequestInfo, ToolCall
+from policy.context import (
+    FIELDS,
+    PER_CALL_FIELDS,
+    ROOTS,
+    markdown_table,
+    parse_arguments,
+    principal_variables,
+    request_variables,
+    tool_variables,
+)
+from policy.globs import GlobList, glob
+from policy.references import scan
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "policies.md"
+
+
+def test_principal_variables() -> None:
+    assert principal_variables(Principal("a", {"team": "t", "id": "spoofed"})) == {"id": "a", "team": "t"}
+
+
+def test_request_variables() -> None:
+    info = RequestInfo(
+        model="m",
+        agent=None,
+        stream=True,
+        path="/v1/chat/completions",
+        headers={"x-a": "1"},
+        tools=("t1",),
+        scalars={"max_tokens": 5, "model": "spoofed"},
+        user="u",
+        metadata={"k": "v"},
+    )
+    assert request_variables(info) == {
+        "model": "m",
+        "agent": "",
+        "stream": True,
+        "path": "/v1/chat/completions",
+        "headers": {"x-a": "1"},
+        "tools": ["t1"],
+        "max_tokens": 5,
+        "user": "u",
+        "metadata": {"k": "v"},
+    }
+    bare = RequestInfo("m", "labs/x", False, "/p", {}, (), {})
+    variables = request_variables(bare)
+    assert variables["agent"] == "labs/x" and "user" not in variables and "metadata" not in variables
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('{"a": 1}', {"a": 1}),
+        ("[1]", {}),
+        ('"text"', {}),
+        ("not json", {}),
+        ("", {}),
+        ('{"big": 123456789012345678901234567890}', {"big": 1.2345678901234568e29}),
+        ("[" * 100_000, {}),
+    ],
+)
+def test_parse_arguments(raw: str, expected: dict[str, object]) -> None:
+    assert parse_arguments(raw) == expected
+
+
+def test_tool_variables() -> None:
+    tool = ToolCall("get_weather", '{"location": "Paris"}', "call_9", "agent")
+    assert tool_variables(tool) == {
+        "name": "get_weather",
+        "arguments": {"location": "Paris"},
+        "raw_arguments": '{"location": "Paris"}',
+        "id": "call_9",
+        "source": "agent",
+    }
+
+
+def test_every_builder_field_is_documented() -> None:
+    documented = {f.path for f in FIELDS}
+    info = RequestInfo("m", None, False, "/p", {}, (), {}, user="u", metadata={})
+    for root, variables in (
+        ("request", request_variables(info)),
+        ("tool", tool_variables(ToolCall("n", "{}", "i", "s"))),
+    ):
+        assert {f"{root}.{key}" for key in variables} <= documented
+    assert {
+        ("request", "headers"),
+        ("request", "metadata"),
+        ("tool", "arguments"),
+        ("tool", "raw_arguments"),
+        ("tool", "id"),
+    } == PER_CALL_FIELDS
+
+
+def test_docs_carry_the_context_table() -> None:
+    text = DOCS.read_text()
+    found = re.search(r"<!-- context-table:start -->\n(.*?)\n<!-- context-table:end -->", text, re.DOTALL)
+    assert found, "docs/policies.md lacks the context-table markers"
+    assert found.group(1) == markdown_table(), (
+        "regenerate with: python -c 'import policy.context as c; print(c.markdown_table())'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern", "expected"),
+    [
+        ("shell.exec", "shell*", True),
+        ("Shell.exec", "shell*", False),
+        ("labs/team/x-planner", "labs/*planner*", True),
+        ("ResearchAgent", "*Agent", True),
+        ("gpt-4o", "gpt-?o", True),
+        ("gpt-4o", "gpt-[0-9]o", True),
+        ("gpt-xo", "gpt-[!a-z]o", False),
+        ("a\nb", "a*b", True),
+        ("abc", "ab", False),
+    ],
+)
+def test_globs(value: str, pattern: str, expected: bool) -> None:
+    assert glob(value, pattern) is expected
+    assert GlobList([pattern, "never-matches"]).matches(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("source", "fields", "whole", "complete"),
+    [
+        (
+            'principal.team == "a" && request.model.startsWith("g")',
+            {("principal", "team"), ("request", "model")},
+            set(),
+            True,
+        ),
+        ('"principal.team" == "x" // principal.id', set(), set(), True),
+        ('principal["team"] == "a"', set(), {"principal"}, True),
+        ("size(tool) > 1", set(), {"tool"}, True),
+        ('now.getHours("UTC") > 1', set(), {"now"}, True),
+        ("request.tools.exists(tool, tool == 'x')", {("request", "tools")}, {"tool"}, True),
+        ("request.`odd-name` == 1", set(), set(), False),
+    ],
+)
+def test_scan(source: str, fields: set[tuple[str, str]], whole: set[str], complete: bool) -> None:
+    refs = scan(source, ROOTS)
+    assert (set(refs.fields), set(refs.whole), refs.complete) == (fields, whole, complete)
+    if not complete:
+        assert refs.reads("tool", "arguments") and refs.reads("now")
+
+
+def test_scan_functions_and_regexes() -> None:
+    refs = scan(
+        r'tool.name.matches("^a\\.b") && matches(x, r"\d") && [1].map(v, v > 0, v) == [1] && size("a") > 0', ROOTS
+    )
+    assert refs.functions == {"matches", "map", "size"}
+    assert refs.global_calls == {"matches", "size"}
+    assert ("map", 3) in refs.calls and ("size", 1) in refs.calls
+    assert refs.regexes == ("^a\\.b",)

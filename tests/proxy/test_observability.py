@@ -1,0 +1,261 @@
+"""Metrics: /metrics (Prometheus text) and /admin/metrics (JSON) agree; the celgate_* figures; app lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Celgate, free_port
+from fakeupstream import FakeUpstream, Script, Step, text_stream, tool_call_stream
+from proxy.settings import Settings, UpstreamTimeouts
+
+StartCelgate = Callable[..., Awaitable[Celgate]]
+MESSAGES = [{"role": "user", "content": "Hi"}]
+SELF_ROUTES = {"/metrics", "/admin/metrics"}  # fetching the figures changes these figures
+
+
+SampleKey = tuple[str, frozenset[tuple[str, str]]]
+
+
+async def scrape(http: aiohttp.ClientSession, celgate: Celgate) -> tuple[dict[SampleKey, float], dict[SampleKey, float]]:
+    """(text samples, JSON samples), each {(name, labels): value}, minus the scrape routes' own figures."""
+    async with http.get(celgate.root + "/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    async with http.get(celgate.root + "/admin/metrics") as response:
+        assert response.status == 200
+        families = await response.json()
+    from_text: dict[SampleKey, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("route") not in SELF_ROUTES:
+                from_text[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    from_json: dict[SampleKey, float] = {}
+    for family in families.values():
+        assert set(family) == {"type", "help", "samples"}
+        for sample in family["samples"]:
+            if sample["labels"].get("route") not in SELF_ROUTES:
+                from_json[(sample["name"], frozenset(sample["labels"].items()))] = _number(sample["value"])
+    return from_text, from_json
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, str) else value
+
+
+def value(samples: dict[SampleKey, float], name: str, **labels: str) -> float:
+    key = (name, frozenset(labels.items()))
+    assert key in samples, f"{name}{labels} not in {sorted(k for k in samples if k[0] == name)}"
+    return samples[key]
+
+
+def values(samples: dict[SampleKey, float], name: str, **labels: str) -> list[float]:
+    return [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
+
+
+async def traffic(celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI],
+                  http: aiohttp.ClientSession) -> None:
+    client = oai(celgate.url)
+    await client.chat.completions.create(model="fake-model", messages=MESSAGES)
+    for _ in range(2):
+        stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
+        [_ async for _ in stream]
+    upstream.push(Script(steps=tool_call_stream([("c1", "get_weather", '{"location": "Oslo"}'),
+                                                 ("c2", "get_time", "{}")])))
+    stream = await client.chat.completions.create(model="tool-model", messages=MESSAGES, stream=True)
+    [_ async for _ in stream]
+    upstream.push(Script(steps=[*text_stream(["cut"], done=False)[:2], Step(reset=True)]))
+    stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
+    with pytest.raises(openai.APIError):
+        [_ async for _ in stream]
+    upstream.push(Script(status=429, json={"error": {"message": "slow down", "type": "requests", "param": None, "code": None}}))
+    with pytest.raises(openai.RateLimitError):
+        await client.chat.completions.create(model="fake-model", messages=MESSAGES)
+    async with http.post(celgate.url + "/chat/completions", data=b"{oops") as response:
+        assert response.status == 400
+    async with http.post(celgate.url + "/embeddings", json={"model": "emb", "input": "x"}) as response:
+        assert response.status == 200
+    [_ async for _ in client.models.list()]
+
+
+async def test_prometheus_text_and_admin_json_agree(
+    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI], http: aiohttp.ClientSession
+) -> None:
+    await traffic(celgate, upstream, oai, http)
+    from_text, from_json = await scrape(http, celgate)
+    assert set(from_text) == set(from_json)
+    for key, number in from_text.items():
+        other = from_json[key]
+        assert number == other or (math.isnan(number) and math.isnan(other)) or math.isclose(number, other, rel_tol=1e-12), key
+    assert all(name.startswith("celgate_") for name, _ in from_text)
+
+
+async def test_celgate_metrics_after_traffic(
+    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI], http: aiohttp.ClientSession
+) -> None:
+    await traffic(celgate, upstream, oai, http)
+    samples, _ = await scrape(http, celgate)
+    chat = "/v1/chat/completions"
+    assert value(samples, "celgate_requests_total", route=chat, model="fake-model", status="200") == 3
+    assert value(samples, "celgate_requests_total", route=chat, model="tool-model", status="200") == 1
+    assert value(samples, "celgate_requests_total", route=chat, model="fake-model", status="429") == 1
+    assert value(samples, "celgate_requests_total", route=chat, model="fake-model", status="502") == 1  # cut stream
+    assert value(samples, "celgate_requests_total", route=chat, model="", status="400") == 1
+    assert value(samples, "celgate_requests_total", route="/v1/*", model="emb", status="200") == 1
+    assert value(samples, "celgate_requests_total", route="/v1/models", model="", status="200") == 1
+    assert value(samples, "celgate_request_duration_seconds_count", route=chat) == 7
+    assert value(samples, "celgate_upstream_duration_seconds_count", route="chat") == 6
+    assert value(samples, "celgate_stream_ttfb_seconds_count") == 4
+    assert value(samples, "celgate_active_streams") == 0
+    assert value(samples, "celgate_upstream_errors_total", kind="upstream_reset") == 1
+    assert value(samples, "celgate_tool_calls_total", tool="get_weather", decision="allow") == 1
+    assert value(samples, "celgate_tool_calls_total", tool="get_time", decision="allow") == 1
+    buckets = values(samples, "celgate_stream_ttfb_seconds_bucket")
+    assert buckets == sorted(buckets) and max(buckets) == 4  # cumulative, +Inf holds every stream
+
+
+async def test_the_status_of_a_stream_cut_midway_is_recorded_as_the_fault(
+    celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    upstream.push(Script(steps=[*text_stream(["cut"], done=False)[:2], Step(reset=True)]))
+    async with http.post(celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}) as r:
+        await r.read()
+        assert r.status == 200  # the headers went out before the fault
+    samples, _ = await scrape(http, celgate)
+    assert value(samples, "celgate_requests_total", route="/v1/chat/completions", model="m", status="502") == 1
+
+
+async def test_active_streams_counts_open_streams(
+    celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    release = asyncio.Event()
+    steps = text_stream(["a", "b"])
+    steps[2].wait = release
+    upstream.push(Script(steps=steps), Script(steps=list(steps)))
+    responses = [
+        await http.post(celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True})
+        for _ in range(2)
+    ]
+    for response in responses:
+        await response.content.readuntil(b"\n\n")
+    samples, _ = await scrape(http, celgate)
+    assert value(samples, "celgate_active_streams") == 2
+    release.set()
+    for response in responses:
+        await response.read()
+        response.release()
+    samples, _ = await scrape(http, celgate)
+    assert value(samples, "celgate_active_streams") == 0
+
+
+@pytest.mark.parametrize(
+    ("script", "kind", "timeouts"),
+    [
+        (None, "upstream_unreachable", None),
+        (Script(reset=True), "upstream_reset", None),
+        (Script(garbage=b"SSH-2.0-OpenSSH_9.6\r\n"), "upstream_bad_response", None),
+        (Script(delay=30), "upstream_timeout", UpstreamTimeouts(first_byte=0.3)),
+        (Script(steps=[Step(b"data: {}\n\n"), Step(stall=30)]), "upstream_timeout", UpstreamTimeouts(idle=0.3)),
+    ],
+)
+async def test_upstream_errors_by_kind(
+    upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession,
+    script: Script | None, kind: str, timeouts: UpstreamTimeouts | None,
+) -> None:
+    url = upstream.base_url if script is not None else f"http://127.0.0.1:{free_port()}/v1"
+    celgate = await start_celgate(upstream=url, **({"timeouts": timeouts} if timeouts else {}))
+    if script is not None:
+        upstream.push(script)
+    async with http.post(celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}) as r:
+        await r.read()
+    samples, _ = await scrape(http, celgate)
+    assert value(samples, "celgate_upstream_errors_total", kind=kind) == 1
+    assert sum(values(samples, "celgate_upstream_errors_total")) == 1
+
+
+async def test_tool_call_metrics_by_decision(
+    upstream: FakeUpstream, start_celgate: StartCelgate, oai: Callable[..., openai.AsyncOpenAI],
+    http: aiohttp.ClientSession, tmp_path: Path,
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "tools.yaml").write_text(
+        "version: 1\n"
+        "defaults:\n  decision: allow\n"
+        "rules:\n"
+        "  - name: no-shell\n    on: tool_call\n    tools: ['shell*']\n    effect: deny\n    reason: no shells\n"
+    )
+    celgate = await start_celgate(upstream=upstream.base_url, no_policy=False, policies=policies)
+    upstream.push(Script(steps=tool_call_stream([("c1", "get_weather", "{}"), ("c2", "shell.exec", '{"cmd": "ls"}')])))
+    stream = await oai(celgate.url).chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    names = [tc.function.name async for chunk in stream for choice in chunk.choices
+             for tc in (choice.delta.tool_calls or []) if tc.function and tc.function.name]
+    assert names == ["get_weather"]
+    samples, _ = await scrape(http, celgate)
+    assert value(samples, "celgate_tool_calls_total", tool="get_weather", decision="allow") == 1
+    assert value(samples, "celgate_tool_calls_total", tool="shell.exec", decision="deny") == 1
+
+
+async def test_no_policy_exports_the_expected_families(celgate: Celgate, http: aiohttp.ClientSession) -> None:
+    async with http.get(celgate.root + "/metrics") as response:
+        names = {family.name for family in text_string_to_metric_families(await response.text())}
+    for name in ("celgate_requests", "celgate_request_duration_seconds", "celgate_upstream_duration_seconds",
+                 "celgate_stream_ttfb_seconds", "celgate_active_streams", "celgate_upstream_errors",
+                 "celgate_tool_calls"):
+        assert name in names
+
+
+# ---------------------------------------------------------------------------------- lifecycle
+
+
+async def test_start_and_stop_twice_in_one_process(upstream: FakeUpstream, http: aiohttp.ClientSession) -> None:
+    from proxy import create_app
+
+    settings = Settings(port=0, upstream=upstream.base_url, no_policy=True, access_log=None, watch=False,
+                        agents=Path("/nonexistent-agents-dir"), upstream_check=False)
+    apps: list[web.Application] = []
+    for round_ in range(2):
+        app = create_app(settings)
+        apps.append(app)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        root = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            for _ in range(round_ + 1):
+                async with http.post(root + "/v1/chat/completions", json={"model": "m", "messages": MESSAGES}) as r:
+                    assert r.status == 200
+            async with http.get(root + "/metrics") as r:
+                samples = {(s.name, frozenset(s.labels.items())): s.value
+                           for f in text_string_to_metric_families(await r.text()) for s in f.samples}
+            key = ("celgate_requests_total", frozenset({"route": "/v1/chat/completions", "model": "m", "status": "200"}.items()))
+            assert samples[key] == round_ + 1  # each app counts only its own requests
+        finally:
+            await runner.cleanup()
+    from proxy.keys import METRICS
+
+    assert apps[0][METRICS].registry is not apps[1][METRICS].registry
+
+
+async def test_two_apps_side_by_side_keep_separate_metrics(
+    upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession
+) -> None:
+    first = await start_celgate(upstream=upstream.base_url)
+    second = await start_celgate(upstream=upstream.base_url)
+    async with http.post(first.url + "/chat/completions", json={"model": "only-first", "messages": MESSAGES}) as r:
+        assert r.status == 200
+    first_samples, _ = await scrape(http, first)
+    second_samples, _ = await scrape(http, second)
+    assert values(first_samples, "celgate_requests_total", model="only-first") == [1]
+    assert values(second_samples, "celgate_requests_total", model="only-first") == []
