@@ -68,17 +68,24 @@ async def run_dropin(
 async def _stream(
     request: web.Request, agent: LoadedAgent, body: dict[str, Any], caller: CallerContext
 ) -> web.StreamResponse:
+    """Stream the run; a failure before its first chunk is a plain HTTP error, later ones go in-band."""
     metrics = request.app[METRICS]
     chunks = stream_completion(agent, body, caller)
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = None
+    except AgentRunError as exc:
+        await chunks.aclose()
+        raise _as_celgate_error(exc) from exc
     response = await start_stream(request, 200, _SSE_HEADERS)
-    first = True
     metrics.active_streams.inc()
     try:
-        async for chunk in chunks:
-            await response.write(encode_data_event(json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))))
-            if first:
-                first = False
-                metrics.stream_ttfb.observe(time.perf_counter() - request[EXCHANGE].started)
+        if first is not None:
+            await response.write(_encode(first))
+            metrics.stream_ttfb.observe(time.perf_counter() - request[EXCHANGE].started)
+            async for chunk in chunks:
+                await response.write(_encode(chunk))
         await response.write(_DONE)
     except AgentRunError as exc:
         error = _as_celgate_error(exc)
@@ -89,6 +96,10 @@ async def _stream(
         await chunks.aclose()  # cancels the run if the client left mid-stream
     await response.write_eof()
     return response
+
+
+def _encode(chunk: dict[str, Any]) -> bytes:
+    return encode_data_event(json.dumps(chunk, ensure_ascii=False, separators=(",", ":")))
 
 
 def _as_celgate_error(exc: AgentRunError) -> AgentFailed:

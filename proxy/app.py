@@ -145,6 +145,7 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
         default_model=settings.agents_model or (DEMO_MODEL if settings.upstream == DEMO_UPSTREAM else None),
         max_turns=settings.agents_max_turns,
         watch=settings.watch,
+        gateway_url=_own_url(settings),
     )
     registry = AgentRegistry(agent_settings, GatewayHooksImpl(app[ENFORCER], app[METRICS]))
     await registry.start()
@@ -153,6 +154,14 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
     yield
     await _stop(task)
     await registry.close()
+
+
+def _own_url(settings: Settings) -> str | None:
+    """celgate's /v1 URL for exports' import-time clients; unknown with an ephemeral port."""
+    if settings.port == 0:
+        return None
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}/v1"
 
 
 def _background(run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:

@@ -25,6 +25,7 @@ from aiohttp import web
 __all__ = ["DemoServer", "demo_reply"]
 
 MODEL = "demo"
+_INVOICE = re.compile(r"\bINV-\d+\b", re.IGNORECASE)
 _CITY = re.compile(r"\b(?:in|for|at)\s+([A-Z][\w .'-]*?)(?:[?.!,]|$)")
 
 
@@ -33,12 +34,20 @@ class Reply:
     text: str = ""
     tool: str | None = None
     arguments: dict[str, Any] | None = None
+    call_id: str = "call_demo_1"
 
 
 def demo_reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> Reply:
     """What the demo model says to this conversation (pure, deterministic)."""
+    reply = _reply(messages, tools)
+    if reply.tool is None:
+        return reply
+    return Reply(tool=reply.tool, arguments=reply.arguments, call_id=f"call_demo_{len(messages)}")  # unique per turn
+
+
+def _reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> Reply:
     last = messages[-1] if messages else {}
-    if last.get("role") == "tool":
+    if last.get("role") == "tool" and not _is_handoff_result(last):
         return Reply(f"Here is what the tool returned: {_text(last)}")
     text = _last_user_text(messages)
     lowered = text.lower()
@@ -46,7 +55,7 @@ def demo_reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | Non
     city = match.group(1).strip() if match else "Paris"
     offered = {t["function"]["name"]: t["function"] for t in tools or () if isinstance(t.get("function"), dict)}
     if offered:
-        return _reply_with_offered(offered, lowered, city, text)
+        return _reply_with_offered(offered, messages, lowered, city, text)
     if "weather" in lowered:
         return Reply(tool="get_weather", arguments={"location": city, "unit": "celsius"})
     if "shell" in lowered:
@@ -54,20 +63,25 @@ def demo_reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | Non
     return _echo(text)
 
 
-def _reply_with_offered(offered: dict[str, dict[str, Any]], lowered: str, city: str, text: str) -> Reply:
+def _reply_with_offered(
+    offered: dict[str, dict[str, Any]], messages: list[dict[str, Any]], lowered: str, city: str, text: str
+) -> Reply:
     for keyword, fits in (("weather", "weather"), ("shell", "shell"), ("refund", "refund"), ("invoice", "invoice")):
         if keyword in lowered:
             name = next((n for n in offered if fits in n.lower()), None)
             if name is not None:
-                return Reply(tool=name, arguments=_arguments_for(offered[name], city))
+                return Reply(tool=name, arguments=_arguments_for(offered[name], city, text))
     handoff = next((n for n in offered if n.startswith("transfer_to_")), None)
+    if handoff is not None and any(m.get("role") == "tool" for m in messages):
+        handoff = None  # already handed off once: answer instead of bouncing on
     if handoff is not None:
         return Reply(tool=handoff, arguments={})
     return _echo(text)
 
 
-def _arguments_for(function: dict[str, Any], city: str) -> dict[str, Any]:
-    """Fill the tool's required parameters: places get the city, other strings/numbers a sample."""
+def _arguments_for(function: dict[str, Any], city: str, text: str) -> dict[str, Any]:
+    """Fill the tool's required parameters: places get the city, invoices the id, others a sample."""
+    invoice = _INVOICE.search(text)
     schema = function.get("parameters") or {}
     properties: dict[str, Any] = schema.get("properties") or {}
     samples = {"string": "demo", "number": 21.0, "integer": 1, "boolean": False}
@@ -75,8 +89,21 @@ def _arguments_for(function: dict[str, Any], city: str) -> dict[str, Any]:
     for name in schema.get("required") or list(properties):
         kind = (properties.get(name) or {}).get("type", "string")
         place = any(word in name.lower() for word in ("city", "location", "place"))
-        arguments[name] = city if place else samples.get(kind, "demo")
+        if place:
+            arguments[name] = city
+        elif "invoice" in name.lower() and invoice:
+            arguments[name] = invoice.group(0).upper()
+        else:
+            arguments[name] = samples.get(kind, "demo")
     return arguments
+
+
+def _is_handoff_result(message: dict[str, Any]) -> bool:
+    """The Agents SDK answers a transfer_to_* call with {"assistant": "<agent>"}."""
+    try:
+        return "assistant" in json.loads(_text(message))
+    except (ValueError, TypeError):
+        return False
 
 
 def _echo(text: str) -> Reply:
@@ -157,7 +184,7 @@ def _deltas(reply: Reply) -> list[tuple[dict[str, Any], str | None]]:
         return [*deltas, ({}, "stop")]
     arguments = json.dumps(reply.arguments)
     half = len(arguments) // 2
-    call = {"index": 0, "id": "call_demo_1", "type": "function", "function": {"name": reply.tool, "arguments": ""}}
+    call = {"index": 0, "id": reply.call_id, "type": "function", "function": {"name": reply.tool, "arguments": ""}}
     return [
         ({"role": "assistant", "content": None, "tool_calls": [call]}, None),
         ({"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]}, None),
@@ -169,7 +196,7 @@ def _deltas(reply: Reply) -> list[tuple[dict[str, Any], str | None]]:
 def _message_choice(reply: Reply) -> dict[str, Any]:
     if reply.tool is None:
         return {"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": "stop"}
-    call = {"id": "call_demo_1", "type": "function", "function": {"name": reply.tool, "arguments": json.dumps(reply.arguments)}}
+    call = {"id": reply.call_id, "type": "function", "function": {"name": reply.tool, "arguments": json.dumps(reply.arguments)}}
     return {"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]}, "finish_reason": "tool_calls"}
 
 

@@ -3,9 +3,10 @@
 A stream's raw SSE events go in; what the client may see comes out. Events
 without tool-call deltas pass untouched and at once (content is never delayed
 by a held call). A tool call's events are held until the hook can decide:
-when its name arrives if the hook needs only the name, else when its
-arguments are complete (a later index starts, ``finish_reason`` arrives, or
-the stream ends). Allowed calls are released in order, byte-identical;
+when its name is complete if the hook needs only the name (its first
+arguments fragment follows the name, so a name split across deltas is never
+judged by a prefix), else when its arguments are complete (a later index
+starts, ``finish_reason`` arrives, or the stream ends). Allowed calls are released in order, byte-identical;
 stripped ones never reach the client; a rejected one ends the stream. If
 every call of a choice was stripped, the final chunk says ``stop`` and a
 content delta carries the deny message.
@@ -170,7 +171,7 @@ class StreamInterceptor:
             out.append(raw)
         elif call.state is _State.PENDING:
             call.held.append(raw)
-            if call.name and not self._hook.needs_arguments(call.name):
+            if call.name and call.arguments and not self._hook.needs_arguments(call.name):
                 out += self._decide(choice, call)
         return out
 

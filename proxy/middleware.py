@@ -42,7 +42,7 @@ async def exchange_middleware(request: web.Request, handler: Handler) -> web.Str
         response = _http_error(exc)
         exchange.status = response.status
     except asyncio.CancelledError:
-        exchange.status = exchange.status or _CLIENT_CLOSED
+        exchange.status = _CLIENT_CLOSED  # even mid-stream: the client did not get the whole answer
         raise
     except Exception:
         log.exception("unhandled error", extra={"fields": {"request_id": exchange.request_id}})

@@ -12,10 +12,10 @@ _WEATHER_C = {"paris": (21.0, "sunny"), "london": (15.5, "light rain"), "tokyo":
 
 
 @function_tool
-def get_weather(city: str) -> str:
+def get_weather(location: str) -> str:
     """Current temperature (Celsius) and conditions in a city."""
-    celsius, conditions = _WEATHER_C.get(city.strip().lower(), (18.0, "clear"))
-    return f"{city}: {celsius:.1f} C, {conditions}"
+    celsius, conditions = _WEATHER_C.get(location.strip().lower(), (18.0, "clear"))
+    return f"{location}: {celsius:.1f} C, {conditions}"
 
 
 @function_tool

@@ -32,7 +32,7 @@ async def test_the_examples_load_with_their_export_kinds(make_registry: Any) -> 
 async def test_weather_agent_uses_its_tools(make_registry: Any, gateway: FakeGateway, hooks: FakeHooks) -> None:
     registry = await examples(make_registry)
     gateway.reply(
-        ToolCalls([("c1", "get_weather", '{"city": "Paris"}'), ("c2", "convert_units", '{"celsius": 21}')]),
+        ToolCalls([("c1", "get_weather", '{"location": "Paris"}'), ("c2", "convert_units", '{"celsius": 21}')]),
         Text("Paris: 21 C (69.8 F), sunny."),
     )
     result = await run_completion(

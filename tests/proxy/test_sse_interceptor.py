@@ -204,17 +204,33 @@ def test_events_without_tool_calls_pass_untouched_and_at_once() -> None:
     assert hook.decided == []
 
 
-def test_name_only_hook_decides_on_the_name_and_releases_at_once() -> None:
+def test_name_only_hook_decides_once_the_name_is_complete_and_releases_at_once() -> None:
     hook = FakeHook()  # needs no arguments
     interceptor = StreamInterceptor(hook)
     events = events_of(tool_call_stream(CALLS[:1], pieces=3))
-    head, *arguments = events[1:5]
+    head, first_arguments, *arguments = events[1:5]
     assert interceptor.feed(events[0]) == [events[0]]
-    assert interceptor.feed(head) == [head]  # decided on the name: released at once
-    assert hook.decided == [("get_weather", "", "call_a")]
+    assert interceptor.feed(head) == []  # the name may still grow: held for one delta
+    assert interceptor.feed(first_arguments) == [head, first_arguments]  # name complete: decided, released
+    assert hook.decided == [("get_weather", first_arguments_of(first_arguments), "call_a")]
     for raw in arguments:
         assert interceptor.feed(raw) == [raw]  # an allowed call's deltas flow through
     assert len(hook.decided) == 1
+
+
+def test_a_name_split_across_deltas_is_judged_whole() -> None:
+    hook = FakeHook()
+    interceptor = StreamInterceptor(hook)
+    head = sse(chat_chunk({"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "sh", "arguments": ""}}]}))
+    rest = sse(chat_chunk({"tool_calls": [{"index": 0, "function": {"name": "ell.exec"}}]}))
+    arguments = sse(chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}))
+    assert interceptor.feed(head) == [] and interceptor.feed(rest) == []
+    interceptor.feed(arguments)
+    assert hook.decided[0][0] == "shell.exec"
+
+
+def first_arguments_of(raw: bytes) -> str:
+    return json.loads(raw.decode()[len("data: "):])["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
 
 
 def test_arguments_hook_holds_the_call_until_its_arguments_are_complete() -> None:
