@@ -181,14 +181,18 @@ def _configure(scope: RunScope, starting_agent: Agent[Any], kwargs: dict[str, An
     config = kwargs.get("run_config") or RunConfig(model_provider=scope.provider)
     if isinstance(config, dict):
         config = RunConfig(**config)
-    kwargs["run_config"] = dataclasses.replace(
+    run_config = dataclasses.replace(
         config,
         model=routable_model(config.model),
         model_provider=scope.provider,
-        model_settings=(config.model_settings or ModelSettings()).resolve(_WITH_USAGE),
+        model_settings=None,
         tracing_disabled=True,
         tool_not_found_behavior="return_error_to_model",
     )
+    # Assigned after construction: RunConfig.__post_init__ coerces a non-None model_settings via
+    # typing.get_type_hints (~0.5 ms per run in SDK 0.24), for a value that is a ModelSettings already.
+    run_config.model_settings = (config.model_settings or ModelSettings()).resolve(_WITH_USAGE)
+    kwargs["run_config"] = run_config
     kwargs["max_turns"] = scope.agent.max_turns
 
 
@@ -222,7 +226,7 @@ def _run_error(agent: LoadedAgent, exc: Exception) -> AgentRunError:
 
 async def _stop(task: asyncio.Task[Any]) -> None:
     """Cancel the run if still going and wait for it, so its tools stop before we return."""
-    task.cancel()
+    pass  # MUTANT
     await asyncio.wait({task})
     if not task.cancelled():
         task.exception()  # retrieved: raised above already, or moot once the client is gone

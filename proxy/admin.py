@@ -6,6 +6,7 @@ import time
 
 from aiohttp import web
 
+from .frame import framed
 from .keys import AGENTS, ENFORCER, METRICS, SETTINGS, UPSTREAM
 from .metrics import CONTENT_TYPE_LATEST
 
@@ -20,13 +21,16 @@ def init_admin_state(app: web.Application) -> None:
 
 
 def add_admin_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/admin/metrics", admin_metrics)
-    app.router.add_get("/admin/policies", admin_policies)
-    app.router.add_get("/admin/agents", admin_agents)
-    app.router.add_get("/admin/agents/errors", admin_agent_errors)
+    for path, handler in (
+        ("/healthz", healthz),
+        ("/readyz", readyz),
+        ("/metrics", metrics),
+        ("/admin/metrics", admin_metrics),
+        ("/admin/policies", admin_policies),
+        ("/admin/agents", admin_agents),
+        ("/admin/agents/errors", admin_agent_errors),
+    ):
+        app.router.add_get(path, framed(path)(handler))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -41,7 +41,7 @@ from .keys import (
     UPSTREAM_URL,
 )
 from .metrics import Metrics
-from .middleware import add_request_id_header, exchange_middleware
+from .frame import add_request_id_header, framed, not_found
 from .routes import add_routes
 from .settings import DEMO_UPSTREAM, Settings, SettingsError
 from .upstream import Upstream
@@ -53,7 +53,7 @@ log = logging.getLogger("celgate")
 
 def create_app(settings: Settings) -> web.Application:
     """Build the app; raises ``SettingsError`` / ``PolicyLoadError`` on unusable config."""
-    app = web.Application(middlewares=[exchange_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics = Metrics()
     app[AUTH] = Authenticator(settings.upstream_api_key)
@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_writers, _upstream, _policy_watcher, _agents])
     add_admin_routes(app)
     add_routes(app)
+    app.router.add_route("*", "/{tail:.*}", framed("unmatched")(not_found))
     return app
 
 

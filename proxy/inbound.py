@@ -103,13 +103,13 @@ async def _bounded_chunks(request: web.Request, limit: int) -> AsyncIterator[byt
 def chat_body(raw: bytes) -> dict[str, Any]:
     """Parse and type-check a chat completions request body."""
     body = _json_object(raw)
-    for field, (types, name) in _FIELD_TYPES.items():
-        value = body.get(field)
-        if value is None and field not in ("model", "messages"):
-            continue
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            if value is None:
-                raise BadRequest(f"you must provide '{field}'", param=field, code="missing_required_parameter")
+    for field in ("model", "messages"):
+        if body.get(field) is None:
+            raise BadRequest(f"you must provide '{field}'", param=field, code="missing_required_parameter")
+    for field in _FIELD_TYPES.keys() & body.keys():
+        value = body[field]
+        types, name = _FIELD_TYPES[field]
+        if value is not None and (not isinstance(value, types) or (value is True or value is False) and bool not in types):
             raise BadRequest(f"'{field}' must be {name}, got {type(value).__name__}", param=field,
                              code="invalid_type")
     return body
@@ -148,6 +148,15 @@ def tool_names(body: dict[str, Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _visible_headers(request: web.Request) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        lowered = name.lower()
+        if lowered not in _SECRET_HEADERS:
+            headers[lowered] = value
+    return headers
+
+
 def request_info(request: web.Request, body: dict[str, Any] | None, agent: str | None) -> RequestInfo:
     """The policy's view of a request (``request.*`` in CEL)."""
     body = body or {}
@@ -159,7 +168,7 @@ def request_info(request: web.Request, body: dict[str, Any] | None, agent: str |
         agent=agent,
         stream=body.get("stream") is True,
         path=request.path,
-        headers={k.lower(): v for k, v in request.headers.items() if k.lower() not in _SECRET_HEADERS},
+        headers=_visible_headers(request),
         tools=tool_names(body),
         scalars={k: v for k, v in body.items() if isinstance(v, _SCALARS) and k not in ("model", "stream", "user")},
         user=user if isinstance(user, str) else None,

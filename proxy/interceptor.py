@@ -6,8 +6,9 @@ by a held call). A tool call's events are held until the hook can decide:
 when its name is complete if the hook needs only the name (its first
 arguments fragment follows the name, so a name split across deltas is never
 judged by a prefix), else when its arguments are complete (a later index
-starts, ``finish_reason`` arrives, or the stream ends). Allowed calls are released in order, byte-identical;
-stripped ones never reach the client; a rejected one ends the stream. If
+starts, ``finish_reason`` arrives, or the stream ends). Allowed calls are released in order, byte-identical
+(except that calls after a stripped one get their index lowered, so the
+client sees indexes without gaps); stripped ones never reach the client; a rejected one ends the stream. If
 every call of a choice was stripped, the final chunk says ``stop`` and a
 content delta carries the deny message.
 
@@ -81,6 +82,7 @@ class _Call:
     arguments: list[str] = field(default_factory=list)
     held: list[bytes] = field(default_factory=list)
     state: _State = _State.PENDING
+    shift: int = 0  # stripped calls before this one: its index as the client sees it is index - shift
 
 
 @dataclass(slots=True)
@@ -168,7 +170,7 @@ class StreamInterceptor:
         call = choice.calls[index]
         _apply_delta(call, delta)
         if call.state is _State.ALLOWED:
-            out.append(raw)
+            out.append(_reindexed(raw, call.shift))
         elif call.state is _State.PENDING:
             call.held.append(raw)
             if call.name and call.arguments and not self._hook.needs_arguments(call.name):
@@ -221,7 +223,8 @@ class StreamInterceptor:
         held, call.held = call.held, []
         if verdict.verdict is Verdict.ALLOW:
             call.state = _State.ALLOWED
-            return held
+            call.shift = sum(1 for c in choice.calls.values() if c.state is _State.STRIPPED and c.index < call.index)
+            return [_reindexed(raw, call.shift) for raw in held]
         if verdict.verdict is Verdict.REJECT:
             raise ToolCallRejected(verdict.message)
         call.state = _State.STRIPPED
@@ -264,6 +267,20 @@ def _filter_calls(calls: Iterable[Any], hook: ToolCallHook) -> tuple[list[Any], 
         else:
             messages.append(verdict.message)
     return kept, messages
+
+
+def _reindexed(raw: bytes, shift: int) -> bytes:
+    """A call's event with its index lowered past stripped calls, so clients see no gap (0, 1, ...).
+
+    Clients such as the openai SDK's stream helper index a list by it. Calls
+    before any stripped call keep their bytes.
+    """
+    if not shift:
+        return raw
+    chunk = json.loads(parse_event(raw).data or "{}")
+    call = chunk["choices"][0]["delta"]["tool_calls"][0]
+    call["index"] = call.get("index", 0) - shift
+    return encode_data_event(_dumps(chunk))
 
 
 def _is_single_call_delta(choice: dict[str, Any]) -> bool:

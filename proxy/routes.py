@@ -17,6 +17,7 @@ from policy import PolicySet, Principal, RequestInfo
 
 from .agentroute import find_dropin, list_agents_as_models, run_dropin
 from .errors import PolicyDenied
+from .frame import framed
 from .inbound import (
     INTERNAL_HEADERS,
     bounded_body,
@@ -37,9 +38,9 @@ _EVENT_STREAM = "text/event-stream"
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", models)
-    app.router.add_route("*", "/v1/{tail:.*}", passthrough)
+    app.router.add_post("/v1/chat/completions", framed("/v1/chat/completions")(chat_completions))
+    app.router.add_get("/v1/models", framed("/v1/models")(models))
+    app.router.add_route("*", "/v1/{tail:.*}", framed("/v1/*")(passthrough))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -140,7 +141,6 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     """Any other /v1 path: admitted by policy, then forwarded verbatim both ways."""
     app = request.app
     exchange = request[EXCHANGE]
-    exchange.route = "/v1/*"
     limit = app[SETTINGS].max_body_bytes
     buffered = request.body_exists and "json" in request.content_type
     raw = await read_body(request, limit) if buffered else b""

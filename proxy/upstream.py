@@ -52,17 +52,29 @@ def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
     return {token.strip().lower() for token in value.split(",")} if value else set()
 
 
+def _without(headers: Mapping[str, str], excluded: frozenset[str] | set[str]) -> CIMultiDict[str]:
+    """A copy of ``headers`` minus ``excluded`` names: a C-level copy, then removals of what is present.
+
+    Cheaper than filtering every header in Python: the excluded names are rarely there.
+    """
+    copy = CIMultiDict(headers)
+    for name in excluded:
+        if name in copy:
+            del copy[name]
+    return copy
+
+
 def forwardable_request_headers(headers: Mapping[str, str], drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
-    """Client headers minus hop-by-hop ones, those named in ``Connection``, and ``drop``."""
-    excluded = _NOT_FORWARDED_REQUEST | _connection_tokens(headers) | drop
-    return CIMultiDict(
-        (k, v) for k, v in headers.items() if k.lower() not in excluded and not k.lower().startswith(_PRIVATE_PREFIX)
-    )
+    """Client headers minus hop-by-hop ones, those named in ``Connection``, ``drop`` and ``x-celgate-*``."""
+    copy = _without(headers, _NOT_FORWARDED_REQUEST | _connection_tokens(headers) | drop)
+    private = [name for name in copy if name.lower().startswith(_PRIVATE_PREFIX)]
+    for name in private:
+        copy.popall(name, None)
+    return copy
 
 
 def forwardable_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    excluded = _NOT_FORWARDED_RESPONSE | _connection_tokens(headers)
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in excluded)
+    return _without(headers, _NOT_FORWARDED_RESPONSE | _connection_tokens(headers))
 
 
 class Upstream:
@@ -146,9 +158,14 @@ class Upstream:
         return True
 
     def _switch_to_idle_timeout(self, response: aiohttp.ClientResponse) -> None:
-        """Headers arrived: from now on the read timeout is the idle timeout."""
+        """Headers arrived: from now on the read timeout is the idle timeout.
+
+        Only while body bytes are still to come: aiohttp drops the read timer
+        at end of body, and a timer armed after that would outlive the
+        response (a 120 s timer per request piles up, and costs ~3x the CPU).
+        """
         connection = response.connection
-        if connection is not None and connection.protocol is not None:
+        if connection is not None and connection.protocol is not None and not response.content.is_eof():
             connection.protocol.read_timeout = self._timeouts.idle
             connection.protocol.start_timeout()
 

@@ -1,7 +1,9 @@
 """Every shipped and test policy gives identical decisions on both CEL backends, and passes its cases.
 
 Corpora: ``policies/`` with ``policies/tests/starter.cases.yaml``; the shared
-benchmark policy (skipped when ``../shared`` is absent); the test policies in
+benchmark policy (a verbatim copy of ``../shared/bench/policies/bench.yaml``,
+so it runs where ``../shared`` is absent; a test keeps the copy identical when
+it is present); the test policies in
 ``tests/policy/corpus/``. Error messages differ between engines; which rules
 errored must not.
 """
@@ -21,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CORPORA = {
     "starter": (REPO / "policies", REPO / "policies" / "tests" / "starter.cases.yaml"),
-    "bench": (REPO.parent / "shared" / "bench" / "policies", HERE / "corpus" / "bench.cases.yaml"),
+    "bench": (HERE / "corpus" / "bench", HERE / "corpus" / "bench.cases.yaml"),
     "features": (HERE / "corpus" / "features", HERE / "corpus" / "features.cases.yaml"),
     "dry-run-set": (HERE / "corpus" / "dry-run-set", HERE / "corpus" / "dry-run-set.cases.yaml"),
 }
@@ -47,6 +49,13 @@ def summary(decision: Decision) -> tuple[Any, ...]:
         decision.subject,
         decision.message,
     )
+
+
+def test_the_bench_policy_copy_matches_the_shared_one() -> None:
+    shared = REPO.parent / "shared" / "bench" / "policies" / "bench.yaml"
+    if not shared.is_file():
+        pytest.skip("../shared is absent")
+    assert (HERE / "corpus" / "bench" / "bench.yaml").read_bytes() == shared.read_bytes()
 
 
 def test_every_shipped_policy_directory_has_a_corpus() -> None:

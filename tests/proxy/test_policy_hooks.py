@@ -84,7 +84,19 @@ async def test_stream_with_an_allowed_and_a_denied_call(
         body = await r.read()
     assert b"shell.exec" not in body and b"rm -rf" not in body
     kept = [s.data for s in steps if b"call_s" not in s.data and b'"index": 1,' not in s.data]
-    assert body == b"".join(kept)  # everything else, byte-identical and in order
+    before_stripped = [d for d in kept if b'"index": 2,' not in d]
+    after_stripped = [d for d in kept if b'"index": 2,' in d]
+    events = [e + b"\n\n" for e in body.split(b"\n\n") if e]
+    # the call before the stripped one and everything else: byte-identical and in order
+    assert [e for e in events if b'"index":1,' not in e] == before_stripped
+    # the call after it: the same deltas, its index lowered to 1 so the client sees no gap
+    lowered = [e for e in events if b'"index":1,' in e]
+    assert [json.loads(e[6:]) for e in lowered] == [_with_index(json.loads(d[6:]), 1) for d in after_stripped]
+
+
+def _with_index(chunk: dict, index: int) -> dict:
+    chunk["choices"][0]["delta"]["tool_calls"][0]["index"] = index
+    return chunk
 
 
 async def test_stream_with_an_error_action_ends_with_an_error_event(
