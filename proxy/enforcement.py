@@ -41,7 +41,9 @@ class Enforcer:
         return self._store.current if self._store is not None else self._allow_all  # type: ignore[return-value]
 
     def admit(self, policy: PolicySet, principal: Principal, request: RequestInfo, request_id: str) -> None:
-        """Raise ``PolicyDenied`` (403) unless the request may go on."""
+        """Raise ``PolicyDenied`` (403) unless the request may go on; ``--no-policy`` decides nothing."""
+        if self._store is None:
+            return
         decision = policy.check_request(principal, request)
         self.record(decision, request_id, principal)
         if decision.blocked:
@@ -50,6 +52,8 @@ class Enforcer:
     def usable_tools(
         self, policy: PolicySet, principal: Principal, request: RequestInfo, names: Iterable[str]
     ) -> frozenset[str]:
+        if self._store is None:
+            return frozenset(names)
         return policy.usable_tools(principal, request, names)
 
     def tool_hook(
