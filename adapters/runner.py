@@ -40,6 +40,7 @@ __all__ = ["RUNNER", "CelgateRunner", "run_completion", "stream_completion"]
 logger = logging.getLogger("celgate.agents")
 
 _WITH_USAGE = ModelSettings(include_usage=True)
+_IN_BAND_STATUS = {"policy_denied": 403}  # status of celgate's in-band errors by type; others: 502
 
 
 class CelgateRunner(AgentRunner):
@@ -218,6 +219,11 @@ def _run_error(agent: LoadedAgent, exc: Exception) -> AgentRunError:
     if isinstance(exc, openai.APIConnectionError):
         message = f"agent {agent.name!r} could not reach celgate: {exc}"
         return AgentRunError(502, "upstream_error", "gateway_unreachable", message)
+    if isinstance(exc, openai.APIError) and isinstance(exc.body, dict) and exc.type:
+        # An error event inside the gateway's stream (e.g. a tool call denied with `action: error`). No status
+        # travels in-band, so it is inferred from the error type; type, code and message are passed on.
+        status = 504 if exc.code == "upstream_timeout" else _IN_BAND_STATUS.get(exc.type, 502)
+        return AgentRunError(status, exc.type, exc.code or "agent_model_error", exc.message)
     logger.error("agent %s failed", agent.name, exc_info=exc)
     return AgentRunError(
         500, "agent_error", "agent_failed", f"agent {agent.name!r} failed: {type(exc).__name__}: {exc}"
@@ -226,7 +232,7 @@ def _run_error(agent: LoadedAgent, exc: Exception) -> AgentRunError:
 
 async def _stop(task: asyncio.Task[Any]) -> None:
     """Cancel the run if still going and wait for it, so its tools stop before we return."""
-    pass  # MUTANT
+    task.cancel()
     await asyncio.wait({task})
     if not task.cancelled():
         task.exception()  # retrieved: raised above already, or moot once the client is gone

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import textwrap
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -937,6 +936,46 @@ async def test_a_denied_model_call_of_the_agent_is_a_403_before_any_stream_bytes
         error = assert_openai_error(await response.json(), type_="policy_denied", code="policy_denied")
     assert "no-forbidden-models" in error["message"] and "not this model" in error["message"]
     assert upstream.requests == []
+
+
+
+PROPOSAL_POLICY = """\
+    version: 1
+    defaults:
+      decision: allow
+    rules:
+      - name: never-propose-danger    # the model's proposal itself fails its response (upstream point)
+        on: tool_call
+        tools: ["danger_tool"]
+        when: tool.source == "upstream"
+        effect: deny
+        action: error
+        reason: the model may not even propose it
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_tool_call_failing_the_agents_model_response_is_a_403_either_way(
+    upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession, tmp_path: Path, stream: bool
+) -> None:
+    """`action: error` at the upstream point: a 403 on a JSON reply, an in-band error event on a stream.
+
+    The agent's model calls are streamed exactly when the client's request is, so both shapes must come
+    out as the same 403 (not a 500 ``agent_failed``); the tool never runs.
+    """
+    effects = tmp_path / "effects.log"
+    write_agent(tmp_path / "agents", "Toolbox", TOOLBOX_AGENT.format(effects=str(effects)))
+    celgate = await start_with_agents(
+        start_celgate, upstream, tmp_path / "agents", no_policy=False, policies=write_policy(tmp_path, PROPOSAL_POLICY)
+    )
+    danger = [THREE_CALLS[1]]
+    upstream.push(Script(steps=tool_call_stream(danger)) if stream else Script(json=completion(None, danger)))
+    body = {"model": "Toolbox", "messages": [{"role": "user", "content": "Go"}], "stream": stream}
+    async with http.post(celgate.url + "/chat/completions", json=body) as response:
+        assert response.status == 403
+        error = assert_openai_error(await response.json(), type_="policy_denied", code="policy_denied")
+    assert "never-propose-danger" in error["message"] and "may not even propose it" in error["message"]
+    assert not effects.exists() and len(upstream.requests) == 1
 
 
 # --- 8. `import agents` from the repo root ------------------------------------------------------------
