@@ -62,6 +62,11 @@ class AgentRegistry:
     def get(self, name: str) -> LoadedAgent | None:
         return self._agents.get(name)
 
+    def failure(self, name: str) -> dict[str, Any] | None:
+        """Why ``name`` is not (or no longer freshly) loaded, if it failed."""
+        failure = self._failures.get(name)
+        return failure.to_dict() if failure is not None else None
+
     def names(self) -> list[str]:
         return sorted(self._agents)
 

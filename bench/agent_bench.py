@@ -9,8 +9,11 @@
       proxied  client -> celgate -> mock                        (plain proxying)
       agent    client -> celgate -> agent -> celgate -> mock    (the drop-in)
 
-    A one-turn agent makes exactly one model call, so ``agent - direct`` is
-    the time celgate adds per model call of an agent run (target: <= 2 ms).
+    A one-turn agent makes exactly one model call. ``sdk`` runs the same agent
+    with the Agents SDK in the client process, straight to the mock: the SDK's
+    own run machinery and its client call, which any way of running the agent
+    pays. ``agent - sdk - direct`` is then celgate's own cost per model call of
+    an agent run (two proxy hops, the adapter, the loopback; target: <= 2 ms).
     Non-stream: time to the parsed completion. Stream: time to the last
     chunk, and to the first content delta (TTFT).
 
@@ -187,24 +190,37 @@ async def time_paths(direct_url: str, celgate_url: str, runs: int, warmup: int) 
     direct = openai.AsyncOpenAI(base_url=direct_url, api_key="sk-bench", max_retries=0, timeout=30)
     proxy = openai.AsyncOpenAI(base_url=celgate_url, api_key="sk-bench", max_retries=0, timeout=30)
     messages = [{"role": "user", "content": "Say something."}]
-    paths = {"direct": (direct, MOCK_MODEL), "proxied": (proxy, MOCK_MODEL), "agent": (proxy, "BenchAgent")}
+    paths = {"direct": (direct, MOCK_MODEL), "proxied": (proxy, MOCK_MODEL), "sdk": (None, MOCK_MODEL),
+             "agent": (proxy, "BenchAgent")}
+    sdk_agent, sdk_config = _sdk_agent(direct)
 
-    async def once(client: openai.AsyncOpenAI, model: str) -> float:
+    async def once(client: openai.AsyncOpenAI | None, model: str) -> float:
         started = time.perf_counter()
+        if client is None:
+            from agents import Runner
+
+            result = await Runner.run(sdk_agent, messages, run_config=sdk_config)  # type: ignore[arg-type]
+            assert result.final_output == REPLY, result.final_output
+            return time.perf_counter() - started
         reply = await client.chat.completions.create(model=model, messages=messages)
         elapsed = time.perf_counter() - started
         assert reply.choices[0].message.content == REPLY, reply
         return elapsed
 
-    async def streamed(client: openai.AsyncOpenAI, model: str) -> tuple[float, float]:
+    async def streamed(client: openai.AsyncOpenAI | None, model: str) -> tuple[float, float]:
         started = time.perf_counter()
         first = None
         text = []
-        stream = await client.chat.completions.create(model=model, messages=messages, stream=True)
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
+        if client is None:
+            async for delta in _sdk_deltas(sdk_agent, sdk_config, messages):
                 first = first or time.perf_counter()
-                text.append(chunk.choices[0].delta.content)
+                text.append(delta)
+        else:
+            stream = await client.chat.completions.create(model=model, messages=messages, stream=True)
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    first = first or time.perf_counter()
+                    text.append(chunk.choices[0].delta.content)
         elapsed = time.perf_counter() - started
         assert "".join(text) == REPLY and first is not None, text
         return elapsed, first - started
@@ -228,6 +244,25 @@ async def time_paths(direct_url: str, celgate_url: str, runs: int, warmup: int) 
     return samples
 
 
+def _sdk_agent(client: object) -> tuple[object, object]:
+    """The bench agent run by the Agents SDK in this process, straight against the mock (no celgate)."""
+    from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, RunConfig
+
+    model = OpenAIChatCompletionsModel(model=MOCK_MODEL, openai_client=client)  # type: ignore[arg-type]
+    agent = Agent(name="BenchAgent", instructions="Reply briefly.", model=model)
+    return agent, RunConfig(tracing_disabled=True, model_settings=ModelSettings(include_usage=True))
+
+
+async def _sdk_deltas(agent: object, config: object, messages: list[dict[str, str]]):  # type: ignore[no-untyped-def]
+    from agents import Runner
+    from openai.types.responses import ResponseTextDeltaEvent
+
+    result = Runner.run_streamed(agent, messages, run_config=config)  # type: ignore[arg-type]
+    async for event in result.stream_events():
+        if event.type == "raw_response_event" and isinstance(event.data, ResponseTextDeltaEvent):
+            yield event.data.delta
+
+
 def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[-1]
 
@@ -246,6 +281,14 @@ def overhead_table(samples: dict[str, list[float]], runs: int) -> list[str]:
         rows.append(f"    {mode:<11} {metric:<6} {path:<8} {statistics.median(values) * 1e3:>8.2f} "
                     f"{p90(values) * 1e3:>8.2f} {added}")
     rows.append("    added = path minus direct (median minus median, p90 minus p90); agent = 1 model call per run")
+    rows.append("    sdk = the same agent run by the Agents SDK in the client process, straight to the mock")
+    rows.append("  celgate's own cost per agent model call, medians in ms: agent - sdk - direct")
+    rows.append("    (the agent path is one client round trip to celgate, which `direct` also pays, plus the SDK's")
+    rows.append("    run with its own client call, which `sdk` pays; what is left is celgate: two proxy hops,")
+    rows.append("    the adapter, the loopback)")
+    for mode, metric in (("non-stream", "total"), ("stream", "total"), ("stream", "ttft")):
+        agent, sdk, direct = (statistics.median(samples[f"{mode}|{metric}|{p}"]) for p in ("agent", "sdk", "direct"))
+        rows.append(f"    {mode:<11} {metric:<6} {(agent - sdk - direct) * 1e3:>8.2f}")
     return rows
 
 

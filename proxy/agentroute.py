@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters import AgentRunError, CallerContext, LoadedAgent, run_completion, stream_completion
-from policy import Principal, RequestInfo
+from policy import PolicySet, Principal, RequestInfo
 
 from .errors import AgentFailed, sse_error_event
 from .keys import AGENTS, EXCHANGE, GATEWAY_TOKEN, METRICS
@@ -30,19 +30,35 @@ _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"
 
 
 def find_dropin(request: web.Request, model: str) -> LoadedAgent | None:
+    """The drop-in serving ``model``; an agent that failed to load is a 503, never a trip upstream."""
     registry = request.app.get(AGENTS)
     if registry is None or "x-celgate-agent" in request.headers:
         return None
-    return registry.get(model)
+    agent = registry.get(model)
+    if agent is None and (failure := registry.failure(model)) is not None:
+        raise AgentFailed(
+            f"celgate: agent {model!r} failed to load ({failure['kind']}): {failure['message'].splitlines()[-1]}"
+            " (details: GET /admin/agents/errors)",
+            status=503, error_type="agent_error", code="agent_unavailable",
+        )
+    return agent
 
 
-def list_agents_as_models(request: web.Request) -> list[dict[str, Any]]:
+def list_agents_as_models(request: web.Request, policy: PolicySet, principal: Principal) -> list[dict[str, Any]]:
+    """The loaded agents this principal may call (a dry request check per agent; nothing recorded)."""
     registry = request.app.get(AGENTS)
     if registry is None:
         return []
     return [
-        {"id": name, "object": "model", "created": 0, "owned_by": "celgate-agent"} for name in registry.names()
+        {"id": name, "object": "model", "created": 0, "owned_by": "celgate-agent"}
+        for name in registry.names()
+        if not policy.check_request(principal, _listing_probe(request, name)).blocked
     ]
+
+
+def _listing_probe(request: web.Request, name: str) -> RequestInfo:
+    return RequestInfo(model=name, agent=name, stream=False, path="/v1/chat/completions",
+                       headers={}, tools=(), scalars={})
 
 
 async def run_dropin(

@@ -66,7 +66,7 @@ class Enforcer:
     ) -> Decision:
         decision = policy.check_tool_call(principal, request, tool)
         self.record(decision, request_id, principal, tool)
-        self._metrics.tool_calls.labels(tool.name[:_MAX_TOOL_LABEL], _label(decision)).inc()
+        self._metrics.tool_calls.labels(tool.name[:_MAX_TOOL_LABEL], _label(decision), tool.source).inc()
         return decision
 
     def record(self, decision: Decision, request_id: str, principal: Principal, tool: ToolCall | None = None) -> None:

@@ -62,7 +62,8 @@ class Metrics:
         self.upstream_errors = _Family(Counter(
             "celgate_upstream_errors", "Upstream faults by kind.", ["kind"], registry=r))
         self.tool_calls = _Family(Counter(
-            "celgate_tool_calls", "Tool calls seen, by tool and decision.", ["tool", "decision"], registry=r))
+            "celgate_tool_calls", "Tool calls seen, by tool, decision and source (upstream model or agent).",
+            ["tool", "decision", "source"], registry=r))
         self.policy_decisions = _Family(Counter(
             "celgate_policy_decisions", "Policy decisions.", ["point", "effect", "rule"], registry=r))
         self.policy_eval = Histogram(

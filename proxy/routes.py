@@ -123,8 +123,10 @@ def _tool_name(tool: Any) -> str | None:
 async def models(request: web.Request) -> web.StreamResponse:
     """The upstream's model list, with the drop-in agents added."""
     app = request.app
-    app[AUTH].principal(request.headers, app[ENFORCER].policy())
-    agents = list_agents_as_models(request)
+    policy = app[ENFORCER].policy()
+    principal = app[AUTH].principal(request.headers, policy)
+    request[EXCHANGE].principal = principal.id
+    agents = list_agents_as_models(request, policy, principal)
     async with _upstream_request(request, "GET", None) as response:
         body = await app[UPSTREAM].read_body(response)
         if response.status != 200 or not agents:

@@ -13,7 +13,7 @@ then the agent's guardrail checks it before executing (``tool.source ==
 "agent"``). The policies below allow every tool at the upstream point and
 decide only at the agent point, so a denied tool still reaches the agent and
 is refused there (never executed), which is what governance of drop-in tools
-means. ``celgate_tool_calls_total`` counts both checks under the same labels.
+means. ``celgate_tool_calls_total`` counts both checks, told apart by its ``source`` label.
 """
 
 from __future__ import annotations
@@ -447,10 +447,12 @@ async def test_a_denied_tool_never_runs_and_the_model_sees_the_denial(
     samples = await metrics(http, celgate)
     calls = "celgate_tool_calls_total"
     # Each call is counted once at the upstream point (all allowed) and once at the agent point.
-    assert sample(samples, calls, tool="safe_tool", decision="allow") == 2
-    assert sample(samples, calls, tool="broken_tool", decision="allow") == 2
-    assert sample(samples, calls, tool="danger_tool", decision="allow") == 1
-    assert sample(samples, calls, tool="danger_tool", decision="deny") == 1
+    for tool in ("safe_tool", "broken_tool", "danger_tool"):
+        assert sample(samples, calls, tool=tool, decision="allow", source="upstream") == 1
+    assert sample(samples, calls, tool="safe_tool", decision="allow", source="agent") == 1
+    assert sample(samples, calls, tool="broken_tool", decision="allow", source="agent") == 1
+    assert sample(samples, calls, tool="danger_tool", decision="deny", source="agent") == 1
+    assert sample(samples, calls, tool="danger_tool", decision="allow", source="agent") is None
     assert sample(samples, "celgate_tool_duration_seconds_count", tool="safe_tool") == 1
     assert sample(samples, "celgate_tool_duration_seconds_count", tool="broken_tool") == 1
     assert sample(samples, "celgate_tool_duration_seconds_count", tool="danger_tool") is None  # it never ran
@@ -1044,5 +1046,44 @@ async def test_the_triage_example_hands_off_to_billing_and_refunds(
     assert content(chunks) == "Here is what the tool returned: Refunded 21.00 EUR on INV-1001."
     samples = await metrics(http, demo)
     # small-refunds allowed it at the upstream point and at the agent point; it ran once.
-    assert sample(samples, "celgate_tool_calls_total", tool="issue_refund", decision="allow") == 2
+    assert sample(samples, "celgate_tool_calls_total", tool="issue_refund", decision="allow", source="upstream") == 1
+    assert sample(samples, "celgate_tool_calls_total", tool="issue_refund", decision="allow", source="agent") == 1
     assert sample(samples, "celgate_tool_duration_seconds_count", tool="issue_refund") == 1
+
+
+async def test_a_model_named_like_a_broken_agent_is_a_503_not_a_trip_upstream(
+    start_celgate: Callable[..., Awaitable[Celgate]], upstream: FakeUpstream, tmp_path: Path,
+    http: aiohttp.ClientSession,
+) -> None:
+    folder = tmp_path / "agents" / "BrokenAgent"
+    folder.mkdir(parents=True)
+    (folder / "agent.py").write_text("this is not python\n")
+    celgate = await start_celgate(upstream=upstream.base_url, agents=tmp_path / "agents", agents_model="fake-model")
+    async with http.post(celgate.url + "/chat/completions",
+                         json={"model": "BrokenAgent", "messages": [{"role": "user", "content": "hi"}]}) as r:
+        body = await r.json()
+    assert r.status == 503
+    assert body["error"]["code"] == "agent_unavailable" and "BrokenAgent" in body["error"]["message"]
+    assert upstream.requests == []
+
+
+async def test_models_lists_only_the_agents_the_caller_may_use(
+    start_celgate: Callable[..., Awaitable[Celgate]], upstream: FakeUpstream, tmp_path: Path,
+    oai: Callable[..., openai.AsyncOpenAI],
+) -> None:
+    for name in ("PublicAgent", "SecretAgent"):
+        folder = tmp_path / "agents" / name
+        folder.mkdir(parents=True)
+        (folder / "agent.py").write_text(f"from agents import Agent\n\nagent = Agent(name={name!r})\n")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "p.yaml").write_text(textwrap.dedent("""\
+        version: 1
+        defaults: {decision: allow}
+        rules:
+          - {name: no-secrets, on: request, agents: ["Secret*"], effect: deny, reason: secret}
+    """))
+    celgate = await start_celgate(upstream=upstream.base_url, agents=tmp_path / "agents", agents_model="fake-model",
+                                  no_policy=False, policies=policies)
+    listed = [m.id for m in (await oai(celgate.url).models.list()).data]
+    assert "PublicAgent" in listed and "SecretAgent" not in listed

@@ -118,8 +118,8 @@ async def test_celgate_metrics_after_traffic(
     assert value(samples, "celgate_stream_ttfb_seconds_count") == 4
     assert value(samples, "celgate_active_streams") == 0
     assert value(samples, "celgate_upstream_errors_total", kind="upstream_reset") == 1
-    assert value(samples, "celgate_tool_calls_total", tool="get_weather", decision="allow") == 1
-    assert value(samples, "celgate_tool_calls_total", tool="get_time", decision="allow") == 1
+    assert value(samples, "celgate_tool_calls_total", tool="get_weather", decision="allow", source="upstream") == 1
+    assert value(samples, "celgate_tool_calls_total", tool="get_time", decision="allow", source="upstream") == 1
     buckets = values(samples, "celgate_stream_ttfb_seconds_bucket")
     assert buckets == sorted(buckets) and max(buckets) == 4  # cumulative, +Inf holds every stream
 
@@ -202,8 +202,8 @@ async def test_tool_call_metrics_by_decision(
              for tc in (choice.delta.tool_calls or []) if tc.function and tc.function.name]
     assert names == ["get_weather"]
     samples, _ = await scrape(http, celgate)
-    assert value(samples, "celgate_tool_calls_total", tool="get_weather", decision="allow") == 1
-    assert value(samples, "celgate_tool_calls_total", tool="shell.exec", decision="deny") == 1
+    assert value(samples, "celgate_tool_calls_total", tool="get_weather", decision="allow", source="upstream") == 1
+    assert value(samples, "celgate_tool_calls_total", tool="shell.exec", decision="deny", source="upstream") == 1
 
 
 async def test_no_policy_exports_the_expected_families(celgate: Celgate, http: aiohttp.ClientSession) -> None:

@@ -555,7 +555,7 @@ async def test_bench_browser_call_is_denied_by_default_not_dry_run(
     calls, finishes, content = reassemble(await stream_chunks(oai(bench.url, api_key="sk-bench"), model="bench-mock"))
     assert calls == {} and finishes == ["stop"] and "(default)" in content
     samples = await scrape(http, bench)
-    assert metric(samples, "celgate_tool_calls_total", tool="browser.open", decision="deny") == 1
+    assert metric(samples, "celgate_tool_calls_total", tool="browser.open", decision="deny", source="upstream") == 1
     assert metric(samples, "celgate_policy_decisions_total", point="tool_call", effect="deny", rule="default") == 1
     assert not [v for labels, v in labelled(samples, "celgate_policy_decisions_total").items()
                 if ("effect", "would_deny") in labels]
@@ -578,7 +578,7 @@ async def test_bench_browser_call_under_the_dry_run_rule_passes_and_counts_as_wo
     assert calls == {0: {"id": "call_b", "name": "browser.open", "arguments": BROWSER[2]}}
     assert finishes == ["tool_calls"] and content == ""
     samples = await scrape(http, gate)
-    assert metric(samples, "celgate_tool_calls_total", tool="browser.open", decision="would_deny") == 1
+    assert metric(samples, "celgate_tool_calls_total", tool="browser.open", decision="would_deny", source="upstream") == 1
     assert metric(samples, "celgate_policy_decisions_total", point="tool_call", effect="would_deny",
                   rule="dry-run-new-browser-rule") == 1
 
@@ -736,7 +736,7 @@ async def test_an_erroring_allow_rule_never_allows(
     assert answer.choices[0].message.tool_calls is None and answer.choices[0].finish_reason == "stop"
     samples = await scrape(http, fail_closed)
     assert metric(samples, "celgate_policy_eval_errors_total", rule="weather-in-celsius") == 2
-    assert metric(samples, "celgate_tool_calls_total", tool="get_weather", decision="deny") == 2
+    assert metric(samples, "celgate_tool_calls_total", tool="get_weather", decision="deny", source="upstream") == 2
 
     calls, _, _ = reassemble(await stream_chunks(client, model="m"))  # the same rule, when it can be evaluated
     assert [c["name"] for c in calls.values()] == ["get_weather"]
