@@ -30,7 +30,6 @@ from .enforcement import Enforcer
 from .keys import (
     ACCESS_LOG,
     AGENTS,
-    AUDIT_WRITER,
     AUTH,
     ENFORCER,
     GATEWAY_TOKEN,
@@ -38,7 +37,6 @@ from .keys import (
     POLICY_STORE,
     SETTINGS,
     UPSTREAM,
-    UPSTREAM_URL,
 )
 from .metrics import Metrics
 from .frame import add_request_id_header, framed, not_found
@@ -102,7 +100,6 @@ async def _writers(app: web.Application) -> AsyncIterator[None]:
         app[ACCESS_LOG] = AccessLog(writers[-1])
     if settings.audit_log:
         writers.append(JsonLineWriter(settings.audit_log))
-        app[AUDIT_WRITER] = writers[-1]
         audit = AuditLog(writers[-1], include_allows=settings.audit_allows, include_arguments=settings.audit_arguments)
     app[ENFORCER] = Enforcer(app.get(POLICY_STORE), app[METRICS], audit)
     for writer in writers:
@@ -120,7 +117,6 @@ async def _upstream(app: web.Application) -> AsyncIterator[None]:
         demo = DemoServer(settings.demo_delay_ms)
         url = await demo.start()
         log.info("demo model listening on %s", url)
-    app[UPSTREAM_URL] = url
     app[UPSTREAM] = upstream = Upstream(url, settings.timeouts)
     await upstream.start()
     yield

@@ -7,7 +7,7 @@ from aiohttp import web
 from adapters import AgentRegistry
 from policy import PolicyStore
 
-from .accesslog import AccessLog, JsonLineWriter
+from .accesslog import AccessLog
 from .auth import Authenticator
 from .enforcement import Enforcer
 from .exchange import Exchange
@@ -26,18 +26,15 @@ __all__ = [
     "POLICY_STORE",
     "SETTINGS",
     "UPSTREAM",
-    "UPSTREAM_URL",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 UPSTREAM = web.AppKey("upstream", Upstream)
-UPSTREAM_URL = web.AppKey("upstream_url", str)  # resolved: the demo server's URL with --upstream demo
 AUTH = web.AppKey("auth", Authenticator)
 POLICY_STORE = web.AppKey("policy_store", PolicyStore)
 ENFORCER = web.AppKey("enforcer", Enforcer)
 AGENTS = web.AppKey("agents", AgentRegistry)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
-AUDIT_WRITER = web.AppKey("audit_writer", JsonLineWriter)
 GATEWAY_TOKEN = web.AppKey("gateway_token", str)  # authenticates celgate's own loopback calls
 EXCHANGE = web.RequestKey("exchange", Exchange)
