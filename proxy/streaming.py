@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import time
 
-import aiohttp
 from aiohttp import web
 
 from .errors import CelgateError, PolicyDenied, UpstreamError, sse_error_event
 from .interceptor import StreamInterceptor, ToolCallHook, ToolCallRejected
 from .keys import EXCHANGE, METRICS, UPSTREAM
+from .pool import PooledResponse
 from .sse import SSESplitter
 from .upstream import forwardable_response_headers
 
@@ -36,7 +36,7 @@ async def start_stream(request: web.Request, status: int, headers: dict[str, str
     return response
 
 
-async def forward_sse(request: web.Request, upstream: aiohttp.ClientResponse, hook: ToolCallHook) -> web.StreamResponse:
+async def forward_sse(request: web.Request, upstream: PooledResponse, hook: ToolCallHook) -> web.StreamResponse:
     metrics = request.app[METRICS]
     response = await start_stream(request, upstream.status, forwardable_response_headers(upstream.headers))
     splitter = SSESplitter()
@@ -68,7 +68,7 @@ async def forward_sse(request: web.Request, upstream: aiohttp.ClientResponse, ho
     return response
 
 
-async def forward_body(request: web.Request, upstream: aiohttp.ClientResponse, *, sse: bool) -> web.StreamResponse:
+async def forward_body(request: web.Request, upstream: PooledResponse, *, sse: bool) -> web.StreamResponse:
     """Relay status, headers and body verbatim, chunk by chunk."""
     headers = forwardable_response_headers(upstream.headers)
     response = web.StreamResponse(status=upstream.status, headers=headers)

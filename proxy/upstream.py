@@ -1,6 +1,6 @@
-"""The upstream connection pool and the only place upstream faults are translated.
+"""The upstream: URL mapping, header rules, and the only place upstream faults are translated.
 
-One ``aiohttp.ClientSession`` with a keep-alive pool serves every request.
+One lean keep-alive pool (``pool.ConnectionPool``) serves every request.
 Timeouts are explicit (connect, first byte, idle between reads) and there is
 no total timeout, so long healthy streams are never cut while a stalled
 upstream is ended by celgate. Every ``aiohttp`` / timeout exception that
@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from .errors import CelgateError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .pool import ConnectFailed, ConnectionPool, Origin, PooledResponse
 from .settings import UpstreamTimeouts
 
 __all__ = ["Upstream", "forwardable_request_headers", "forwardable_response_headers"]
@@ -78,31 +78,19 @@ def forwardable_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[
 
 
 class Upstream:
-    """Sends requests to one upstream base URL over a shared keep-alive pool."""
+    """Sends requests to one upstream base URL over a shared keep-alive pool (``pool.ConnectionPool``)."""
 
     def __init__(self, base_url: str, timeouts: UpstreamTimeouts) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeouts = timeouts
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = ConnectionPool(timeouts.connect, timeouts.first_byte)
+        self._origins: dict[str, tuple[Origin, str]] = {}  # base URL -> (origin, base path)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self._timeouts.connect, sock_read=self._timeouts.first_byte
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=True, skip_auto_headers=("User-Agent",)
-        )
+        self._origin(self.base_url)  # a malformed upstream URL fails at start, not per request
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def url_for(self, v1_path: str, base_url: str | None = None) -> str:
-        """Map a client path under ``/v1`` to the upstream URL (its own base path kept)."""
-        base = base_url.rstrip("/") if base_url else self.base_url
-        return base + v1_path[3:] if v1_path.startswith("/v1") else base + v1_path
+        self._pool.close()
 
     @asynccontextmanager
     async def request(
@@ -113,27 +101,30 @@ class Upstream:
         body: Any = None,
         query: str = "",
         base_url: str | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Open one upstream response; it is released (or closed, if unread) on exit."""
-        assert self._session is not None, "Upstream.start() was not awaited"
-        url = URL(self.url_for(v1_path, base_url) + (f"?{query}" if query else ""), encoded=True)  # already encoded
+    ) -> AsyncIterator[PooledResponse]:
+        """Open one upstream response; its connection goes back to the pool (or is closed) on exit.
+
+        ``v1_path`` and ``query`` are forwarded as the client sent them (still percent-encoded).
+        """
+        origin, base_path = self._origin(base_url.rstrip("/") if base_url else self.base_url)
+        target = base_path + (v1_path[3:] if v1_path.startswith("/v1") else v1_path) + (f"?{query}" if query else "")
         try:
-            response = await self._session.request(method, url, headers=headers, data=body, allow_redirects=False)
+            response = await self._pool.send(method, origin, target or "/", headers, body)
         except _FAULTS as exc:
             raise _translate(exc) from exc
         try:
             self._switch_to_idle_timeout(response)
             yield response
         finally:
-            response.close() if not response.content.at_eof() else response.release()
+            self._pool.release(response, origin)
 
-    async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
+    async def read_body(self, response: PooledResponse) -> bytes:
         try:
-            return await response.read()
+            return await response.content.read()
         except _FAULTS as exc:
             raise _translate(exc) from exc
 
-    async def iter_chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def iter_chunks(self, response: PooledResponse) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; faults become ``UpstreamError``s."""
         content = response.content
         while True:
@@ -147,27 +138,35 @@ class Upstream:
 
     async def probe(self) -> bool:
         """True if the upstream accepts TCP connections (for /readyz)."""
-        parts = urlsplit(self.base_url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        origin, _ = self._origin(self.base_url)
         try:
             async with asyncio.timeout(self._timeouts.connect):
-                _, writer = await asyncio.open_connection(parts.hostname, port)
+                _, writer = await asyncio.open_connection(origin.host, origin.port)
         except (OSError, TimeoutError):
             return False
         writer.close()
         return True
 
-    def _switch_to_idle_timeout(self, response: aiohttp.ClientResponse) -> None:
+    def _origin(self, base_url: str) -> tuple[Origin, str]:
+        known = self._origins.get(base_url)
+        if known is None:
+            parts = urlsplit(base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise UpstreamUnavailable(f"not an http(s) upstream URL: {base_url!r}", code="upstream_bad_url")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            known = self._origins[base_url] = (Origin(parts.scheme, parts.hostname, port), parts.path.rstrip("/"))
+        return known
+
+    def _switch_to_idle_timeout(self, response: PooledResponse) -> None:
         """Headers arrived: from now on the read timeout is the idle timeout.
 
-        Only while body bytes are still to come: aiohttp drops the read timer
-        at end of body, and a timer armed after that would outlive the
+        Only while body bytes are still to come: the protocol drops its read
+        timer at end of body, and a timer armed after that would outlive the
         response (a 120 s timer per request piles up, and costs ~3x the CPU).
         """
-        connection = response.connection
-        if connection is not None and connection.protocol is not None and not response.content.is_eof():
-            connection.protocol.read_timeout = self._timeouts.idle
-            connection.protocol.start_timeout()
+        if not response.content.is_eof():
+            response.protocol.read_timeout = self._timeouts.idle
+            response.protocol.start_timeout()
 
 
 _FAULTS = (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError, OSError, TimeoutError)
@@ -181,7 +180,7 @@ def _translate(exc: BaseException) -> CelgateError:
         return UpstreamTimeout(f"upstream timed out: {_describe(exc)}")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return UpstreamUnavailable(f"upstream response was cut or malformed: {_describe(exc)}", code="upstream_reset")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, (aiohttp.ClientConnectorError, ConnectFailed)):
         return UpstreamUnavailable(f"cannot connect to upstream: {_describe(exc)}", code="upstream_unreachable")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return UpstreamUnavailable("upstream closed the connection", code="upstream_reset")

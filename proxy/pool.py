@@ -1,0 +1,212 @@
+"""A lean keep-alive HTTP/1.1 connection pool to upstreams.
+
+Why not ``aiohttp.ClientSession``: its per-request machinery (``ClientRequest``,
+``ClientResponse``, timer contexts, tracing, cookie and redirect handling)
+was about 40 % of the proxy's CPU per request, and a sidecar needs none of it.
+This pool keeps the parts that matter and are hard to get right, from
+aiohttp itself: ``ResponseHandler`` (the client protocol, with its C HTTP
+parser, chunked and gzip/deflate decoding, read timeouts and connection-loss
+reporting) and ``StreamReader`` bodies. What it adds is small: writing the
+request head and body, a pool of idle connections per (scheme, host, port),
+and one retry on a fresh connection when a reused one turns out to have been
+closed by the upstream before it answered.
+
+Errors are aiohttp's own exception types; ``upstream.py`` translates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import TimerNoop
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
+
+__all__ = ["ConnectFailed", "ConnectionPool", "Origin", "PooledResponse"]
+
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+_ACCEPT_ENCODING = "gzip, deflate"  # what ResponseHandler's parser decodes
+_TIMER = TimerNoop()
+_WRITE_HIGH_WATER = 64 * 1024
+
+
+class ConnectFailed(aiohttp.ClientConnectionError):
+    """No connection could be opened to the upstream (refused, unreachable, DNS)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where connections go: the pool key."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+@dataclass(slots=True)
+class PooledResponse:
+    """An upstream response whose body is still on its connection."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    content: StreamReader
+    protocol: ResponseHandler
+
+    @property
+    def content_type(self) -> str:
+        value = self.headers.get("Content-Type", "application/octet-stream")
+        return value.partition(";")[0].strip().lower()
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None and value.isdigit() else None
+
+
+@dataclass(slots=True)
+class _Idle:
+    protocol: ResponseHandler
+    since: float
+
+
+class ConnectionPool:
+    """Idle keep-alive connections by origin; a connection serves one request at a time."""
+
+    def __init__(self, connect_timeout: float, first_byte_timeout: float, keepalive_seconds: float = 30.0) -> None:
+        self.connect_timeout = connect_timeout
+        self.first_byte_timeout = first_byte_timeout
+        self.keepalive_seconds = keepalive_seconds  # below common upstream idle timeouts (60 s and more)
+        self._idle: dict[Origin, list[_Idle]] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    async def send(
+        self, method: str, origin: Origin, target: str, headers: CIMultiDict[str], body: Any
+    ) -> PooledResponse:
+        """Send one request and return once its response headers arrived."""
+        head = _request_head(method, origin, target, headers, body)
+        protocol, reused = await self._acquire(origin)
+        try:
+            return await self._exchange(protocol, method, head, body)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            protocol.close()
+            if not reused or not isinstance(body, (bytes, type(None))):
+                raise
+        except BaseException:  # cancelled, timed out, or our own upload refused itself: never reuse it
+            protocol.close()
+            raise
+        # The upstream closed a kept-alive connection as we reused it: once more, on a fresh one.
+        protocol = await self._connect(origin)
+        try:
+            return await self._exchange(protocol, method, head, body)
+        except BaseException:
+            protocol.close()
+            raise
+
+    def release(self, response: PooledResponse, origin: Origin) -> None:
+        """Keep the connection for the next request if its response was read to the end."""
+        protocol = response.protocol
+        if response.content.is_eof() and not protocol.should_close and protocol.is_connected():
+            self._idle.setdefault(origin, []).append(_Idle(protocol, time.monotonic()))
+        else:
+            protocol.close()
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for entry in idle:
+                entry.protocol.close()
+        self._idle.clear()
+
+    async def _acquire(self, origin: Origin) -> tuple[ResponseHandler, bool]:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            entry = idle.pop()
+            if entry.protocol.is_connected() and now - entry.since < self.keepalive_seconds:
+                return entry.protocol, True
+            entry.protocol.close()
+        return await self._connect(origin), False
+
+    async def _connect(self, origin: Origin) -> ResponseHandler:
+        loop = asyncio.get_running_loop()
+        tls = self._tls() if origin.scheme == "https" else None
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, protocol = await loop.create_connection(
+                    lambda: ResponseHandler(loop), origin.host, origin.port,
+                    ssl=tls, server_hostname=origin.host if tls else None,
+                )
+        except TimeoutError as exc:
+            raise aiohttp.ConnectionTimeoutError(f"connecting to {origin.host_header} timed out") from exc
+        except OSError as exc:
+            raise ConnectFailed(f"cannot connect to {origin.host_header}: {exc.strerror or exc}") from exc
+        return protocol
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    async def _exchange(self, protocol: ResponseHandler, method: str, head: bytes, body: Any) -> PooledResponse:
+        protocol.set_response_params(
+            timer=_TIMER, skip_payload=method == "HEAD", read_timeout=self.first_byte_timeout
+        )
+        await _write_request(protocol, head, body)
+        protocol.start_timeout()
+        while True:
+            message, payload = await protocol.read()
+            if not 100 <= message.code < 200 or message.code == 101:
+                return PooledResponse(message.code, message.headers, payload, protocol)
+
+
+def _request_head(method: str, origin: Origin, target: str, headers: CIMultiDict[str], body: Any) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {origin.host_header}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if "Accept-Encoding" not in headers:
+        lines.append(f"Accept-Encoding: {_ACCEPT_ENCODING}")
+    if isinstance(body, bytes):
+        if body or method not in _NO_BODY_METHODS:
+            lines.append(f"Content-Length: {len(body)}")
+    elif body is not None:
+        if "Content-Length" not in headers:  # a streamed upload of unknown length
+            lines.append("Transfer-Encoding: chunked")
+    elif method not in _NO_BODY_METHODS:
+        lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+async def _write_request(protocol: ResponseHandler, head: bytes, body: Any) -> None:
+    transport = protocol.transport
+    if transport is None:
+        raise aiohttp.ServerDisconnectedError()
+    if body is None or isinstance(body, bytes):
+        transport.write(head + body if body else head)
+        return
+    transport.write(head)
+    await _write_streamed(protocol, body, chunked=b"\r\nTransfer-Encoding: chunked\r\n" in head)
+
+
+async def _write_streamed(protocol: ResponseHandler, body: AsyncIterable[bytes], *, chunked: bool) -> None:
+    """Stream an upload (chunk-encoded if its length is unknown), waiting when the upstream reads slowly."""
+    async for chunk in body:
+        transport = protocol.transport
+        if transport is None:
+            raise aiohttp.ServerDisconnectedError()
+        if chunk:
+            transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+                await protocol._drain_helper()  # aiohttp's flow control; no public equivalent
+    if chunked and protocol.transport is not None:
+        protocol.transport.write(b"0\r\n\r\n")
