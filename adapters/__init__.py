@@ -8,7 +8,7 @@ and the run entry points below import the runner lazily, since a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from .context import AgentSettings, CallerContext, GatewayHooks
@@ -37,7 +37,7 @@ async def run_completion(agent: LoadedAgent, body: dict[str, Any], caller: Calle
 
 def stream_completion(
     agent: LoadedAgent, body: dict[str, Any], caller: CallerContext
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Run the drop-in for one streamed request; yields ``chat.completion.chunk`` dicts.
 
     Closing the iterator (or cancelling the task iterating it) cancels the run.

@@ -262,11 +262,11 @@ def _check_config_value(key: str, value: Any) -> None:
             "bad_config",
             f"__celgate__[{key!r}] must be {expected.__name__}, got {type(value).__name__}",
         )
-    if key == "max_turns" and value < 1:
+    if key == "max_turns" and isinstance(value, int) and value < 1:
         raise LoadError("bad_config", f"__celgate__['max_turns'] must be >= 1, got {value}")
-    if key == "upstream" and not value.startswith(("http://", "https://")):
+    if key == "upstream" and isinstance(value, str) and not value.startswith(("http://", "https://")):
         raise LoadError("bad_config", f"__celgate__['upstream'] must be an http(s) URL, got {value!r}")
-    if key in ("model", "upstream") and not value.strip():
+    if key in ("model", "upstream") and isinstance(value, str) and not value.strip():
         raise LoadError("bad_config", f"__celgate__[{key!r}] must not be empty")
 
 

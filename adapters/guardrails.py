@@ -41,7 +41,7 @@ _TIMED = "__celgate_timed__"
 
 
 @tool_input_guardrail(name="celgate_policy")
-async def policy_gate(data: ToolInputGuardrailData[Any]) -> ToolGuardrailFunctionOutput:
+async def policy_gate(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
     """Decide the call with the proxy's policy; fail closed outside a celgate run."""
     scope = CURRENT_RUN.get()
     if scope is None:

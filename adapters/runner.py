@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import openai
@@ -110,7 +110,7 @@ async def run_completion(agent: LoadedAgent, body: dict[str, Any], caller: Calle
 
 async def stream_completion(
     agent: LoadedAgent, body: dict[str, Any], caller: CallerContext
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """``chat.completion.chunk`` dicts as the run produces them (see ``chunks``).
 
     The first chunk (``role: assistant``) is yielded with the first output, so

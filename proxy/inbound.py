@@ -109,10 +109,17 @@ def chat_body(raw: bytes) -> dict[str, Any]:
     for field in _FIELD_TYPES.keys() & body.keys():
         value = body[field]
         types, name = _FIELD_TYPES[field]
-        if value is not None and (not isinstance(value, types) or (value is True or value is False) and bool not in types):
+        if value is not None and not _has_type(value, types):
             raise BadRequest(f"'{field}' must be {name}, got {type(value).__name__}", param=field,
                              code="invalid_type")
     return body
+
+
+def _has_type(value: Any, types: tuple[type, ...]) -> bool:
+    """``isinstance``, except that a JSON ``true`` is no integer (``bool`` subclasses ``int``)."""
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types)
 
 
 def json_body_or_none(request: web.Request, raw: bytes) -> dict[str, Any] | None:

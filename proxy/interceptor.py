@@ -238,7 +238,7 @@ def filter_completion(completion: dict[str, Any], hook: ToolCallHook) -> bool:
     for choice in completion.get("choices") or ():
         message = choice.get("message") if isinstance(choice, dict) else None
         calls = message.get("tool_calls") if isinstance(message, dict) else None
-        if not calls:
+        if not calls or not isinstance(message, dict):
             continue
         kept, messages = _filter_calls(calls, hook)
         if len(kept) == len(calls):

@@ -49,7 +49,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
-        latency = {"buckets": _LATENCY_BUCKETS, "registry": r}
+        latency: dict[str, Any] = {"buckets": _LATENCY_BUCKETS, "registry": r}
         self.requests = _Family(Counter(
             "celgate_requests", "Requests by route, model and status.", ["route", "model", "status"], registry=r))
         self.request_duration = _Family(Histogram(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -28,7 +29,9 @@ __all__ = ["forward_body", "forward_sse", "start_stream"]
 log = logging.getLogger("celgate.stream")
 
 
-async def start_stream(request: web.Request, status: int, headers: dict[str, str] | None = None) -> web.StreamResponse:
+async def start_stream(
+    request: web.Request, status: int, headers: Mapping[str, str] | None = None
+) -> web.StreamResponse:
     """Prepare a streamed response (headers go out now) and count it."""
     response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .errors import CelgateError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .errors import CelgateError, UpstreamTimeout, UpstreamUnavailable
 from .pool import ConnectFailed, ConnectionPool, Origin, PooledResponse
 from .settings import UpstreamTimeouts
 
