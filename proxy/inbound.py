@@ -27,6 +27,7 @@ __all__ = [
     "read_body",
     "request_id_from",
     "request_info",
+    "tool_name",
     "tool_names",
 ]
 
@@ -143,16 +144,18 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def tool_name(tool: Any) -> str | None:
+    """The function name of one ``tools`` entry (chat ``{"function": {"name"}}`` or Responses ``{"name"}``)."""
+    if not isinstance(tool, dict):
+        return None
+    function = tool.get("function")
+    name = function.get("name") if isinstance(function, dict) else tool.get("name")
+    return name if isinstance(name, str) else None
+
+
 def tool_names(body: dict[str, Any]) -> tuple[str, ...]:
-    """Function names offered in ``tools`` (chat and Responses shapes)."""
-    names: list[str] = []
-    for tool in body.get("tools") or ():
-        if isinstance(tool, dict):
-            function = tool.get("function")
-            name = function.get("name") if isinstance(function, dict) else tool.get("name")
-            if isinstance(name, str):
-                names.append(name)
-    return tuple(names)
+    """Function names offered in ``tools``."""
+    return tuple(name for tool in body.get("tools") or () if (name := tool_name(tool)) is not None)
 
 
 def _visible_headers(request: web.Request) -> dict[str, str]:

@@ -25,6 +25,7 @@ from .inbound import (
     json_body_or_none,
     read_body,
     request_info,
+    tool_name,
 )
 from .interceptor import ToolCallRejected, filter_completion
 from .keys import AUTH, ENFORCER, EXCHANGE, GATEWAY_TOKEN, METRICS, SETTINGS, UPSTREAM
@@ -106,18 +107,11 @@ def _without_unusable_tools(
     usable = request.app[ENFORCER].usable_tools(policy, principal, info, info.tools)
     if len(usable) == len(set(info.tools)):
         return raw
-    body["tools"] = [t for t in body["tools"] if _tool_name(t) in usable]
+    body["tools"] = [t for t in body["tools"] if tool_name(t) in usable]
     if not body["tools"]:
         for field in ("tools", "tool_choice", "parallel_tool_calls"):
             body.pop(field, None)
     return json.dumps(body, ensure_ascii=False).encode()
-
-
-def _tool_name(tool: Any) -> str | None:
-    if not isinstance(tool, dict):
-        return None
-    function = tool.get("function")
-    return function.get("name") if isinstance(function, dict) else tool.get("name")
 
 
 async def models(request: web.Request) -> web.StreamResponse:
