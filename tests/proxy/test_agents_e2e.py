@@ -1087,3 +1087,28 @@ async def test_models_lists_only_the_agents_the_caller_may_use(
                                   no_policy=False, policies=policies)
     listed = [m.id for m in (await oai(celgate.url).models.list()).data]
     assert "PublicAgent" in listed and "SecretAgent" not in listed
+
+
+async def test_an_agents_own_upstream_gets_its_model_calls_through_celgate(
+    upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, tmp_path: Path
+) -> None:
+    other = FakeUpstream()
+    await other.start()
+    try:
+        write_agent(tmp_path / "agents", "ElsewhereAgent", f"""\
+            from agents import Agent
+
+            __celgate__ = {{"upstream": "{other.base_url}"}}
+            agent = Agent(name="ElsewhereAgent", instructions="Be brief.")
+        """)
+        celgate = await start_with_agents(start_celgate, upstream, tmp_path / "agents")
+        other.push(Script(json=completion("from the other upstream")))
+        reply = await oai(celgate.url).chat.completions.create(
+            model="ElsewhereAgent", messages=[{"role": "user", "content": "hi"}]
+        )
+    finally:
+        await other.close()
+    assert reply.choices[0].message.content == "from the other upstream"
+    assert [r.path for r in other.requests] == ["/v1/chat/completions"]
+    assert upstream.requests == []  # celgate's own upstream never saw it
+    assert not {"x-celgate-internal", "x-celgate-upstream"} & {k.lower() for k in other.requests[0].headers}
