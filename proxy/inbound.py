@@ -73,12 +73,10 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-    return bytes(body)
+    try:
+        return await request.read()  # stops at client_max_size (= limit, set by create_app)
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes") from exc
 
 
 def bounded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
