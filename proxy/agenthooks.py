@@ -17,7 +17,6 @@ from .metrics import Metrics
 __all__ = ["GatewayHooksImpl"]
 
 log = logging.getLogger("celgate.agents")
-_MAX_LABEL = 64
 
 
 class GatewayHooksImpl:
@@ -32,10 +31,9 @@ class GatewayHooksImpl:
         return self._enforcer.check_tool(policy, caller.principal, caller.request, tool, caller.request_id)
 
     def tool_finished(self, tool_name: str, seconds: float, failed: bool) -> None:
-        name = tool_name[:_MAX_LABEL]
-        self._metrics.tool_duration.labels(name).observe(seconds)
+        self._metrics.tool_duration.labels(tool_name).observe(seconds)
         if failed:
-            self._metrics.tool_failures.labels(name).inc()
+            self._metrics.tool_failures.labels(tool_name).inc()
 
     def load_failed(self, agent: str, kind: str) -> None:
-        self._metrics.agent_load_failures.labels(agent[:_MAX_LABEL], kind).inc()
+        self._metrics.agent_load_failures.labels(agent, kind).inc()

@@ -18,10 +18,10 @@ from aiohttp import web
 from adapters import AgentRunError, CallerContext, LoadedAgent, run_completion, stream_completion
 from policy import PolicySet, Principal, RequestInfo
 
-from .errors import AgentFailed, sse_error_event
+from .errors import AgentFailed
 from .keys import AGENTS, EXCHANGE, GATEWAY_TOKEN, METRICS
 from .sse import encode_data_event
-from .streaming import start_stream
+from .streaming import end_with_error, start_stream
 
 __all__ = ["find_dropin", "list_agents_as_models", "run_dropin"]
 
@@ -104,9 +104,7 @@ async def _stream(
                 await response.write(_encode(chunk))
         await response.write(_DONE)
     except AgentRunError as exc:
-        error = _as_celgate_error(exc)
-        request[EXCHANGE].status = error.status
-        await response.write(sse_error_event(error))
+        await end_with_error(request, response, _as_celgate_error(exc))
     finally:
         metrics.active_streams.dec()
         await chunks.aclose()  # cancels the run if the client left mid-stream

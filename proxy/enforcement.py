@@ -20,7 +20,6 @@ from .metrics import Metrics
 __all__ = ["Enforcer", "PolicyToolHook"]
 
 log = logging.getLogger("celgate.policy")
-_MAX_TOOL_LABEL = 64  # tool names come from models: bound the label's size
 
 
 class Enforcer:
@@ -66,7 +65,7 @@ class Enforcer:
     ) -> Decision:
         decision = policy.check_tool_call(principal, request, tool)
         self.record(decision, request_id, principal, tool)
-        self._metrics.tool_calls.labels(tool.name[:_MAX_TOOL_LABEL], _label(decision), tool.source).inc()
+        self._metrics.tool_calls.labels(tool.name, _label(decision), tool.source).inc()
         return decision
 
     def record(self, decision: Decision, request_id: str, principal: Principal, tool: ToolCall | None = None) -> None:

@@ -45,7 +45,7 @@ def framed(route: str) -> Callable[[Handler], Handler]:
                 exchange.status = exchange.status or response.status
             except CelgateError as exc:
                 if isinstance(exc, UpstreamError):  # faults mid-body are counted where they are caught
-                    request.app[METRICS].upstream_errors.labels(exc.code or "upstream_error").inc()
+                    request.app[METRICS].upstream_fault(exc.code)
                 response = _error_before_start(exchange, exc)
             except web.HTTPException as exc:
                 response = _http_error(exc)
@@ -99,12 +99,11 @@ def _record(request: web.Request, exchange: Exchange) -> None:
     status = exchange.status
     duration = time.perf_counter() - exchange.started
     metrics = request.app[METRICS]
-    model = exchange.model[:64]
-    metrics.requests.labels(exchange.route, model, str(status)).inc()
+    metrics.requests.labels(exchange.route, exchange.model, str(status)).inc()
     metrics.request_duration.labels(exchange.route).observe(duration)
     access = request.app.get(ACCESS_LOG)
     if access is not None:
-        access.log(exchange.request_id, request.method, request.path, status, duration, model,
+        access.log(exchange.request_id, request.method, request.path, status, duration, exchange.model,
                    exchange.principal, exchange.stream)
 
 

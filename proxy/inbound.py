@@ -70,9 +70,7 @@ def request_id_from(headers: Any) -> str:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, refusing (413) before reading past ``limit``."""
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    _refuse_declared_excess(request, limit)
     try:
         return await request.read()  # stops at client_max_size (= limit, set by create_app)
     except web.HTTPRequestEntityTooLarge as exc:
@@ -84,10 +82,14 @@ def bounded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
 
     A declared length over the limit is refused here, before any upstream connection.
     """
+    _refuse_declared_excess(request, limit)
+    return _bounded_chunks(request, limit)
+
+
+def _refuse_declared_excess(request: web.Request, limit: int) -> None:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    return _bounded_chunks(request, limit)
 
 
 async def _bounded_chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:

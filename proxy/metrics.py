@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 _MAX_MEMOIZED = 10_000  # children remembered per family; label values come from clients
+_MAX_LABEL = 64  # label values (model, tool, agent names) come from clients and models: bound their size
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _EVAL_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2)
@@ -27,6 +28,7 @@ class _Family:
 
     prometheus-client's own ``labels()`` validates, stringifies and locks on
     every call (~1.5 µs); the request path calls it several times per request.
+    Label values are cut to ``_MAX_LABEL`` characters here, once for all callers.
     """
 
     __slots__ = ("collector", "_children")
@@ -38,7 +40,7 @@ class _Family:
     def labels(self, *values: str) -> Any:
         child = self._children.get(values)
         if child is None:
-            child = self.collector.labels(*values)
+            child = self.collector.labels(*(value[:_MAX_LABEL] for value in values))
             if len(self._children) < _MAX_MEMOIZED:
                 self._children[values] = child
         return child
@@ -76,8 +78,11 @@ class Metrics:
             "celgate_tool_duration_seconds", "Drop-in agent tool execution time.", ["tool"], **latency))
         self.tool_failures = _Family(Counter(
             "celgate_tool_failures", "Drop-in agent tool executions that raised.", ["tool"], registry=r))
-        self.agent_load_failures = Counter(
-            "celgate_agent_load_failures", "Drop-in agents that failed to load.", ["agent", "kind"], registry=r)
+        self.agent_load_failures = _Family(Counter(
+            "celgate_agent_load_failures", "Drop-in agents that failed to load.", ["agent", "kind"], registry=r))
+
+    def upstream_fault(self, kind: str | None) -> None:
+        self.upstream_errors.labels(kind or "upstream_error").inc()
 
     def set_policy_version(self, version: str) -> None:
         self.policy_info.clear()

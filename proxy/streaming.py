@@ -24,7 +24,7 @@ from .pool import PooledResponse
 from .sse import SSESplitter
 from .upstream import forwardable_response_headers
 
-__all__ = ["forward_body", "forward_sse", "start_stream"]
+__all__ = ["end_with_error", "forward_body", "forward_sse", "start_stream"]
 
 log = logging.getLogger("celgate.stream")
 
@@ -61,10 +61,10 @@ async def forward_sse(request: web.Request, upstream: PooledResponse, hook: Tool
         if tail:
             await response.write(b"".join(tail))
     except ToolCallRejected as exc:
-        await _end_with_error(request, response, PolicyDenied(exc.message))
+        await end_with_error(request, response, PolicyDenied(exc.message))
     except UpstreamError as exc:
-        metrics.upstream_errors.labels(exc.code or "upstream_error").inc()
-        await _end_with_error(request, response, exc)
+        metrics.upstream_fault(exc.code)
+        await end_with_error(request, response, exc)
     finally:
         metrics.active_streams.dec()
     await response.write_eof()
@@ -83,11 +83,11 @@ async def forward_body(request: web.Request, upstream: PooledResponse, *, sse: b
         async for data in request.app[UPSTREAM].iter_chunks(upstream):
             await response.write(data)
     except UpstreamError as exc:
-        request.app[METRICS].upstream_errors.labels(exc.code or "upstream_error").inc()
+        request.app[METRICS].upstream_fault(exc.code)
         if not sse:
             _cut(request, exc)  # a truncated body must not look complete
             return response
-        await _end_with_error(request, response, exc)
+        await end_with_error(request, response, exc)
     await response.write_eof()
     return response
 
@@ -99,7 +99,8 @@ def _cut(request: web.Request, exc: CelgateError) -> None:
         request.transport.close()
 
 
-async def _end_with_error(request: web.Request, response: web.StreamResponse, exc: CelgateError) -> None:
+async def end_with_error(request: web.Request, response: web.StreamResponse, exc: CelgateError) -> None:
+    """After the response started: the error goes in-band as an SSE ``error`` event (no ``[DONE]`` follows)."""
     log.warning("stream ended early: %s", exc.message, extra={"fields": {"request_id": request[EXCHANGE].request_id}})
     request[EXCHANGE].status = exc.status  # the access log shows the fault, not the 200 that went out first
     await response.write(sse_error_event(exc))
