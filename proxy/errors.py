@@ -6,6 +6,7 @@
     ├── PolicyDenied             403     policy_denied
     ├── NotFound                 404     invalid_request_error
     ├── PayloadTooLarge          413     invalid_request_error
+    ├── UnsupportedMediaType     415     invalid_request_error
     ├── AgentFailed              (any)   agent_error (a drop-in run failed)
     └── UpstreamError            502     upstream_error
         ├── UpstreamUnavailable  502     (refused, reset, DNS, garbage)
@@ -32,6 +33,7 @@ __all__ = [
     "PayloadTooLarge",
     "PolicyDenied",
     "Unauthorized",
+    "UnsupportedMediaType",
     "UpstreamError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
@@ -74,6 +76,10 @@ class NotFound(CelgateError):
 
 class PayloadTooLarge(CelgateError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class UnsupportedMediaType(CelgateError):
+    status, type, code = 415, "invalid_request_error", "unsupported_media_type"
 
 
 class AgentFailed(CelgateError):

@@ -16,7 +16,8 @@ from aiohttp import web
 
 from policy import RequestInfo
 
-from .errors import BadRequest, PayloadTooLarge
+from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from .pool import StreamedBody
 
 __all__ = [
     "INTERNAL_HEADERS",
@@ -54,6 +55,9 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "metadata": ((dict,), "an object"),
 }
 _SCALARS = (str, int, float, bool)
+# Request codings aiohttp's server parser decodes before the handler reads the body (both parsers,
+# http_parser.py and _http_parser.pyx, match exactly these lower-cased names of a single header).
+_DECODED_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
 
 
 def new_request_id() -> str:
@@ -68,8 +72,33 @@ def request_id_from(headers: Any) -> str:
     return new_request_id()
 
 
+def _body_was_decoded(request: web.Request) -> bool:
+    """True if aiohttp decoded the body on the way in; a coding it left encoded is refused (415).
+
+    Why: the bytes celgate reads, shows to policy and forwards must be the bytes
+    the upstream parses. A decoded body is forwarded without its
+    ``Content-Encoding`` and framed by its decoded length, never by the
+    client's ``Content-Length`` (which counted the compressed bytes: trusting
+    it let the decoded tail reach the upstream as a second, unchecked request).
+    """
+    codings = request.headers.getall("Content-Encoding", ())
+    if not codings:
+        return False
+    coding = codings[0].strip().lower() if len(codings) == 1 else None
+    if coding == "identity":
+        return False
+    if coding in _DECODED_CODINGS:
+        return True
+    raise UnsupportedMediaType(
+        f"unsupported request Content-Encoding {', '.join(codings)!r}: send one of gzip, deflate, br, zstd, or none",
+        param="Content-Encoding",
+        code="unsupported_content_encoding",
+    )
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refusing (413) before reading past ``limit``."""
+    """The whole (decoded) body, refusing (413) before reading past ``limit``."""
+    _body_was_decoded(request)
     _refuse_declared_excess(request, limit)
     try:
         return await request.read()  # stops at client_max_size (= limit, set by create_app)
@@ -77,13 +106,17 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes") from exc
 
 
-def bounded_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+def bounded_body(request: web.Request, limit: int) -> StreamedBody:
     """Stream a non-JSON body (uploads) upstream as it arrives, still capped at ``limit``.
 
-    A declared length over the limit is refused here, before any upstream connection.
+    A declared length over the limit is refused here, before any upstream
+    connection. The client's ``Content-Length`` frames the upload only when
+    aiohttp read exactly that many bytes (no coding decoded); otherwise the
+    upload goes chunked. The pool checks the count either way.
     """
+    decoded = _body_was_decoded(request)
     _refuse_declared_excess(request, limit)
-    return _bounded_chunks(request, limit)
+    return StreamedBody(_bounded_chunks(request, limit), None if decoded else request.content_length)
 
 
 def _refuse_declared_excess(request: web.Request, limit: int) -> None:

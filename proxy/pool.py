@@ -21,7 +21,6 @@ import ssl
 import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -29,16 +28,57 @@ from aiohttp.helpers import TimerNoop
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["ConnectFailed", "ConnectionPool", "Origin", "PooledResponse"]
+__all__ = ["ConnectFailed", "ConnectionPool", "Origin", "PooledResponse", "StreamedBody", "UpstreamProtocol"]
 
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 _ACCEPT_ENCODING = "gzip, deflate"  # what ResponseHandler's parser decodes
 _TIMER = TimerNoop()
 _WRITE_HIGH_WATER = 64 * 1024
+# The pool alone frames what it sends: these request headers are always its own, never the caller's.
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
 
 
 class ConnectFailed(aiohttp.ClientConnectionError):
     """No connection could be opened to the upstream (refused, unreachable, DNS)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedBody:
+    """An upload sent as it arrives: ``length`` is the exact byte count it yields, or None (sent chunked).
+
+    The pool checks the count as it writes: a stream that yields more or fewer
+    bytes than it declared is a fault and its connection is closed, so the
+    upstream never reads a byte of one request as part of another.
+    """
+
+    chunks: AsyncIterable[bytes]
+    length: int | None
+
+
+class UpstreamProtocol(ResponseHandler):
+    """aiohttp's client protocol, told when a response is expected.
+
+    Bytes that arrive while no request is in flight (an upstream answering
+    twice, or a response for a request celgate never meant to send) poison
+    the connection: it is closed at once and never handed out again.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.in_flight = False
+        self.unsolicited = False
+
+    def data_received(self, data: bytes) -> None:
+        if not self.in_flight and data:
+            self.unsolicited = True
+            self.close()
+            return
+        super().data_received(data)
+
+    @property
+    def holds_extra_data(self) -> bool:
+        """A further response (or part of one) was already parsed or buffered after the current one."""
+        return self.unsolicited or bool(self._tail) or len(self) > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +103,7 @@ class PooledResponse:
     status: int
     headers: CIMultiDictProxy[str]
     content: StreamReader
-    protocol: ResponseHandler
+    protocol: UpstreamProtocol
 
     @property
     def content_type(self) -> str:
@@ -78,7 +118,7 @@ class PooledResponse:
 
 @dataclass(slots=True)
 class _Idle:
-    protocol: ResponseHandler
+    protocol: UpstreamProtocol
     since: float
 
 
@@ -93,7 +133,7 @@ class ConnectionPool:
         self._ssl: ssl.SSLContext | None = None
 
     async def send(
-        self, method: str, origin: Origin, target: str, headers: CIMultiDict[str], body: Any
+        self, method: str, origin: Origin, target: str, headers: CIMultiDict[str], body: bytes | StreamedBody | None
     ) -> PooledResponse:
         """Send one request and return once its response headers arrived."""
         head = _request_head(method, origin, target, headers, body)
@@ -102,7 +142,7 @@ class ConnectionPool:
             return await self._exchange(protocol, method, head, body)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             protocol.close()
-            if not reused or not isinstance(body, (bytes, type(None))):
+            if not reused or isinstance(body, StreamedBody):
                 raise
         except BaseException:  # cancelled, timed out, or our own upload refused itself: never reuse it
             protocol.close()
@@ -116,9 +156,15 @@ class ConnectionPool:
             raise
 
     def release(self, response: PooledResponse, origin: Origin) -> None:
-        """Keep the connection for the next request if its response was read to the end."""
+        """Keep the connection for the next request only if its response was read exactly to its end.
+
+        A connection that already holds bytes past this response is closed: its
+        framing did not match, and the next client must never read them.
+        """
         protocol = response.protocol
-        if response.content.is_eof() and not protocol.should_close and protocol.is_connected():
+        protocol.in_flight = False
+        reusable = response.content.is_eof() and not protocol.should_close and protocol.is_connected()
+        if reusable and not protocol.holds_extra_data:
             self._idle.setdefault(origin, []).append(_Idle(protocol, time.monotonic()))
         else:
             protocol.close()
@@ -129,23 +175,24 @@ class ConnectionPool:
                 entry.protocol.close()
         self._idle.clear()
 
-    async def _acquire(self, origin: Origin) -> tuple[ResponseHandler, bool]:
+    async def _acquire(self, origin: Origin) -> tuple[UpstreamProtocol, bool]:
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
             entry = idle.pop()
-            if entry.protocol.is_connected() and now - entry.since < self.keepalive_seconds:
-                return entry.protocol, True
-            entry.protocol.close()
+            protocol = entry.protocol
+            if protocol.is_connected() and not protocol.holds_extra_data and now - entry.since < self.keepalive_seconds:
+                return protocol, True
+            protocol.close()
         return await self._connect(origin), False
 
-    async def _connect(self, origin: Origin) -> ResponseHandler:
+    async def _connect(self, origin: Origin) -> UpstreamProtocol:
         loop = asyncio.get_running_loop()
         tls = self._tls() if origin.scheme == "https" else None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, protocol = await loop.create_connection(
-                    lambda: ResponseHandler(loop), origin.host, origin.port,
+                    lambda: UpstreamProtocol(loop), origin.host, origin.port,
                     ssl=tls, server_hostname=origin.host if tls else None,
                 )
         except TimeoutError as exc:
@@ -159,10 +206,13 @@ class ConnectionPool:
             self._ssl = ssl.create_default_context()
         return self._ssl
 
-    async def _exchange(self, protocol: ResponseHandler, method: str, head: bytes, body: Any) -> PooledResponse:
+    async def _exchange(
+        self, protocol: UpstreamProtocol, method: str, head: bytes, body: bytes | StreamedBody | None
+    ) -> PooledResponse:
         protocol.set_response_params(
             timer=_TIMER, skip_payload=method == "HEAD", read_timeout=self.first_byte_timeout
         )
+        protocol.in_flight = True
         await _write_request(protocol, head, body)
         protocol.start_timeout()
         while True:
@@ -171,23 +221,25 @@ class ConnectionPool:
                 return PooledResponse(message.code, message.headers, payload, protocol)
 
 
-def _request_head(method: str, origin: Origin, target: str, headers: CIMultiDict[str], body: Any) -> bytes:
+def _request_head(
+    method: str, origin: Origin, target: str, headers: CIMultiDict[str], body: bytes | StreamedBody | None
+) -> bytes:
+    """The request line and headers; the framing headers are derived from ``body`` alone."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {origin.host_header}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines += [f"{name}: {value}" for name, value in headers.items() if name.lower() not in _FRAMING_HEADERS]
     if "Accept-Encoding" not in headers:
         lines.append(f"Accept-Encoding: {_ACCEPT_ENCODING}")
     if isinstance(body, bytes):
         if body or method not in _NO_BODY_METHODS:
             lines.append(f"Content-Length: {len(body)}")
     elif body is not None:
-        if "Content-Length" not in headers:  # a streamed upload of unknown length
-            lines.append("Transfer-Encoding: chunked")
+        lines.append("Transfer-Encoding: chunked" if body.length is None else f"Content-Length: {body.length}")
     elif method not in _NO_BODY_METHODS:
         lines.append("Content-Length: 0")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
-async def _write_request(protocol: ResponseHandler, head: bytes, body: Any) -> None:
+async def _write_request(protocol: UpstreamProtocol, head: bytes, body: bytes | StreamedBody | None) -> None:
     transport = protocol.transport
     if transport is None:
         raise aiohttp.ServerDisconnectedError()
@@ -195,18 +247,30 @@ async def _write_request(protocol: ResponseHandler, head: bytes, body: Any) -> N
         transport.write(head + body if body else head)
         return
     transport.write(head)
-    await _write_streamed(protocol, body, chunked=b"\r\nTransfer-Encoding: chunked\r\n" in head)
+    await _write_streamed(protocol, body)
 
 
-async def _write_streamed(protocol: ResponseHandler, body: AsyncIterable[bytes], *, chunked: bool) -> None:
-    """Stream an upload (chunk-encoded if its length is unknown), waiting when the upstream reads slowly."""
-    async for chunk in body:
+async def _write_streamed(protocol: UpstreamProtocol, body: StreamedBody) -> None:
+    """Stream an upload (chunk-encoded if its length is unknown), waiting when the upstream reads slowly.
+
+    A declared length is a promise: a stream that breaks it raises before the
+    upstream could read past the request (the caller closes the connection).
+    """
+    chunked = body.length is None
+    sent = 0
+    async for chunk in body.chunks:
         transport = protocol.transport
         if transport is None:
             raise aiohttp.ServerDisconnectedError()
-        if chunk:
-            transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-            if transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
-                await protocol._drain_helper()  # aiohttp's flow control; no public equivalent
+        if not chunk:
+            continue
+        sent += len(chunk)
+        if body.length is not None and sent > body.length:
+            raise aiohttp.ClientPayloadError(f"upload is longer than its declared {body.length} bytes")
+        transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        if transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+            await protocol._drain_helper()  # aiohttp's flow control; no public equivalent
+    if body.length is not None and sent != body.length:
+        raise aiohttp.ClientPayloadError(f"upload ended after {sent} of its declared {body.length} bytes")
     if chunked and protocol.transport is not None:
         protocol.transport.write(b"0\r\n\r\n")

@@ -28,6 +28,7 @@ from .inbound import (
     tool_name,
 )
 from .interceptor import ToolCallRejected, filter_completion
+from .pool import StreamedBody
 from .keys import AUTH, ENFORCER, EXCHANGE, GATEWAY_TOKEN, METRICS, SETTINGS, UPSTREAM
 from .streaming import forward_body, forward_sse
 from .upstream import forwardable_request_headers, forwardable_response_headers
@@ -152,14 +153,12 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
         return await forward_body(request, response, sse=response.content_type == _EVENT_STREAM)
 
 
-def _upstream_request(request: web.Request, method: str, body: Any):  # type: ignore[no-untyped-def]
+def _upstream_request(request: web.Request, method: str, body: bytes | StreamedBody | None):  # type: ignore[no-untyped-def]
     """Open the upstream response for this request: headers cleaned, auth applied."""
     app = request.app
     headers = forwardable_request_headers(request.headers, INTERNAL_HEADERS)
     app[AUTH].apply_upstream_key(headers)
     headers["x-request-id"] = request[EXCHANGE].request_id
-    if body is not None and not isinstance(body, bytes) and request.content_length is not None:
-        headers["Content-Length"] = str(request.content_length)  # a streamed upload keeps its length framing
     return app[UPSTREAM].request(
         method,
         request.rel_url.raw_path,  # as the client encoded it: %2F, %2B and %26 keep their meaning

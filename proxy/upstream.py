@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .errors import CelgateError, UpstreamTimeout, UpstreamUnavailable
-from .pool import ConnectFailed, ConnectionPool, Origin, PooledResponse
+from .pool import ConnectFailed, ConnectionPool, Origin, PooledResponse, StreamedBody
 from .settings import UpstreamTimeouts
 
 __all__ = ["Upstream", "forwardable_request_headers", "forwardable_response_headers"]
@@ -43,7 +42,9 @@ _HOP_BY_HOP = frozenset(
 _PRIVATE_PREFIX = "x-celgate-"  # celgate's own request headers never leave it
 # Upstream bodies are decoded here, so the upstream may only use codings aiohttp can decode: the
 # client's Accept-Encoding (br, zstd, ...) is replaced by aiohttp's own.
-_NOT_FORWARDED_REQUEST = _HOP_BY_HOP | {"accept-encoding"}
+# Request bodies are decoded on the way in (or refused, ``inbound._body_was_decoded``), and the pool
+# frames what it sends itself: the client's Content-Encoding never goes upstream.
+_NOT_FORWARDED_REQUEST = _HOP_BY_HOP | {"accept-encoding", "content-encoding"}
 _NOT_FORWARDED_RESPONSE = _HOP_BY_HOP | {"content-encoding"}  # bodies are decoded on the way in
 
 
@@ -98,7 +99,7 @@ class Upstream:
         method: str,
         v1_path: str,
         headers: CIMultiDict[str],
-        body: Any = None,
+        body: bytes | StreamedBody | None = None,
         query: str = "",
         base_url: str | None = None,
     ) -> AsyncIterator[PooledResponse]:
