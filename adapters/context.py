@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    import policy
+    from celgate import policy
 
     from .discovery import LoadedAgent
 

@@ -30,7 +30,7 @@ from agents import (
     tool_input_guardrail,
 )
 from agents.handoffs import Handoff
-from policy import ToolCall
+from celgate.policy import ToolCall
 
 from .context import CURRENT_RUN
 

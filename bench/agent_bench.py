@@ -300,7 +300,7 @@ def measure_overhead(runs: int, warmup: int, policies: Path | None) -> list[str]
         (folder / "agent.py").write_text(AGENT_SOURCE)
         policy_args = ["--policies", str(policies)] if policies else ["--no-policy"]
         serve = [
-            sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(celgate_port),
+            sys.executable, "-m", "celgate.proxy", "serve", "--host", "127.0.0.1", "--port", str(celgate_port),
             "--upstream", f"http://127.0.0.1:{mock_port}/v1", *policy_args, "--agents", tmp,
             "--agents-model", MOCK_MODEL, "--no-watch", "--access-log", "off", "--log-level", "warning",
             "--no-upstream-check",
@@ -322,7 +322,7 @@ started = time.perf_counter()
 from pathlib import Path
 import agents  # the SDK import, timed on its own (the registry would do it on its first drop-in)
 sdk = time.perf_counter()
-from adapters import AgentRegistry, AgentSettings
+from celgate.adapters import AgentRegistry, AgentSettings
 
 class Hooks:
     def check_tool(self, caller, tool): raise AssertionError

@@ -23,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from policy import Decision, PolicySet, RequestInfo, ToolCall, load_policies  # noqa: E402
-from policy.backends import BACKENDS  # noqa: E402
+from celgate.policy import Decision, PolicySet, RequestInfo, ToolCall, load_policies  # noqa: E402
+from celgate.policy.backends import BACKENDS  # noqa: E402
 
 __all__ = ["main"]
 

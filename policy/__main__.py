@@ -1,4 +1,4 @@
-"""``python -m policy check|test|explain ...``: the same as ``celgate policy ...``."""
+"""``python -m celgate.policy check|test|explain ...``: the same as ``celgate policy ...``."""
 
 import sys
 

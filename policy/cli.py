@@ -1,6 +1,6 @@
 """``celgate policy check|test|explain``: tools for policy authors.
 
-Also runs as ``python -m policy``. Exit codes: 0 success; 1 the policies do
+Also runs as ``python -m celgate.policy``. Exit codes: 0 success; 1 the policies do
 not load, a test case fails or errors, or no case ran; 2 bad usage.
 """
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("celgate")  # the one version source: pyproject.toml
 
 __all__ = ["Settings", "__version__", "create_app", "load_settings"]
 

@@ -1,4 +1,4 @@
-"""``python -m proxy`` is ``celgate``."""
+"""``python -m celgate.proxy`` is ``celgate``."""
 
 import sys
 

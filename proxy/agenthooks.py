@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from adapters import CallerContext
-from policy import Decision, ToolCall
+from celgate.adapters import CallerContext
+from celgate.policy import Decision, ToolCall
 
 from .enforcement import Enforcer
 from .metrics import Metrics

@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters import AgentRunError, CallerContext, LoadedAgent, run_completion, stream_completion
-from policy import PolicySet, Principal, RequestInfo
+from celgate.adapters import AgentRunError, CallerContext, LoadedAgent, run_completion, stream_completion
+from celgate.policy import PolicySet, Principal, RequestInfo
 
 from .errors import AgentFailed
 from .keys import AGENTS, EXCHANGE, GATEWAY_TOKEN, METRICS

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from adapters import AgentRegistry, AgentSettings
-from policy import PolicyStore, ReloadResult
+from celgate.adapters import AgentRegistry, AgentSettings
+from celgate.policy import PolicyStore, ReloadResult
 
 from .accesslog import AccessLog, JsonLineWriter
 from .admin import add_admin_routes, init_admin_state

@@ -7,7 +7,7 @@ decisions are written and where.
 
 from __future__ import annotations
 
-from policy import Decision, Principal, ToolCall, audit_record
+from celgate.policy import Decision, Principal, ToolCall, audit_record
 
 from .accesslog import JsonLineWriter
 

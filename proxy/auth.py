@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from multidict import CIMultiDict
 
-from policy import ANONYMOUS, PolicySet, Principal
+from celgate.policy import ANONYMOUS, PolicySet, Principal
 
 from .errors import Unauthorized
 from .settings import Secret

@@ -18,7 +18,7 @@ log = logging.getLogger("celgate")
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "policy":
-        from policy.cli import main as policy_main
+        from celgate.policy.cli import main as policy_main
 
         return policy_main(argv[1:])
     parser = _parser()
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from policy import PolicyLoadError
+    from celgate.policy import PolicyLoadError
 
     from .accesslog import configure_logging
     from .app import create_app

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from policy import Action, Decision, PolicySet, PolicyStore, Principal, RequestInfo, ToolCall
+from celgate.policy import Action, Decision, PolicySet, PolicyStore, Principal, RequestInfo, ToolCall
 
 from .audit import AuditLog
 from .errors import PolicyDenied

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from policy import RequestInfo
+from celgate.policy import RequestInfo
 
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .pool import StreamedBody

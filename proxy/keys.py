@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters import AgentRegistry
-from policy import PolicyStore
+from celgate.adapters import AgentRegistry
+from celgate.policy import PolicyStore
 
 from .accesslog import AccessLog
 from .auth import Authenticator

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from policy import PolicySet, Principal, RequestInfo
+from celgate.policy import PolicySet, Principal, RequestInfo
 
 from .agentroute import find_dropin, list_agents_as_models, run_dropin
 from .errors import PolicyDenied

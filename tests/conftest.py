@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,25 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from fakeupstream import FakeUpstream
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-@dataclasses.dataclass
-class Celgate:
-    """A running celgate: its base URL (…/v1), root URL and app."""
-
-    url: str
-    root: str
-    app: web.Application
-    runner: web.AppRunner | None = None
-
-    async def stop(self) -> None:
-        """Stop this celgate now (its cleanup runs: log files are flushed and closed); idempotent."""
-        if self.runner is not None:
-            runner, self.runner = self.runner, None
-            await runner.cleanup()
+from tests.helpers.fakeupstream import FakeUpstream
+from tests.helpers.harness import Celgate
 
 
 @pytest.fixture
@@ -43,8 +24,8 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 @pytest.fixture
 async def start_celgate() -> AsyncIterator[Callable[..., Awaitable[Celgate]]]:
     """Start celgate with ``Settings`` overrides; everything started is stopped after the test."""
-    from proxy import create_app
-    from proxy.settings import Settings
+    from celgate.proxy import create_app
+    from celgate.proxy.settings import Settings
 
     started: list[Celgate] = []
 
@@ -76,23 +57,3 @@ async def start_celgate() -> AsyncIterator[Callable[..., Awaitable[Celgate]]]:
 async def celgate(upstream: FakeUpstream, start_celgate: Callable[..., Awaitable[Celgate]]) -> Celgate:
     """celgate without a policy in front of the fake upstream."""
     return await start_celgate(upstream=upstream.base_url)
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def assert_openai_error(body: Any, *, type_: str | None = None, code: str | None = None) -> dict[str, Any]:
-    """``body`` is exactly ``{"error": {"message", "type", "param", "code"}}``; returns the inner object."""
-    assert isinstance(body, dict) and set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert isinstance(error["message"], str) and error["message"], error
-    if type_ is not None:
-        assert error["type"] == type_, error
-    if code is not None:
-        assert error["code"] == code, error
-    return error

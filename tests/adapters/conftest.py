@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-import policy
-from adapters import AgentRegistry, AgentSettings, CallerContext
-from adapters.sdkenv import prepare_sdk
+from celgate import policy
+from celgate.adapters import AgentRegistry, AgentSettings, CallerContext
+from celgate.adapters.sdkenv import prepare_sdk
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 

@@ -9,7 +9,7 @@ from agents import Usage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel
 
-from adapters.chunks import ChunkFactory, completion, output_text, usage_dict
+from celgate.adapters.chunks import ChunkFactory, completion, output_text, usage_dict
 
 
 class Verdict(BaseModel):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from adapters.discovery import ROOT_PACKAGE, find_agents
+from celgate.adapters.discovery import ROOT_PACKAGE, find_agents
 
 from .conftest import FakeGateway, FakeHooks, write_agent
 
@@ -248,7 +248,7 @@ def test_the_sdk_is_imported_only_once_a_drop_in_exists(tmp_path: Path) -> None:
         f"""
         import asyncio, sys
         from pathlib import Path
-        from adapters import AgentRegistry, AgentSettings
+        from celgate.adapters import AgentRegistry, AgentSettings
         directory = Path({str(tmp_path)!r})
         async def main():
             registry = AgentRegistry(AgentSettings(directory, None), hooks=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from adapters import AgentRegistry, run_completion, stream_completion
+from celgate.adapters import AgentRegistry, run_completion, stream_completion
 
 from .conftest import FakeGateway, FakeHooks, Text, ToolCalls, caller_for, collect
 

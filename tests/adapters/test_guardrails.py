@@ -8,9 +8,9 @@ from typing import Any
 from agents import RunConfig, Runner
 from agents.testing import ScriptedModel, assistant_message, function_call
 
-from adapters import run_completion
-from adapters.exports import prepare_agents
-from adapters.guardrails import OUTSIDE_RUN_MESSAGE, policy_gate
+from celgate.adapters import run_completion
+from celgate.adapters.exports import prepare_agents
+from celgate.adapters.guardrails import OUTSIDE_RUN_MESSAGE, policy_gate
 
 from .conftest import FakeGateway, FakeHooks, Text, ToolCalls, caller_for, write_agent
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from agents.models.chatcmpl_converter import Converter
 
-from adapters.messages import MessageError, last_user_text, to_input_items
+from celgate.adapters.messages import MessageError, last_user_text, to_input_items
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from adapters import AgentRegistry, stream_completion
+from celgate.adapters import AgentRegistry, stream_completion
 
 from .conftest import FakeGateway, FakeHooks, Text, ToolCalls, caller_for, collect, write_agent
 

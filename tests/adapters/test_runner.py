@@ -11,7 +11,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from adapters import AgentRegistry, AgentRunError, run_completion, stream_completion
+from celgate.adapters import AgentRegistry, AgentRunError, run_completion, stream_completion
 
 from .conftest import Error, FakeGateway, FakeHooks, Text, ToolCalls, caller_for, collect, write_agent
 from .test_messages import CONVERSATION

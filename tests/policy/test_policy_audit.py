@@ -7,8 +7,8 @@ import textwrap
 from datetime import datetime
 from pathlib import Path
 
-from policy import PolicySet, Principal, ToolCall, audit_record, load_policies
-from policy.cli import build_request
+from celgate.policy import PolicySet, Principal, ToolCall, audit_record, load_policies
+from celgate.policy.cli import build_request
 
 POLICY = """
     version: 1

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from policy import CelCompileError, CelEvalError
-from policy.backends import BACKENDS, VARIABLES, get_backend
+from celgate.policy import CelCompileError, CelEvalError
+from celgate.policy.backends import BACKENDS, VARIABLES, get_backend
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 DATA: dict[str, Any] = {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from policy.cli import main
+from celgate.policy.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = """
@@ -169,7 +169,7 @@ def test_usage_errors_exit_2(policies: Path) -> None:
 
 def test_python_dash_m_policy() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "policy", "test", "policies", "--cases", "policies/tests/starter.cases.yaml"],
+        [sys.executable, "-m", "celgate.policy", "test", "policies", "--cases", "policies/tests/starter.cases.yaml"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from policy import Decision, PolicySet, load_policies
-from policy.backends import BACKENDS
-from policy.cli import evaluate_case, main, read_cases
+from celgate.policy import Decision, PolicySet, load_policies
+from celgate.policy.backends import BACKENDS
+from celgate.policy.cli import evaluate_case, main, read_cases
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

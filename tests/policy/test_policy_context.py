@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from policy import Principal, RequestInfo, ToolCall
-from policy.context import (
+from celgate.policy import Principal, RequestInfo, ToolCall
+from celgate.policy.context import (
     FIELDS,
     PER_CALL_FIELDS,
     ROOTS,
@@ -18,8 +18,8 @@ from policy.context import (
     request_variables,
     tool_variables,
 )
-from policy.globs import GlobList, glob
-from policy.references import scan
+from celgate.policy.globs import GlobList, glob
+from celgate.policy.references import scan
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "policies.md"
 

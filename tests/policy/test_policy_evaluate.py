@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from policy import ANONYMOUS, Action, Effect, Mode, Point, PolicySet, Principal, RequestInfo, ToolCall, load_policies
-from policy.backends import BACKENDS
-from policy.cli import build_request
-from policy.evaluate import _freeze
+from celgate.policy import ANONYMOUS, Action, Effect, Mode, Point, PolicySet, Principal, RequestInfo, ToolCall, load_policies
+from celgate.policy.backends import BACKENDS
+from celgate.policy.cli import build_request
+from celgate.policy.evaluate import _freeze
 
 
 def load(directory: Path, text: str, backend: str = "cel-expr") -> PolicySet:

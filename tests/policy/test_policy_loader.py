@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from policy import Effect, Mode, PolicyLoadError, PolicySet, Problem, load_policies
-from policy.backends import BACKENDS
+from celgate.policy import Effect, Mode, PolicyLoadError, PolicySet, Problem, load_policies
+from celgate.policy.backends import BACKENDS
 
 
 def write(directory: Path, text: str, name: str = "policy.yaml") -> str:

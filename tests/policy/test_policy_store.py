@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from policy import PolicyLoadError, PolicyStore, Principal, ReloadResult
-from policy.cli import build_request
+from celgate.policy import PolicyLoadError, PolicyStore, Principal, ReloadResult
+from celgate.policy.cli import build_request
 
 GOOD = "version: 1\nrules:\n  - {name: allow-gpt, on: request, models: ['gpt-*'], effect: allow}\n"
 EDITED = "version: 1\nrules:\n  - {name: allow-claude, on: request, models: ['claude*'], effect: allow}\n"

@@ -32,9 +32,9 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.sdkenv import prepare_sdk
-from conftest import REPO, Celgate, assert_openai_error
-from fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, text_stream, tool_call_stream
+from celgate.adapters.sdkenv import prepare_sdk
+from tests.helpers import REPO, Celgate, assert_openai_error
+from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, text_stream, tool_call_stream
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 OpenAIFactory = Callable[..., openai.AsyncOpenAI]
@@ -254,7 +254,7 @@ async def test_concurrent_runs_each_carry_their_own_callers_identity(
 async def test_in_sidecar_key_mode_the_agent_call_goes_upstream_with_celgates_key(
     upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, tmp_path: Path
 ) -> None:
-    from proxy.settings import Secret
+    from celgate.proxy.settings import Secret
 
     write_agent(tmp_path / "agents", "HistoryAgent", HISTORY_AGENT)
     celgate = await start_with_agents(

@@ -12,9 +12,9 @@ import aiohttp
 import openai
 import pytest
 
-from conftest import Celgate, assert_openai_error
-from fakeupstream import FakeUpstream
-from proxy.settings import Secret, SettingsError
+from tests.helpers import Celgate, assert_openai_error
+from tests.helpers.fakeupstream import FakeUpstream
+from celgate.proxy.settings import Secret, SettingsError
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 ALICE_KEY = "sk-alice-0123456789abcdef"
@@ -167,7 +167,7 @@ async def test_keys_never_appear_in_logs_or_metrics(
     everything = "\n".join([log_text, metrics_text, metrics_json, policies_json, caplog.text, settings_repr])
     for key in (ALICE_KEY, UPSTREAM_KEY, UNKNOWN_KEY):
         assert key not in everything
-    from proxy.keys import SETTINGS
+    from celgate.proxy.keys import SETTINGS
 
     assert UPSTREAM_KEY not in repr(celgate.app[SETTINGS]) and UPSTREAM_KEY not in str(celgate.app[SETTINGS])
 

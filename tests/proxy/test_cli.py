@@ -16,10 +16,10 @@ import aiohttp
 import openai
 import pytest
 
-from conftest import REPO, free_port
-from fakeupstream import FakeUpstream
-from proxy import __version__
-from proxy.settings import DEFAULT_UPSTREAM, Secret, Settings, SettingsError, UpstreamTimeouts, load_settings
+from tests.helpers import REPO, free_port
+from tests.helpers.fakeupstream import FakeUpstream
+from celgate.proxy import __version__
+from celgate.proxy.settings import DEFAULT_UPSTREAM, Secret, Settings, SettingsError, UpstreamTimeouts, load_settings
 
 CELGATE = Path(sys.executable).parent / "celgate"
 STARTUP_SECONDS = 30

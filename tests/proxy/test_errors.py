@@ -11,9 +11,9 @@ import aiohttp
 import openai
 import pytest
 
-from conftest import Celgate, assert_openai_error, free_port
-from fakeupstream import FakeUpstream, Script, Step, text_stream
-from proxy.settings import UpstreamTimeouts
+from tests.helpers import Celgate, assert_openai_error, free_port
+from tests.helpers.fakeupstream import FakeUpstream, Script, Step, text_stream
+from celgate.proxy.settings import UpstreamTimeouts
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 PROMPT = {"model": "fake-model", "messages": MESSAGES}

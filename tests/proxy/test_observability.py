@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Celgate, free_port
-from fakeupstream import FakeUpstream, Script, Step, text_stream, tool_call_stream
-from proxy.settings import Settings, UpstreamTimeouts
+from tests.helpers import Celgate, free_port
+from tests.helpers.fakeupstream import FakeUpstream, Script, Step, text_stream, tool_call_stream
+from celgate.proxy.settings import Settings, UpstreamTimeouts
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -219,7 +219,7 @@ async def test_no_policy_exports_the_expected_families(celgate: Celgate, http: a
 
 
 async def test_start_and_stop_twice_in_one_process(upstream: FakeUpstream, http: aiohttp.ClientSession) -> None:
-    from proxy import create_app
+    from celgate.proxy import create_app
 
     settings = Settings(port=0, upstream=upstream.base_url, no_policy=True, access_log=None, watch=False,
                         agents=Path("/nonexistent-agents-dir"), upstream_check=False)
@@ -243,7 +243,7 @@ async def test_start_and_stop_twice_in_one_process(upstream: FakeUpstream, http:
             assert samples[key] == round_ + 1  # each app counts only its own requests
         finally:
             await runner.cleanup()
-    from proxy.keys import METRICS
+    from celgate.proxy.keys import METRICS
 
     assert apps[0][METRICS].registry is not apps[1][METRICS].registry
 

@@ -26,11 +26,11 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REPO, Celgate, assert_openai_error
-from fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
-from policy import PolicyLoadError, PolicyStore
-from proxy import create_app
-from proxy.settings import Settings, SettingsError
+from tests.helpers import REPO, Celgate, assert_openai_error
+from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
+from celgate.policy import PolicyLoadError, PolicyStore
+from celgate.proxy import create_app
+from celgate.proxy.settings import Settings, SettingsError
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 OpenAIFactory = Callable[..., openai.AsyncOpenAI]

@@ -10,8 +10,8 @@ import aiohttp
 import openai
 import pytest
 
-from conftest import Celgate, assert_openai_error
-from fakeupstream import FakeUpstream, Script, completion, tool_call_stream
+from tests.helpers import Celgate, assert_openai_error
+from tests.helpers.fakeupstream import FakeUpstream, Script, completion, tool_call_stream
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 MESSAGES = [{"role": "user", "content": "Hi"}]

@@ -9,7 +9,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from conftest import Celgate
+from tests.helpers import Celgate
 
 
 @pytest.fixture

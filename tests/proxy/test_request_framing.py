@@ -23,9 +23,9 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from conftest import Celgate, assert_openai_error
-from proxy.settings import Secret
-from rawupstream import RawRequest, RawUpstream, default_response, json_response
+from tests.helpers import Celgate, assert_openai_error
+from celgate.proxy.settings import Secret
+from tests.helpers.rawupstream import RawRequest, RawUpstream, default_response, json_response
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 CLIENT_KEY = "sk-framing-client-0123456789"

@@ -10,8 +10,8 @@ import aiohttp
 import openai
 import pytest
 
-from conftest import Celgate, free_port
-from fakeupstream import FakeUpstream, Script, Step, sse
+from tests.helpers import Celgate, free_port
+from tests.helpers.fakeupstream import FakeUpstream, Script, Step, sse
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 PROMPT = {"model": "fake-model", "messages": [{"role": "user", "content": "Hi"}]}

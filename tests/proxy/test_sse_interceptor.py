@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from fakeupstream import USAGE, chat_chunk, completion, sse, text_stream, tool_call_stream
-from proxy.interceptor import (
+from tests.helpers.fakeupstream import USAGE, chat_chunk, completion, sse, text_stream, tool_call_stream
+from celgate.proxy.interceptor import (
     ALLOWED,
     StreamInterceptor,
     ToolCallRejected,
@@ -17,7 +17,7 @@ from proxy.interceptor import (
     Verdict,
     filter_completion,
 )
-from proxy.sse import SSESplitter, encode_data_event, parse_event
+from celgate.proxy.sse import SSESplitter, encode_data_event, parse_event
 
 # --------------------------------------------------------------------------------------------- SSE
 

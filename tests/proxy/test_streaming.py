@@ -12,9 +12,9 @@ import aiohttp
 import openai
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
-from conftest import Celgate
-from fakeupstream import USAGE, FakeUpstream, Script, Step, chat_chunk, completion, sse, text_stream, tool_call_stream
-from proxy.keys import METRICS
+from tests.helpers import Celgate
+from tests.helpers.fakeupstream import USAGE, FakeUpstream, Script, Step, chat_chunk, completion, sse, text_stream, tool_call_stream
+from celgate.proxy.keys import METRICS
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 TOOLS = [

@@ -12,7 +12,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from conftest import Celgate
+from tests.helpers import Celgate
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 

@@ -1,0 +1,5 @@
+"""Test helpers: scripted upstreams (HTTP and raw-socket) and a running celgate."""
+
+from .harness import REPO, Celgate, assert_openai_error, free_port
+
+__all__ = ["REPO", "Celgate", "assert_openai_error", "free_port"]
