@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from .context import AgentSettings, CallerContext, GatewayHooks
-from .discovery import LoadedAgent
-from .errors import AgentRunError
+from .dropin import LoadedAgent
+from .errors import AgentLoadFailure, AgentRunError
+from .host import AgentSettings, CallerContext, GatewayHooks
 from .registry import AgentRegistry
 
 __all__ = [
+    "AgentLoadFailure",
     "AgentRegistry",
     "AgentRunError",
     "AgentSettings",

@@ -1,4 +1,4 @@
-"""Find drop-in folders and import each ``agent.py`` in isolation.
+"""Find drop-in folders and load each: requirements, an isolated import, ``__celgate__``, exports.
 
 A folder under the agents directory that holds ``agent.py`` is one drop-in;
 its path relative to the directory (``/``-separated) is the model name. Its
@@ -14,7 +14,8 @@ module the process already had. The drop-in folder itself is never a package
 named ``agents``: the SDK keeps that name.
 
 Nothing here imports the SDK at module level (``import agents`` costs ~1 s and
-~90 MiB); ``load_agent`` imports it once a drop-in actually exists.
+~90 MiB): ``load_agent`` hands the imported module to ``exports`` (the
+SDK-dependent half of loading), imported once a drop-in actually exists.
 """
 
 from __future__ import annotations
@@ -26,133 +27,23 @@ import importlib.metadata
 import importlib.util
 import re
 import sys
-import time
 import traceback
 import types
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .context import Runtime
+from .dropin import DropinConfig, LoadedAgent, Runtime
+from .errors import LoadError
 
-if TYPE_CHECKING:
-    from agents import Agent
-
-__all__ = [
-    "ENTRY_FILE",
-    "ROOT_PACKAGE",
-    "DropinConfig",
-    "LoadError",
-    "LoadFailure",
-    "LoadedAgent",
-    "find_agents",
-    "forget",
-    "load_agent",
-]
+__all__ = ["ENTRY_FILE", "ROOT_PACKAGE", "find_agents", "forget", "load_agent"]
 
 ROOT_PACKAGE = "celgate_dropins"
 ENTRY_FILE = "agent.py"
 REQUIREMENTS_FILE = "requirements.txt"
 _CONFIG_TYPES: dict[str, type] = {"model": str, "upstream": str, "description": str, "max_turns": int}
 _REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-class LoadError(Exception):
-    """A drop-in cannot be served; ``kind`` is the failure label shown and counted.
-
-    ``file`` names the file to fix when it is not the drop-in's ``agent.py``.
-    """
-
-    def __init__(self, kind: str, message: str, file: Path | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.file = file
-
-
-@dataclass(frozen=True, slots=True)
-class LoadFailure:
-    """One recorded load failure, as listed by ``GET /admin/agents/errors``."""
-
-    agent: str
-    kind: str
-    message: str
-    file: str
-    time: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "agent": self.agent,
-            "kind": self.kind,
-            "message": self.message,
-            "file": self.file,
-            "time": _iso(self.time),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class DropinConfig:
-    """The validated module-level ``__celgate__`` dict (every key optional)."""
-
-    model: str | None = None
-    upstream: str | None = None
-    description: str | None = None
-    max_turns: int | None = None
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class LoadedAgent:
-    """One successfully loaded version of a drop-in; runs keep the version they started on.
-
-    ``kind`` is the export used: ``agent`` (module attribute ``agent``),
-    ``run_workflow`` (Agent Builder export) or ``single_agent`` (the one
-    module-level Agent). Exactly one of ``entry`` / ``workflow`` is set.
-    """
-
-    name: str
-    source: Path
-    kind: str
-    entry: Agent[Any] | None
-    workflow: Callable[[Any], Awaitable[Any]] | None
-    workflow_input: type | None
-    config: DropinConfig
-    tools: tuple[str, ...]
-    runtime: Runtime
-    module: types.ModuleType
-    loaded_at: float = field(default_factory=time.time)
-
-    @property
-    def max_turns(self) -> int:
-        return self.config.max_turns or self.runtime.settings.max_turns
-
-    @property
-    def model(self) -> str | None:
-        """The model the entry agent's calls ask celgate for (None: decided per workflow agent)."""
-        if self.config.model is not None:
-            return self.config.model
-        if self.entry is None:
-            return None
-        own = self.entry.model
-        if own is None:
-            return self.runtime.settings.default_model
-        return own if isinstance(own, str) else type(own).__name__  # a custom Model object
-
-    def describe(self) -> dict[str, Any]:
-        """This version as listed by ``GET /admin/agents``."""
-        return {
-            "name": self.name,
-            "source": str(self.source),
-            "kind": self.kind,
-            "model": self.model,
-            "tools": list(self.tools),
-            "loaded_at": _iso(self.loaded_at),
-            "description": self.config.description,
-            "max_turns": self.max_turns,
-            "upstream": self.config.upstream,
-        }
 
 
 def find_agents(directory: Path) -> dict[str, Path]:
@@ -176,7 +67,7 @@ def load_agent(name: str, folder: Path, runtime: Runtime) -> LoadedAgent:
     module = _import_dropin(name, folder)
     try:
         config = _read_config(module)
-        # The SDK-dependent half of discovery; imported only now that a drop-in exists.
+        # The SDK-dependent half of loading; imported only now that a drop-in exists.
         from . import exports
 
         export = exports.resolve(module)
@@ -353,7 +244,3 @@ def _author_traceback(exc: BaseException, folder: Path) -> str:
     while tb is not None and not Path(tb.tb_frame.f_code.co_filename).is_relative_to(folder):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")

@@ -1,4 +1,4 @@
-"""What an imported ``agent.py`` exports, in precedence order (the SDK-dependent half of discovery).
+"""What an imported ``agent.py`` exports, in precedence order (the SDK-dependent half of loading).
 
 1. a module attribute ``agent`` that is an ``agents.Agent``;
 2. an ``async def run_workflow(workflow_input)`` (Agent Builder export);
@@ -21,7 +21,7 @@ from typing import Any
 from agents import Agent
 
 from . import workflow
-from .discovery import LoadError
+from .errors import LoadError
 from .gateway import route_through_gateway
 from .guardrails import govern, iter_agents, tool_names
 

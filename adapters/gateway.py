@@ -18,12 +18,11 @@ from agents.models import get_default_model_settings
 from agents.models.interface import Model, ModelProvider
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-from .context import CURRENT_RUN
 from .errors import AgentRunError
-from .sdkenv import PLACEHOLDER_API_KEY
+from .scope import CURRENT_RUN
 
 if TYPE_CHECKING:
-    from .discovery import LoadedAgent
+    from .dropin import LoadedAgent
 
 __all__ = [
     "GatewayClients",
@@ -39,13 +38,14 @@ _EMPTY_SETTINGS = ModelSettings()
 class GatewayClients:
     """One ``AsyncOpenAI`` (one connection pool) per gateway URL, owned by a registry."""
 
-    def __init__(self) -> None:
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
         self._clients: dict[str, AsyncOpenAI] = {}
 
     def get(self, base_url: str) -> AsyncOpenAI:
         client = self._clients.get(base_url)
         if client is None:
-            client = self._clients[base_url] = gateway_client(base_url)
+            client = self._clients[base_url] = gateway_client(base_url, self._api_key)
         return client
 
     async def aclose(self) -> None:
@@ -54,16 +54,16 @@ class GatewayClients:
             await client.close()
 
 
-def gateway_client(base_url: str) -> AsyncOpenAI:
+def gateway_client(base_url: str, api_key: str) -> AsyncOpenAI:
     """A client whose requests carry the current run's headers.
 
+    Inside a run the caller's ``Authorization`` replaces ``api_key`` (or none
+    is sent); outside one (the SDK's default client) ``api_key`` is sent.
     ``max_retries=0``: a policy denial or upstream error must reach the agent
     once, not be repeated (and re-audited) by the client.
     """
     http_client = DefaultAsyncHttpxClient(event_hooks={"request": [_add_run_headers]})
-    return AsyncOpenAI(
-        base_url=base_url, api_key=PLACEHOLDER_API_KEY, max_retries=0, http_client=http_client
-    )
+    return AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, http_client=http_client)
 
 
 class GatewayProvider(ModelProvider):

@@ -1,7 +1,9 @@
 """Put every tool an agent can execute under celgate's ``tool_call`` policy, without code changes.
 
 At load time each ``FunctionTool`` in the agent graph (the agent's tools,
-agents-as-tools and handoff targets, recursively) gets:
+agents-as-tools and handoff targets, recursively) gets the two below; the
+tools of agents a ``run_workflow`` builds only when it runs get them when
+their run starts:
 
 - ``policy_gate`` as its first tool input guardrail: it asks the proxy
   (``GatewayHooks.check_tool``) before the body runs; a blocked decision
@@ -32,7 +34,7 @@ from agents import (
 from agents.handoffs import Handoff
 from celgate.policy import ToolCall
 
-from .context import CURRENT_RUN
+from .scope import CURRENT_RUN
 
 __all__ = ["OUTSIDE_RUN_MESSAGE", "govern", "iter_agents", "policy_gate", "tool_names"]
 

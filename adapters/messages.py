@@ -28,11 +28,9 @@ from typing import Any
 
 from agents.models.fake_id import FAKE_RESPONSES_ID
 
-__all__ = ["MessageError", "last_user_text", "to_input_items"]
+from .errors import MessageError
 
-
-class MessageError(ValueError):
-    """The request's messages cannot be converted; the client gets a 400."""
+__all__ = ["last_user_text", "to_input_items"]
 
 
 def to_input_items(messages: Any) -> list[dict[str, Any]]:

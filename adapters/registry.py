@@ -19,9 +19,11 @@ from typing import Any
 
 from watchfiles import awatch
 
-from .context import AgentSettings, GatewayHooks, Runtime
-from .discovery import ENTRY_FILE, LoadedAgent, LoadError, LoadFailure, find_agents, forget, load_agent
-from .sdkenv import prepare_sdk
+from .discovery import ENTRY_FILE, find_agents, forget, load_agent
+from .dropin import LoadedAgent, Runtime
+from .errors import AgentLoadFailure, LoadError
+from .host import AgentSettings, GatewayHooks
+from .sdkenv import PLACEHOLDER_API_KEY, prepare_sdk
 
 __all__ = ["AgentRegistry"]
 
@@ -37,7 +39,7 @@ class AgentRegistry:
         self._directory = settings.directory.resolve()
         self._folders: dict[str, Path] = {}
         self._agents: dict[str, LoadedAgent] = {}
-        self._failures: dict[str, LoadFailure] = {}
+        self._failures: dict[str, AgentLoadFailure] = {}
         self._runtime: Runtime | None = None
 
     async def start(self) -> None:
@@ -62,10 +64,9 @@ class AgentRegistry:
     def get(self, name: str) -> LoadedAgent | None:
         return self._agents.get(name)
 
-    def failure(self, name: str) -> dict[str, Any] | None:
+    def failure(self, name: str) -> AgentLoadFailure | None:
         """Why ``name`` is not (or no longer freshly) loaded, if it failed."""
-        failure = self._failures.get(name)
-        return failure.to_dict() if failure is not None else None
+        return self._failures.get(name)
 
     def names(self) -> list[str]:
         return sorted(self._agents)
@@ -77,8 +78,9 @@ class AgentRegistry:
             for name in sorted(self._agents)
         ]
 
-    def failures(self) -> list[dict[str, Any]]:
-        return [self._failures[name].to_dict() for name in sorted(self._failures)]
+    def failures(self) -> list[AgentLoadFailure]:
+        """Every current failure, by agent name (``as_json()`` each for ``/admin/agents/errors``)."""
+        return [self._failures[name] for name in sorted(self._failures)]
 
     def _sync(self, changed: set[Path] | None) -> None:
         """Load new folders, reload changed ones (``None``: all), drop deleted ones."""
@@ -94,8 +96,7 @@ class AgentRegistry:
         try:
             loaded = load_agent(name, folder, self._ensure_runtime())
         except LoadError as exc:
-            file = exc.file or folder / ENTRY_FILE
-            self._record(LoadFailure(name, exc.kind, exc.message, str(file)))
+            self._record(AgentLoadFailure(name, exc.kind, exc.message, exc.file or folder / ENTRY_FILE))
             return
         verb = "reloaded" if name in self._agents else "loaded"
         self._agents[name] = loaded
@@ -109,7 +110,7 @@ class AgentRegistry:
         forget(name)
         logger.info("agent %s removed (its folder or agent.py is gone)", name)
 
-    def _record(self, failure: LoadFailure) -> None:
+    def _record(self, failure: AgentLoadFailure) -> None:
         """Keep the failure; log and count it only if it differs from the one already known."""
         previous = self._failures.get(failure.agent)
         if previous is not None and (previous.kind, previous.message) == (failure.kind, failure.message):
@@ -125,7 +126,7 @@ class AgentRegistry:
             prepare_sdk(self._settings.gateway_url)
             from .gateway import GatewayClients  # imports openai; only once a drop-in exists
 
-            self._runtime = Runtime(self._settings, self._hooks, GatewayClients())
+            self._runtime = Runtime(self._settings, self._hooks, GatewayClients(PLACEHOLDER_API_KEY))
         return self._runtime
 
 

@@ -29,18 +29,18 @@ from agents.exceptions import MaxTurnsExceeded
 from agents.run import AgentRunner
 
 from . import chunks, messages, workflow
-from .context import CURRENT_RUN, CallerContext, RunScope
-from .discovery import LoadedAgent
+from .dropin import LoadedAgent
 from .errors import AgentRunError
 from .exports import prepare_agents
 from .gateway import GatewayProvider, routable_model
+from .host import CallerContext
+from .scope import CURRENT_RUN, RunScope
 
 __all__ = ["RUNNER", "CelgateRunner", "run_completion", "stream_completion"]
 
 logger = logging.getLogger("celgate.agents")
 
 _WITH_USAGE = ModelSettings(include_usage=True)
-_IN_BAND_STATUS = {"policy_denied": 403}  # status of celgate's in-band errors by type; others: 502
 
 
 class CelgateRunner(AgentRunner):
@@ -159,8 +159,6 @@ async def _run(scope: RunScope, body: dict[str, Any]) -> Any:
         return await _invoke(scope.agent, body.get("messages"))
     except AgentRunError:
         raise
-    except messages.MessageError as exc:
-        raise AgentRunError(400, "invalid_request_error", "invalid_messages", str(exc)) from exc
     except Exception as exc:
         raise _run_error(scope.agent, exc) from exc
     finally:
@@ -198,6 +196,7 @@ def _configure(scope: RunScope, starting_agent: Agent[Any], kwargs: dict[str, An
 
 
 def _run_error(agent: LoadedAgent, exc: Exception) -> AgentRunError:
+    """What the SDK or the ``openai`` client raised, as the HTTP error the client gets."""
     if isinstance(exc, MaxTurnsExceeded):
         return AgentRunError(
             500,
@@ -220,9 +219,11 @@ def _run_error(agent: LoadedAgent, exc: Exception) -> AgentRunError:
         message = f"agent {agent.name!r} could not reach celgate: {exc}"
         return AgentRunError(502, "upstream_error", "gateway_unreachable", message)
     if isinstance(exc, openai.APIError) and isinstance(exc.body, dict) and exc.type:
-        # An error event inside the gateway's stream (e.g. a tool call denied with `action: error`). No status
-        # travels in-band, so it is inferred from the error type; type, code and message are passed on.
-        status = 504 if exc.code == "upstream_timeout" else _IN_BAND_STATUS.get(exc.type, 502)
+        # An error event inside the gateway's stream (e.g. a tool call denied with `action: error`): celgate
+        # puts the status it would have answered with into the event; one relayed from an upstream has none.
+        status = exc.body.get("status")
+        if not (isinstance(status, int) and 400 <= status <= 599):
+            status = 502
         return AgentRunError(status, exc.type, exc.code or "agent_model_error", exc.message)
     logger.error("agent %s failed", agent.name, exc_info=exc)
     return AgentRunError(

@@ -1,11 +1,13 @@
-"""Process-wide setup of the Agents SDK, done once before the first drop-in is imported.
+"""Process-wide setup of the Agents SDK, done before the first drop-in is imported.
 
 Agent Builder exports build ``AsyncOpenAI()`` at import time and wrap runs in
 ``trace(...)``. So that they import without real credentials and never call
-out on their own, celgate first sets (this is the only place adapters touch
-``os.environ``):
+out on their own, ``prepare_sdk`` sets the environment first (this is the
+only place adapters touch ``os.environ``), then imports and configures the
+SDK; a repeated call for the same gateway URL does nothing:
 
-- ``OPENAI_API_KEY`` (only if unset) to a placeholder;
+- ``OPENAI_API_KEY`` (only if unset) to ``PLACEHOLDER_API_KEY``, the key
+  celgate's own gateway clients carry too;
 - ``OPENAI_BASE_URL`` to celgate's own ``/v1`` when known, else to a closed
   loopback port, so clients created by drop-in code talk to celgate or fail
   fast, never to api.openai.com;
@@ -42,6 +44,6 @@ def prepare_sdk(gateway_url: str | None) -> None:
     from .runner import RUNNER
 
     agents.set_tracing_disabled(True)
-    agents.set_default_openai_client(gateway_client(base_url), use_for_tracing=False)
+    agents.set_default_openai_client(gateway_client(base_url, PLACEHOLDER_API_KEY), use_for_tracing=False)
     agents.set_default_openai_api("chat_completions")
     set_default_agent_runner(RUNNER)

@@ -16,7 +16,7 @@ from typing import Any, TypeGuard
 
 from pydantic import BaseModel
 
-from .discovery import LoadError
+from .errors import LoadError
 from .messages import last_user_text
 
 __all__ = ["build_input", "input_model"]

@@ -20,11 +20,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from celgate.policy import Decision, PolicySet, RequestInfo, ToolCall, load_policies
+from celgate.policy.backends import BACKENDS
 
-from celgate.policy import Decision, PolicySet, RequestInfo, ToolCall, load_policies  # noqa: E402
-from celgate.policy.backends import BACKENDS  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 __all__ = ["main"]
 

@@ -2,20 +2,36 @@
 
 Pure Python, no I/O on the evaluation path. ``load_policies`` compiles a
 directory of ``*.yaml`` files into an immutable ``PolicySet``; ``PolicyStore``
-keeps the active set and reloads it when the files change. See
-``docs/policies.md`` for the policy language.
+keeps the active set and reloads it when the files change. Rules decide the
+endpoints celgate governs (``governs``); ``routes:`` entries open the others
+(``PolicySet.open_route``). See ``docs/policies.md`` for the policy language.
 """
 
 from .decision import Decision, Explanation, RuleTrace, audit_record
 from .errors import CelCompileError, CelEvalError, PolicyError, PolicyLoadError, Problem
-from .evaluate import decide, explain
+from .evaluate import decide, explain, explain_route, open_route
 from .loader import load_policies
-from .model import ANONYMOUS, Action, Defaults, Effect, Mode, Point, Principal, RequestInfo, Rule, ToolCall
 from .policyset import PolicySet
+from .schema import (
+    ANONYMOUS,
+    GOVERNED_ENDPOINTS,
+    Action,
+    Defaults,
+    Effect,
+    Mode,
+    Point,
+    Principal,
+    RequestInfo,
+    Route,
+    Rule,
+    ToolCall,
+    governs,
+)
 from .store import PolicyStore, ReloadResult
 
 __all__ = [
     "ANONYMOUS",
+    "GOVERNED_ENDPOINTS",
     "Action",
     "CelCompileError",
     "CelEvalError",
@@ -33,11 +49,15 @@ __all__ = [
     "Problem",
     "ReloadResult",
     "RequestInfo",
+    "Route",
     "Rule",
     "RuleTrace",
     "ToolCall",
     "audit_record",
     "decide",
     "explain",
+    "explain_route",
+    "governs",
     "load_policies",
+    "open_route",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import yaml
 
@@ -22,12 +22,14 @@ from .backends import BACKENDS, DEFAULT_BACKEND
 from .decision import Decision, Explanation
 from .errors import PolicyLoadError
 from .loader import load_policies
-from .model import ANONYMOUS, Point, Principal, RequestInfo, ToolCall
 from .policyset import PolicySet
+from .schema import ANONYMOUS, Point, Principal, RequestInfo, ToolCall, governs
 
 __all__ = ["CaseError", "build_request", "build_tool", "evaluate_case", "main", "read_cases"]
 
-_REQUEST_FIELDS = ("model", "agent", "stream", "path", "headers", "tools", "user", "metadata")
+_REQUEST_FIELDS = (
+    "model", "agent", "stream", "path", "method", "headers", "tools", "tool_definitions", "user", "metadata",
+)  # fmt: skip
 _CASE_KEYS = ("name", "principal", "key", "request", "tool", "now", "expect")
 _EXPECT_KEYS = ("effect", "rule", "mode")
 
@@ -45,14 +47,25 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
 
 
 def build_request(spec: Mapping[str, Any]) -> RequestInfo:
-    """A RequestInfo from a case's ``request:``; keys other than the known fields become body scalars."""
-    model = spec.get("model")
-    if not isinstance(model, str) or not model:
+    """A RequestInfo from a case's ``request:``; keys other than the known fields become body scalars.
+
+    ``model`` is required on the endpoints celgate governs; a request to any
+    other path is decided by routes and needs none.
+    """
+    path = str(spec.get("path", "/v1/chat/completions"))
+    method = str(spec.get("method", "POST")).upper()
+    model = spec.get("model") or ""
+    if not isinstance(model, str):
+        raise CaseError("request.model must be a string")
+    if not model and governs(method, path):
         raise CaseError("request.model is required")
     headers = _mapping(spec.get("headers"), "request.headers")
     tools = spec.get("tools") or []
     if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
         raise CaseError("request.tools must be a list of names")
+    definitions = spec.get("tool_definitions") or []
+    if not isinstance(definitions, list) or not all(isinstance(d, Mapping) for d in definitions):
+        raise CaseError("request.tool_definitions must be a list of mappings")
     scalars = {k: v for k, v in spec.items() if k not in _REQUEST_FIELDS}
     bad = [k for k, v in scalars.items() if v is not None and not isinstance(v, str | int | float | bool)]
     if bad:
@@ -62,12 +75,14 @@ def build_request(spec: Mapping[str, Any]) -> RequestInfo:
         model=model,
         agent=spec.get("agent") or None,
         stream=bool(spec.get("stream", False)),
-        path=str(spec.get("path", "/v1/chat/completions")),
+        path=path,
         headers={str(k).lower(): str(v) for k, v in headers.items()},
         tools=tuple(tools),
         scalars=scalars,
         user=spec.get("user"),
         metadata=dict(_mapping(metadata, "request.metadata")) if metadata is not None else None,
+        tool_definitions=tuple(dict(d) for d in definitions),
+        method=method,
     )
 
 
@@ -79,7 +94,11 @@ def build_tool(spec: Mapping[str, Any]) -> ToolCall:
     arguments = spec.get("arguments", {})
     raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
     return ToolCall(
-        name=name, raw_arguments=raw, id=str(spec.get("id", "call_test")), source=str(spec.get("source", "upstream"))
+        name=name,
+        raw_arguments=raw,
+        id=str(spec.get("id", "call_test")),
+        source=str(spec.get("source", "upstream")),
+        type=str(spec.get("type", "function")),
     )
 
 
@@ -115,14 +134,19 @@ def _load(args: argparse.Namespace, out: TextIO) -> PolicySet | None:
         return None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     policy = _load(args, out)
     if policy is None:
         return 1
     for warning in policy.warnings:
         print(f"{warning.file}:{warning.line}: {warning.rule}: warning: {warning.message}", file=out)
-    files = f"{len(policy.files)} file{'s' if len(policy.files) != 1 else ''}"
-    print(f"ok: {policy.rule_count} rules in {files} (version {policy.version}, backend {policy.backend})", file=out)
+    routes = f", {_count(len(policy.routes), 'route')}" if policy.routes else ""
+    counts = f"{_count(policy.rule_count, 'rule')}{routes} in {_count(len(policy.files), 'file')}"
+    print(f"ok: {counts} (version {policy.version}, backend {policy.backend})", file=out)
     return 0
 
 
@@ -166,7 +190,9 @@ def _expectation(case: Mapping[str, Any]) -> Mapping[str, Any]:
 def evaluate_case(policy: PolicySet, case: Any, *, explain: bool = False) -> Decision:
     """The decision for one test case (its ``expect`` is not consulted); raises ``CaseError``.
 
-    ``explain=True`` decides through the explain path (every rule, no caches).
+    As in the proxy, a request to a path celgate does not govern is decided by
+    routes (point ``route``). ``explain=True`` decides through the explain path
+    (every rule, no caches).
     """
     case = _mapping(case, "each case")
     unknown = sorted(set(case) - set(_CASE_KEYS))
@@ -179,6 +205,12 @@ def evaluate_case(policy: PolicySet, case: Any, *, explain: bool = False) -> Dec
     request = build_request(_mapping(case.get("request"), "request"))
     now = _parse_now(case.get("now"))
     tool = build_tool(_mapping(case["tool"], "tool")) if case.get("tool") is not None else None
+    if not governs(request.method, request.path):
+        if tool is not None:
+            raise CaseError(f"tool: celgate decides tool calls only on the endpoints it governs, not {request.path}")
+        if explain:
+            return policy.explain_route(principal, request, now=now).decision
+        return policy.open_route(principal, request, now=now)
     if explain:
         point = Point.REQUEST if tool is None else Point.TOOL_CALL
         return policy.explain(point, principal, request, tool, now=now).decision
@@ -268,7 +300,9 @@ def _explain_inputs(policy: PolicySet, args: argparse.Namespace) -> tuple[Princi
             note = "no key"
         else:
             note = "declared" if principal.id in policy.principals else "not declared: no attributes"
-    spec: dict[str, Any] = {"model": args.model, "agent": args.agent, "stream": args.stream}
+    spec: dict[str, Any] = {"model": args.model, "agent": args.agent, "stream": args.stream, "method": args.method}
+    if args.path is not None:
+        spec["path"] = args.path
     spec["headers"] = dict(_key_value(h, "--header") for h in args.header)
     for item in args.scalar:
         key, value = _key_value(item, "--scalar")
@@ -276,23 +310,31 @@ def _explain_inputs(policy: PolicySet, args: argparse.Namespace) -> tuple[Princi
             spec[key] = json.loads(value)
         except ValueError:
             spec[key] = value
-    tool = None
     if args.tool is not None:
         spec["tools"] = [args.tool]
-        tool = build_tool({"name": args.tool, "arguments": args.args})
-    return principal, note, build_request(spec), tool
+    request = build_request(spec)
+    tool = None
+    if args.tool is not None:
+        if not governs(request.method, request.path):
+            raise CaseError(f"--tool: celgate decides tool calls only on the endpoints it governs, not {request.path}")
+        tool = build_tool({"name": args.tool, "arguments": args.args, "type": args.tool_type})
+    return principal, note, request, tool
 
 
-def _print_explanation(explanation: Explanation, out: TextIO) -> None:
-    rows: list[tuple[str, ...]] = [("RULE", "EFFECT", "MODE", "GLOBS", "WHEN")]
+def _print_explanation(explanation: Explanation, out: TextIO, kind: Literal["rule", "route"] = "rule") -> None:
+    heading = ("ROUTE", "MATCH", "WHEN") if kind == "route" else ("RULE", "EFFECT", "MODE", "GLOBS", "WHEN")
+    rows: list[tuple[str, ...]] = [heading]
     notes: list[list[str]] = [[]]
     for trace in explanation.rules:
         globs = "match" if trace.candidate else "no match: " + ", ".join(trace.mismatched)
-        rows.append((trace.rule, trace.effect.value, trace.mode.value, globs, trace.outcome))
+        if kind == "route":
+            rows.append((trace.rule, globs, trace.outcome))
+        else:
+            rows.append((trace.rule, trace.effect.value, trace.mode.value, globs, trace.outcome))
         lines = [f"when: {' '.join(trace.when.split())}"] if trace.candidate and trace.when else []
         notes.append(lines + ([f"error: {trace.error}"] if trace.error else []))
     if len(rows) == 1:
-        print("(no rules for this point)", file=out)
+        print("(no routes in this policy)" if kind == "route" else "(no rules for this point)", file=out)
     else:
         _print_table(rows, out, notes)
     decision = explanation.decision
@@ -311,11 +353,18 @@ def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     except CaseError as exc:
         print(f"error: {exc}", file=out)
         return 2
+    if not governs(request.method, request.path):
+        explanation = policy.explain_route(principal, request, now=now)
+        print(f"point: route  subject: {explanation.decision.subject}  principal: {principal.id} ({note})", file=out)
+        print(f"policy: {policy.version} ({_count(len(policy.routes), 'route')}, backend {policy.backend})", file=out)
+        print("celgate's rules do not govern this path: it is refused unless a route opens it", file=out)
+        _print_explanation(explanation, out, "route")
+        return 0
     point = Point.TOOL_CALL if tool is not None else Point.REQUEST
     explanation = policy.explain(point, principal, request, tool, now=now)
     subject = explanation.decision.subject
     print(f"point: {point.value}  subject: {subject}  principal: {principal.id} ({note})", file=out)
-    print(f"policy: {policy.version} ({policy.rule_count} rules, backend {policy.backend})", file=out)
+    print(f"policy: {policy.version} ({_count(policy.rule_count, 'rule')}, backend {policy.backend})", file=out)
     _print_explanation(explanation, out)
     return 0
 
@@ -338,15 +387,22 @@ def _parser() -> argparse.ArgumentParser:
     test = command("test", "Run table-driven cases (principal/request/tool in, expected effect/rule out).")
     test.add_argument("--cases", required=True, help="YAML file with a list of cases")
     test.add_argument("--run", metavar="REGEX", help="only run cases whose name matches REGEX")
-    explain = command("explain", "Show every rule of a decision point, how it matched, and the decision.")
+    explain = command(
+        "explain",
+        "Show every rule of a decision point, how it matched, and the decision; "
+        "for a path celgate does not govern, every route entry and whether one opens it.",
+    )
     who = explain.add_mutually_exclusive_group(required=True)
     who.add_argument("--key", help="API key, resolved to a principal as the proxy would")
     who.add_argument("--principal", help="principal id (declared attributes are used)")
-    explain.add_argument("--model", required=True)
+    explain.add_argument("--model", help="the request's model (required on the endpoints celgate governs)")
+    explain.add_argument("--path", help="canonical request path (default /v1/chat/completions)")
+    explain.add_argument("--method", default="POST", help="HTTP method (default POST)")
     explain.add_argument("--agent", help="agent name (drop-in agent or x-celgate-agent)")
     explain.add_argument("--stream", action="store_true")
     explain.add_argument("--tool", help="explain a tool call of this name instead of the request")
-    explain.add_argument("--args", default="{}", help="tool call arguments as JSON (default {})")
+    explain.add_argument("--args", default="{}", help="tool call arguments: JSON, or a custom tool's text (default {})")
+    explain.add_argument("--tool-type", default="function", help="tool.type of the call (default function)")
     explain.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
     explain.add_argument(
         "--scalar", action="append", default=[], metavar="NAME=JSON", help="a body field, e.g. max_tokens=4096"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .model import Principal, RequestInfo, ToolCall
+from .schema import Principal, RequestInfo, ToolCall
 
 __all__ = [
     "FIELDS",
@@ -51,6 +51,7 @@ FIELDS: tuple[Field, ...] = (
     Field("request.agent", "string", "always", 'Drop-in agent name or `x-celgate-agent` header; `""` when none.'),
     Field("request.stream", "bool", "always", "Whether the client asked for a stream."),
     Field("request.path", "string", "always", "Request path, e.g. `/v1/chat/completions`."),
+    Field("request.method", "string", "always", "HTTP method, e.g. `POST`; routes may restrict it with `methods:`."),
     Field(
         "request.headers",
         "map(string, string)",
@@ -58,7 +59,21 @@ FIELDS: tuple[Field, ...] = (
         "Request headers, lower-case names, auth headers removed.",
         True,
     ),
-    Field("request.tools", "list(string)", "always", "Function names the request offers to the model."),
+    Field(
+        "request.tools",
+        "list(string)",
+        "always",
+        "The tools the request offers to the model: function and custom tools by name, hosted tools by type "
+        "(`web_search`, `file_search`, `code_interpreter`, `mcp`, `image_generation`, `computer_use_preview`, "
+        "`local_shell`, `shell`, `apply_patch`, ...).",
+    ),
+    Field(
+        "request.tool_definitions",
+        "list(map(string, dyn))",
+        "always",
+        'One map per offered tool: `type`, `name` (`""` for a hosted tool without one) and the tool\'s scalar '
+        "fields, e.g. an `mcp` tool's `server_label`, `server_url`, and `require_approval` when it is a string.",
+    ),
     Field("request.user", "string", "when sent", "The body's `user` field."),
     Field("request.metadata", "map(string, dyn)", "when sent", "The body's `metadata` object.", True),
     Field(
@@ -67,15 +82,28 @@ FIELDS: tuple[Field, ...] = (
         "when sent",
         "Every other top-level scalar of the body (`max_tokens`, `temperature`, ...); test with `has()`.",
     ),
-    Field("tool.name", "string", "tool_call", "The function name the model called."),
+    Field("tool.name", "string", "tool_call", "The name of the tool the model called."),
+    Field(
+        "tool.type",
+        "string",
+        "tool_call",
+        "`function`; `custom` (a custom tool: free-text input); or a client-executed built-in: "
+        "`local_shell`, `shell`, `apply_patch`, `computer`.",
+    ),
     Field(
         "tool.arguments",
         "map(string, dyn)",
         "tool_call",
-        "Arguments parsed from JSON; `{}` when not a JSON object.",
+        "Arguments parsed from JSON; `{}` when not a JSON object (so a custom tool's free text gives `{}`).",
         True,
     ),
-    Field("tool.raw_arguments", "string", "tool_call", "The arguments exactly as the model produced them.", True),
+    Field(
+        "tool.raw_arguments",
+        "string",
+        "tool_call",
+        "The arguments exactly as the model produced them; a custom tool's free-text input.",
+        True,
+    ),
     Field("tool.id", "string", "tool_call", "The tool call id.", True),
     Field(
         "tool.source",
@@ -114,6 +142,8 @@ def request_variables(request: RequestInfo) -> dict[str, Any]:
         "path": request.path,
         "headers": request.headers if type(request.headers) is dict else dict(request.headers),
         "tools": list(request.tools),
+        "tool_definitions": [dict(definition) for definition in request.tool_definitions],
+        "method": request.method,
     }
     if request.user is not None:
         variables["user"] = request.user
@@ -147,6 +177,7 @@ def tool_variables(tool: ToolCall) -> dict[str, Any]:
         "raw_arguments": tool.raw_arguments,
         "id": tool.id,
         "source": tool.source,
+        "type": tool.type,
     }
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .model import Action, Effect, Mode, Point, Principal, ToolCall
+from .schema import Action, Effect, Mode, Point, Principal, ToolCall
 
 __all__ = ["Decision", "Explanation", "RuleTrace", "audit_record"]
 
@@ -105,6 +105,8 @@ def audit_record(
     if tool is not None:
         record["tool_call_id"] = tool.id
         record["source"] = tool.source
+        if tool.type != "function":
+            record["tool_type"] = tool.type
         if decision.blocked:
             record["action"] = decision.action.value
         if include_arguments:

@@ -16,6 +16,13 @@ values they read, with one lookup per decision; only the rest ("live" rules)
 run CEL, over an activation built once with just the variables they read.
 The combined verdict is memoized per outcome pattern. ``explain`` is the slow
 path of the same evaluator: every rule of the point, no caches.
+
+Routes (``open_route``) decide paths celgate does not govern: the first entry
+in policy order whose lists match and whose ``when`` is true opens the path;
+a ``when`` that errors does not open it. No entry: refused, in ``defaults.mode``.
+
+The evaluator reads a policy snapshot through the ``Snapshot`` protocol, so it
+does not depend on ``PolicySet``, which builds on it.
 """
 
 from __future__ import annotations
@@ -23,19 +30,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
+from .backends import Backend
+from .candidates import CandidateIndex, mismatched_lists, mismatched_route_lists
 from .context import principal_variables, request_variables, tool_variables, utc_now
 from .decision import Decision, Explanation, RuleTrace
 from .errors import CelEvalError
-from .globs import mismatched_lists
-from .model import Action, Defaults, Effect, Mode, Point, Principal, RequestInfo, Rule, ToolCall
+from .schema import Action, Defaults, Effect, Mode, Point, Principal, RequestInfo, Route, Rule, ToolCall
 
-if TYPE_CHECKING:
-    from .backends import Backend
-    from .policyset import PolicySet
-
-__all__ = ["Outcome", "Plan", "ResultCache", "decide", "explain"]
+__all__ = ["Outcome", "Plan", "ResultCache", "Snapshot", "decide", "explain", "explain_route", "open_route"]
 
 Outcome = bool | str  # True, False, or the CEL error message (fails closed)
 
@@ -187,6 +191,25 @@ class Plan:
         return verdict
 
 
+class Snapshot(Protocol):
+    """What the evaluator reads of a compiled policy set (``PolicySet`` provides it)."""
+
+    @property
+    def index(self) -> CandidateIndex[Plan]: ...
+    @property
+    def results(self) -> ResultCache: ...
+    @property
+    def engine(self) -> Backend | None: ...
+    @property
+    def defaults(self) -> Defaults: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def routes(self) -> tuple[Route, ...]: ...
+    @property
+    def unrouted(self) -> Effect: ...
+
+
 def _group_by_root(paths: set[tuple[str, str]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     roots = sorted({root for root, _ in paths})
     return tuple((root, tuple(sorted(f for r, f in paths if r == root))) for root in roots)
@@ -253,10 +276,10 @@ class _Inputs:
         return self._full
 
 
-def _run(rule: Rule, activation: Any) -> Outcome:
-    assert rule.program is not None
+def _run(entry: Rule | Route, activation: Any) -> Outcome:
+    assert entry.program is not None
     try:
-        return rule.program.decide(activation)
+        return entry.program.decide(activation)
     except CelEvalError as exc:
         return str(exc) or "evaluation error"
 
@@ -283,7 +306,7 @@ def _decision(point: Point, v: _Verdict, subject: str, version: str, started: fl
 
 
 def decide(
-    policy: PolicySet,
+    policy: Snapshot,
     point: Point,
     principal: Principal,
     request: RequestInfo,
@@ -309,20 +332,24 @@ def decide(
     return _decision(point, plan.verdict(tuple(outcomes), subject), subject, policy.version, started)
 
 
-def _trace(rule: Rule, mismatched: tuple[str, ...], outcome: Outcome | None) -> RuleTrace:
+def _shown(entry: Rule | Route, outcome: Outcome | None) -> tuple[str, str | None]:
+    """A trace's ``outcome`` column and error message."""
     if outcome is None:
-        shown, error = "-", None
-    elif rule.program is None:
-        shown, error = "no when", None
-    elif isinstance(outcome, bool):
-        shown, error = str(outcome).lower(), None
-    else:
-        shown, error = "error", outcome
+        return "-", None
+    if entry.program is None:
+        return "no when", None
+    if isinstance(outcome, bool):
+        return str(outcome).lower(), None
+    return "error", outcome
+
+
+def _trace(rule: Rule, mismatched: tuple[str, ...], outcome: Outcome | None) -> RuleTrace:
+    shown, error = _shown(rule, outcome)
     return RuleTrace(rule.name, rule.effect, rule.mode, rule.file, rule.line, mismatched, rule.when, shown, error)
 
 
 def explain(
-    policy: PolicySet,
+    policy: Snapshot,
     point: Point,
     principal: Principal,
     request: RequestInfo,
@@ -348,3 +375,67 @@ def explain(
     subject = tool_name or request.model
     verdict = _verdict(tuple(rules), tuple(outcomes), policy.defaults, subject)
     return Explanation(_decision(point, verdict, subject, policy.version, started), tuple(traces))
+
+
+def _route_subject(request: RequestInfo) -> str:
+    return f"{request.method} {request.path}"
+
+
+def _route_traces(
+    policy: Snapshot, principal: Principal, request: RequestInfo, now: datetime | None
+) -> tuple[Route | None, list[RuleTrace], list[str], list[tuple[str, str]]]:
+    """Every route entry against the request: the first that opens it, traces, matched ids, errors."""
+    inputs: _Inputs | None = None
+    opened: Route | None = None
+    traces: list[RuleTrace] = []
+    matched: list[str] = []
+    errors: list[tuple[str, str]] = []
+    for route in policy.routes:
+        mismatched = mismatched_route_lists(route, principal.id, request.method, request.path)
+        outcome: Outcome | None = None
+        if not mismatched:
+            if route.program is None:
+                outcome = True
+            else:
+                inputs = inputs or _Inputs(policy.engine, principal, request, None, now)
+                outcome = _run(route, inputs.activation(route.roots))
+            if outcome is True:
+                matched.append(route.id)
+                opened = opened or route
+            elif outcome is not False:
+                errors.append((route.id, outcome))
+        traces.append(_route_trace(route, mismatched, outcome, policy.defaults.mode))
+    return opened, traces, matched, errors
+
+
+def _route_trace(route: Route, mismatched: tuple[str, ...], outcome: Outcome | None, mode: Mode) -> RuleTrace:
+    shown, error = _shown(route, outcome)
+    return RuleTrace(route.id, Effect.ALLOW, mode, route.file, route.line, mismatched, route.when, shown, error)
+
+
+def explain_route(
+    policy: Snapshot, principal: Principal, request: RequestInfo, *, now: datetime | None = None
+) -> Explanation:
+    """Every route entry with its list and ``when`` results, and whether the path opens (point ``route``)."""
+    started = perf_counter()
+    opened, traces, matched, errors = _route_traces(policy, principal, request, now)
+    defaults = policy.defaults
+    subject = _route_subject(request)
+    if opened is not None:
+        effect, rule, reason = Effect.ALLOW, opened.id, opened.reason
+    elif policy.unrouted is Effect.ALLOW:
+        effect, rule, reason = Effect.ALLOW, None, _DEFAULT_REASON[Effect.ALLOW]
+    else:
+        effect, rule, reason = Effect.DENY, None, "no route opens this path"
+    message = ""
+    if effect is Effect.DENY:
+        message = defaults.deny_message.format(subject=subject, rule="default", reason=reason)
+    verdict = _Verdict(effect, defaults.mode, rule, reason, Action.STRIP, tuple(matched), tuple(errors), message)
+    return Explanation(_decision(Point.ROUTE, verdict, subject, policy.version, started), tuple(traces))
+
+
+def open_route(
+    policy: Snapshot, principal: Principal, request: RequestInfo, *, now: datetime | None = None
+) -> Decision:
+    """Whether a route entry opens this ungoverned request's path; ``rule`` names it (None: refused)."""
+    return explain_route(policy, principal, request, now=now).decision

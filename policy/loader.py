@@ -7,9 +7,11 @@ and so ``on:`` stays a key (plain YAML 1.1 would read it as ``true``).
 
 Beyond structure, the loader lints what would otherwise fail silently at run
 time: every ``when`` is compiled once (syntax, undeclared variables, types on
-cel-expr); a ``request`` rule may not read ``tool``; functions outside
-celgate's CEL subset, ``matches`` in function form and invalid regex literals
-are rejected. All problems are collected before failing.
+cel-expr); a ``request`` rule or a route may not read ``tool``; functions
+outside celgate's CEL subset, ``matches`` in function form, invalid regex
+literals and expressions celgate cannot analyse are rejected. ``routes:``
+entries (the ungoverned paths a policy opens) are read and checked like rules.
+All problems are collected before failing.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import difflib
 import hashlib
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import re2
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -31,9 +34,9 @@ from .backends import DEFAULT_BACKEND, VARIABLES, Backend, Program, get_backend
 from .context import PER_CALL_FIELDS, ROOTS
 from .errors import CelCompileError, PolicyLoadError, Problem
 from .globs import GlobList
-from .model import Action, Defaults, Effect, Mode, Point, Principal, Rule
 from .policyset import PolicySet
 from .references import References, scan
+from .schema import RULE_POINTS, Action, Defaults, Effect, Mode, Point, Principal, Route, Rule
 
 __all__ = ["SUPPORTED_FUNCTIONS", "load_policies", "policy_files"]
 
@@ -78,10 +81,14 @@ SUPPORTED_FUNCTIONS = frozenset(
     }
 )
 
-_TOP_KEYS = ("version", "defaults", "principals", "rules")
+_TOP_KEYS = ("version", "defaults", "principals", "rules", "routes")
 _DEFAULT_KEYS = ("decision", "mode", "deny_message")
 _RULE_KEYS = ("name", "on", "principals", "models", "agents", "tools", "when", "effect", "reason", "mode", "action")
 _GLOB_KEYS = ("principals", "models", "agents", "tools")
+_ROUTE_KEYS = ("id", "paths", "methods", "principals", "when", "description")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# A canonical path has no empty, "." or ".." segment; a pattern with one could never match.
+_NOT_CANONICAL = re.compile(r"//|/\.\.?(?:/|$)")
 _PRINCIPAL_RESERVED = ("id", "key_sha256", "key_env")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -115,6 +122,15 @@ class _RawRule:
 
 
 @dataclass
+class _RawRoute:
+    file: str
+    line: int
+    id: str
+    fields: dict[str, Any]
+    when_line: int | None = None
+
+
+@dataclass
 class _RawPrincipal:
     file: str
     line: int
@@ -129,6 +145,7 @@ class _Parsed:
     defaults: dict[str, _Located] = field(default_factory=dict)
     principals: list[_RawPrincipal] = field(default_factory=list)
     rules: list[_RawRule] = field(default_factory=list)
+    routes: list[_RawRoute] = field(default_factory=list)
 
 
 def _line(node: Node) -> int:
@@ -196,7 +213,8 @@ class _FileReader:
             self.problem(_line(version), None, f"unsupported version {getattr(version, 'value', '?')!r}; expected 1")
         if "defaults" in pairs:
             self._read_defaults(pairs["defaults"])
-        for key, reader in (("principals", self._read_principal), ("rules", self._read_rule)):
+        readers = (("principals", self._read_principal), ("rules", self._read_rule), ("routes", self._read_route))
+        for key, reader in readers:
             node = pairs.get(key)
             if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL_TAG):
                 continue
@@ -213,16 +231,16 @@ class _FileReader:
             return None
         return str(node.value)
 
-    def _choice(self, node: Node, rule: str | None, key: str, enum: type[Any]) -> Any:
+    def _choice(self, node: Node, rule: str | None, key: str, members: Iterable[StrEnum]) -> Any:
+        """One of ``members`` (an enum, or some of its members) by value, or a problem listing them."""
         text = self._scalar(node, rule, key)
         if text is None:
             return None
-        try:
-            return enum(text)
-        except ValueError:
-            choices = " | ".join(member.value for member in enum)
+        value = next((member for member in members if member.value == text), None)
+        if value is None:
+            choices = " | ".join(member.value for member in members)
             self.problem(_line(node), rule, f"`{key}` must be one of {choices}, not {text!r}")
-            return None
+        return value
 
     def _read_defaults(self, node: Node) -> None:
         if not isinstance(node, MappingNode):
@@ -315,7 +333,9 @@ class _FileReader:
             self._parsed.rules.append(raw)
 
     def _rule_value(self, raw: _RawRule, key: str, node: Node) -> Any:
-        enums = {"on": Point, "effect": Effect, "mode": Mode, "action": Action}
+        if key == "on":
+            return self._choice(node, raw.name, key, RULE_POINTS)
+        enums = {"effect": Effect, "mode": Mode, "action": Action}
         if key in enums:
             return self._choice(node, raw.name, key, enums[key])
         if key in _GLOB_KEYS:
@@ -324,15 +344,76 @@ class _FileReader:
             raw.when_line = _content_line(node)
         return self._scalar(node, raw.name, key)
 
-    def _globs(self, node: Node, rule: str, key: str) -> GlobList | None:
+    def _strings(self, node: Node, rule: str, key: str, what: str) -> list[str] | None:
+        """A non-empty list of non-empty strings, or a problem."""
         if not isinstance(node, SequenceNode) or not node.value:
-            self.problem(_line(node), rule, f"`{key}` must be a non-empty list of glob patterns")
+            self.problem(_line(node), rule, f"`{key}` must be a non-empty list of {what}")
             return None
-        patterns = [item.value for item in node.value if isinstance(item, ScalarNode) and item.value]
-        if len(patterns) != len(node.value):
+        items = [str(item.value) for item in node.value if isinstance(item, ScalarNode) and item.value]
+        if len(items) != len(node.value):
             self.problem(_line(node), rule, f"`{key}` entries must be non-empty strings")
             return None
+        return items
+
+    def _globs(self, node: Node, rule: str, key: str) -> GlobList | None:
+        patterns = self._strings(node, rule, key, "glob patterns")
+        return GlobList(patterns) if patterns is not None else None
+
+    def _read_route(self, node: Node) -> None:
+        if not isinstance(node, MappingNode):
+            self.problem(_line(node), None, "each route must be a mapping with an `id` and `paths`")
+            return
+        id_node = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == "id"), None)
+        route_id = id_node.value if isinstance(id_node, ScalarNode) and id_node.value else None
+        if route_id is None:
+            self.problem(_line(node), None, "route needs an `id`")
+            return
+        raw = _RawRoute(self.file, _line(node), str(route_id), {})
+        for key, value_node in self._pairs(node, raw.id, _ROUTE_KEYS, "route").items():
+            value = self._route_value(raw, key, value_node)
+            if value is not None:
+                raw.fields[key] = value
+        if "paths" in raw.fields:  # complete enough to compile, so its `when` is checked too
+            self._parsed.routes.append(raw)
+        elif not any(k.value == "paths" for k, _ in node.value):
+            self.problem(raw.line, raw.id, "route needs `paths`")
+
+    def _route_value(self, raw: _RawRoute, key: str, node: Node) -> Any:
+        if key == "paths":
+            return self._paths(node, raw.id)
+        if key == "methods":
+            return self._methods(node, raw.id)
+        if key == "principals":
+            return self._globs(node, raw.id, key)
+        if key == "when":
+            raw.when_line = _content_line(node)
+        return self._scalar(node, raw.id, key)
+
+    def _paths(self, node: Node, route: str) -> GlobList | None:
+        patterns = self._strings(node, route, "paths", "path globs")
+        if patterns is None:
+            return None
+        for pattern in patterns:
+            if not pattern.startswith("/"):
+                self.problem(_line(node), route, f"path {pattern!r} must start with '/'")
+                return None
+            if _NOT_CANONICAL.search(pattern):
+                self.problem(_line(node), route, f"path {pattern!r} can never match a canonical path")
+                return None
         return GlobList(patterns)
+
+    def _methods(self, node: Node, route: str) -> tuple[str, ...] | None:
+        methods = self._strings(node, route, "methods", "HTTP methods")
+        if methods is None:
+            return None
+        for method in methods:
+            if method not in _METHODS:
+                hint = f" (did you mean {method.upper()!r}?)" if method.upper() in _METHODS else ""
+                self.problem(
+                    _line(node), route, f"`methods` entry {method!r} is not one of {' | '.join(_METHODS)}{hint}"
+                )
+                return None
+        return tuple(dict.fromkeys(methods))
 
     def _check_rule(self, raw: _RawRule, node: Node) -> bool:
         """Cross-field checks; True when the rule is complete enough to compile."""
@@ -421,22 +502,36 @@ def _lint(refs: References) -> str | None:
     return None
 
 
-def _compile_when(raw: _RawRule, point: Point, engine: Backend) -> tuple[Program, References]:
-    """Compile a rule's ``when``; raises ``CelCompileError``."""
-    source = raw.fields["when"]
+_NO_TOOL = {
+    Point.REQUEST: "request rules cannot read `tool` (it exists only in `on: tool_call` rules)",
+    Point.ROUTE: "routes cannot read `tool` (it exists only in `on: tool_call` rules)",
+}
+
+
+def _compile_when(source: str, point: Point, engine: Backend) -> tuple[Program, References]:
+    """Compile a rule's or route's ``when`` for ``point``; raises ``CelCompileError``.
+
+    celgate's own checks run on the parse tree first, so a function outside the
+    subset is named as such; the engine then compiles (its syntax and type
+    errors win); last, an expression the tree walk could not follow is refused,
+    since celgate could not tell what it reads.
+    """
     refs = scan(source, ROOTS)
     problem = _lint(refs)
     if problem:
         raise CelCompileError(problem)
     variables = VARIABLES if point is Point.TOOL_CALL else VARIABLES - {"tool"}
     try:
-        return engine.compile(source, variables), refs
+        program = engine.compile(source, variables)
     except CelCompileError as exc:
-        if point is Point.REQUEST and "undeclared reference to 'tool" in exc.message:
-            raise CelCompileError(
-                "request rules cannot read `tool` (it exists only in `on: tool_call` rules)", exc.position
-            ) from None
+        if point in _NO_TOOL and "undeclared reference to 'tool" in exc.message:
+            raise CelCompileError(_NO_TOOL[point], exc.position) from None
         raise
+    if not refs.complete:
+        raise CelCompileError(f"celgate cannot analyse this expression: {refs.problem} (see Supported CEL)")
+    if point in _NO_TOOL and refs.reads("tool"):
+        raise CelCompileError(_NO_TOOL[point])
+    return program, refs
 
 
 def _cache_paths(refs: References) -> tuple[tuple[str, str], ...] | None:
@@ -449,7 +544,7 @@ def _cache_paths(refs: References) -> tuple[tuple[str, str], ...] | None:
 def _build_rule(raw: _RawRule, index: int, defaults: Defaults, engine: Backend) -> Rule:
     fields = raw.fields
     point, effect = fields["on"], fields["effect"]
-    program, refs = _compile_when(raw, point, engine) if "when" in fields else (None, None)
+    program, refs = _compile_when(fields["when"], point, engine) if "when" in fields else (None, None)
     return Rule(
         index=index,
         name=raw.name,
@@ -483,9 +578,51 @@ def _rules(parsed: _Parsed, defaults: Defaults, engine: Backend, problems: list[
         try:
             rules.append(_build_rule(raw, len(rules), defaults, engine))
         except CelCompileError as exc:
-            where = f" at {exc.position[0]}:{exc.position[1]}" if exc.position else ""
-            problems.append(Problem(raw.file, raw.when_line, raw.name, f"when{where}: {exc.message}"))
+            problems.append(Problem(raw.file, raw.when_line, raw.name, _when_problem(exc)))
     return rules
+
+
+def _when_problem(exc: CelCompileError) -> str:
+    where = f" at {exc.position[0]}:{exc.position[1]}" if exc.position else ""
+    return f"when{where}: {exc.message}"
+
+
+def _build_route(raw: _RawRoute, index: int, engine: Backend) -> Route:
+    fields = raw.fields
+    program, refs = _compile_when(fields["when"], Point.ROUTE, engine) if "when" in fields else (None, None)
+    return Route(
+        index=index,
+        id=raw.id,
+        paths=fields["paths"],
+        methods=fields.get("methods"),
+        principals=fields.get("principals"),
+        when=fields.get("when"),
+        program=program,
+        roots=frozenset(root for root in ROOTS if refs is not None and refs.reads(root)),
+        description=fields.get("description", ""),
+        file=raw.file,
+        line=raw.line,
+    )
+
+
+def _routes(parsed: _Parsed, engine: Backend, problems: list[Problem]) -> list[Route]:
+    """Route entries in policy order; ids are unique and differ from rule names (decisions name either)."""
+    routes: list[Route] = []
+    seen: dict[str, str] = {}
+    rule_lines = {raw.name: f"{raw.file}:{raw.line}" for raw in reversed(parsed.rules)}  # first definitions
+    for raw in parsed.routes:
+        if raw.id in seen:
+            problems.append(Problem(raw.file, raw.line, raw.id, f"duplicate route id (first at {seen[raw.id]})"))
+            continue
+        seen[raw.id] = f"{raw.file}:{raw.line}"
+        if raw.id in rule_lines:
+            problems.append(Problem(raw.file, raw.line, raw.id, f"route id is also a rule name ({rule_lines[raw.id]})"))
+            continue
+        try:
+            routes.append(_build_route(raw, len(routes), engine))
+        except CelCompileError as exc:
+            problems.append(Problem(raw.file, raw.when_line, raw.id, _when_problem(exc)))
+    return routes
 
 
 def _read_files(directory: Path, problems: list[Problem]) -> tuple[list[Path], _Parsed, str]:
@@ -528,10 +665,12 @@ def load_policies(
     defaults = _defaults(parsed)
     by_id, by_key = _principals(parsed, os.environ if environ is None else environ, problems, warnings)
     rules = _rules(parsed, defaults, engine, problems)
+    routes = _routes(parsed, engine, problems)
     if problems:
         raise PolicyLoadError(problems)
     return PolicySet(
         rules=rules,
+        routes=routes,
         principals=by_id,
         keys=by_key,
         defaults=defaults,

@@ -5,16 +5,22 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from .backends import Backend
+from .candidates import CandidateIndex
 from .decision import Decision, Explanation
 from .errors import Problem
-from .evaluate import Plan, ResultCache, decide, explain
-from .globs import CandidateIndex
-from .model import ANONYMOUS, Defaults, Effect, Point, Principal, RequestInfo, Rule, ToolCall
+from .evaluate import Plan, ResultCache, decide, explain, explain_route, open_route
+from .schema import ANONYMOUS, Defaults, Effect, Point, Principal, RequestInfo, Route, Rule, ToolCall
 
-__all__ = ["PolicySet"]
+__all__ = ["PolicySet", "iso_seconds"]
+
+
+def iso_seconds(timestamp: float) -> str:
+    """A POSIX timestamp as ISO-8601 UTC to the second, as ``/admin/policies`` shows times."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class PolicySet:
@@ -33,8 +39,12 @@ class PolicySet:
         version: str,
         files: tuple[str, ...],
         warnings: tuple[Problem, ...] = (),
+        routes: Iterable[Route] = (),
+        unrouted: Effect = Effect.DENY,
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self.routes: tuple[Route, ...] = tuple(routes)
+        self.unrouted = unrouted  # what happens to an ungoverned path no route opens
         self.principals = principals  # id -> principal, every declared one
         self._keys = keys  # sha256 hex of a key -> principal
         self.defaults = defaults
@@ -50,9 +60,12 @@ class PolicySet:
 
     @classmethod
     def allow_all(cls) -> PolicySet:
-        """For ``--no-policy``: no rules, no principals, every decision allows (rule None)."""
+        """For ``--no-policy``: no rules, no principals, every decision allows (rule None), every path opens."""
         defaults = Defaults(decision=Effect.ALLOW)
-        return cls(rules=(), principals={}, keys={}, defaults=defaults, engine=None, version="allow-all", files=())
+        return cls(
+            rules=(), principals={}, keys={}, defaults=defaults, engine=None, version="allow-all", files=(),
+            unrouted=Effect.ALLOW,
+        )  # fmt: skip
 
     def resolve_principal(self, api_key: str | None) -> Principal:
         """The principal whose key hashes to sha256(api_key); ANONYMOUS for none or an unknown key."""
@@ -79,6 +92,41 @@ class PolicySet:
     ) -> Explanation:
         return explain(self, point, principal, request, tool, now=now)
 
+    def open_route(self, principal: Principal, request: RequestInfo, *, now: datetime | None = None) -> Decision:
+        """Point ``route``: whether a ``routes:`` entry opens ``request.method`` on ``request.path``.
+
+        Asked only for paths celgate does not govern (``governs()`` is False),
+        with the canonical path. ``rule`` names the entry that opened it; a
+        deny (``rule`` None) means the proxy refuses the request.
+        """
+        return open_route(self, principal, request, now=now)
+
+    def explain_route(self, principal: Principal, request: RequestInfo, *, now: datetime | None = None) -> Explanation:
+        return explain_route(self, principal, request, now=now)
+
+    def summary(self) -> dict[str, Any]:
+        """The active set as ``GET /admin/policies`` shows it (JSON-ready)."""
+        return {
+            "version": self.version,
+            "files": list(self.files),
+            "rule_count": self.rule_count,
+            "loaded_at": iso_seconds(self.loaded_at),
+            "backend": self.backend,
+            "routes": [
+                {
+                    "id": route.id,
+                    "paths": list(route.paths.patterns),
+                    "methods": list(route.methods) if route.methods is not None else None,
+                    "principals": list(route.principals.patterns) if route.principals is not None else None,
+                    "when": route.when,
+                    "description": route.description,
+                    "file": route.file,
+                    "line": route.line,
+                }
+                for route in self.routes
+            ],
+        }
+
     def reads_arguments(self, principal: Principal, request: RequestInfo, tool_name: str) -> bool:
         """Whether a candidate tool_call rule reads the arguments (a stream must hold the call until complete)."""
         plan = self.index.lookup(Point.TOOL_CALL, principal.id, request.model, request.agent or "", tool_name)
@@ -99,4 +147,5 @@ class PolicySet:
         )
 
     def __repr__(self) -> str:
-        return f"<PolicySet {self.version} {self.rule_count} rules, {len(self.files)} files, {self.backend}>"
+        routes = f" {len(self.routes)} routes," if self.routes else ""
+        return f"<PolicySet {self.version} {self.rule_count} rules,{routes} {len(self.files)} files, {self.backend}>"

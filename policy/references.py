@@ -1,36 +1,63 @@
-"""What a CEL expression reads, found by a conservative scan of its tokens.
+"""What a CEL expression reads, taken from its parse tree (celpy's Lark grammar for CEL).
 
 The evaluator uses this to decide, once at load, whether a rule's result may
 be cached (it reads only stable fields such as ``principal.team`` or
 ``request.model``), whether a rule needs ``now``, and whether it reads the
 tool call's arguments. The loader uses it to enforce celgate's CEL subset
-(known functions; ``matches`` in method form; valid regex literals).
+(known functions; ``matches`` in method form; valid regex literals). A read
+missed here would be a stale cached decision, so the walk is exact where it
+understands the tree and conservative everywhere else:
 
-The scan is deliberately conservative: anything it does not understand
-(unknown characters, a root read as a whole, a root indexed with ``[...]``)
-widens the result to "reads everything under that root" or, for syntax it
-cannot tokenize, to "reads everything"; it never under-reports.
+- ``root.field`` (also through parentheses, ``has()`` and ``.root``) reads
+  that field; any other use of a root (``root[...]``, ``size(root)``, a method
+  on it) reads the root as a whole.
+- A comprehension variable (``list.all(tool, ...)``) shadows a root of the same
+  name inside its macro, as in CEL; ``.tool`` means the root, except inside
+  such a macro, where the engines disagree (cel-cpp: the root; celpy: the
+  variable) and the walk gives up.
+- Comments and string literals are tokens of the grammar, never scanned.
+- Syntax the grammar rejects, a node type the walk does not know, a string
+  literal the two CEL lexers could end at different quotes, or a tree too deep
+  to walk make the result incomplete: every ``reads*`` question then answers
+  True, and ``problem`` says why (the loader refuses such expressions).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import lark
+
+if TYPE_CHECKING:
+    from celpy.celparser import CELParser
 
 __all__ = ["References", "scan"]
 
-_TOKEN = re.compile(
-    r"""
-    (?P<space>\s+|//[^\n]*)
-  | (?P<string>[rRbB]{0,2}(?:\"\"\"(?:\\.|[^\\])*?\"\"\"|'''(?:\\.|[^\\])*?'''|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'))
-  | (?P<number>(?:0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)[uU]?)
-  | (?P<ident>[_a-zA-Z][_a-zA-Z0-9]*)
-  | (?P<punct>&&|\|\||==|!=|<=|>=|[-.()\[\]{}!<>+*/%?:,])
-    """,
-    re.VERBOSE | re.DOTALL,
-)
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})  # receiver macros binding a variable
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|[abfnrtv\"'\\`?])")
 _SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+# Single-child wrappers the grammar puts around every operand; the walk sees through them.
+_WRAPPERS = frozenset(
+    {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary", "member", "primary"}
+)
+# Nodes whose children are ordinary sub-expressions (operators, literals' containers, argument lists).
+_STRUCTURAL = _WRAPPERS | {
+    "paren_expr",
+    "member_index",
+    "list_lit",
+    "map_lit",
+    "exprlist",
+    "mapinits",
+    "unary_not",
+    "unary_neg",
+    *(f"relation_{op}" for op in ("lt", "le", "gt", "ge", "eq", "ne", "in")),
+    *(f"addition_{op}" for op in ("add", "sub")),
+    *(f"multiplication_{op}" for op in ("mul", "div", "mod")),
+}
+_STRING_TOKENS = frozenset({"STRING_LIT", "MLSTRING_LIT", "BYTES_LIT"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +68,9 @@ class References:
     ``whole`` the roots read other than through a plain ``.field``;
     ``functions`` every function or macro called, ``global_calls`` those
     called without a receiver, ``calls`` each ``(function, argument count)``;
-    ``regexes`` the decoded string literals given
-    to ``.matches()``. ``complete`` is False when the scanner met syntax it
-    cannot follow: then every ``reads*`` question answers True.
+    ``regexes`` the decoded string literals given to ``.matches()``.
+    ``complete`` is False when the walk met something it cannot follow
+    (``problem`` says what): then every ``reads*`` question answers True.
     """
 
     fields: frozenset[tuple[str, str]]
@@ -53,6 +80,7 @@ class References:
     calls: frozenset[tuple[str, int]]
     regexes: tuple[str, ...]
     complete: bool
+    problem: str = ""
 
     def reads(self, root: str, field: str | None = None) -> bool:
         """Whether the expression may read ``root`` (any field of it) or ``root.field``."""
@@ -63,26 +91,25 @@ class References:
         return (root, field) in self.fields
 
 
-_EVERYTHING = References(frozenset(), frozenset(), frozenset(), frozenset(), frozenset(), (), complete=False)
+def _everything(problem: str) -> References:
+    return References(frozenset(), frozenset(), frozenset(), frozenset(), frozenset(), (), False, problem)
 
 
-def _tokenize(source: str) -> list[tuple[str, str]] | None:
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(source):
-        m = _TOKEN.match(source, pos)
-        if m is None:
-            return None
-        kind = m.lastgroup or ""
-        if kind != "space":
-            tokens.append((kind, m.group()))
-        pos = m.end()
-    return tokens
+class _Incomplete(Exception):
+    """The walk met something it cannot follow; the message says what."""
+
+
+@cache
+def _parser() -> CELParser:
+    """celpy's parser, built on first use: importing celpy and compiling its grammar takes ~0.5 s."""
+    from celpy.celparser import CELParser
+
+    return CELParser()
 
 
 def _decode(literal: str) -> str | None:
     """The value of a CEL string literal, or None for bytes literals."""
-    prefix = re.match(r"[rRbB]*", literal).group()  # type: ignore[union-attr]
+    prefix = literal[: len(literal) - len(literal.lstrip("rRbB"))]
     if "b" in prefix.lower():
         return None
     body = literal[len(prefix) :]
@@ -102,65 +129,158 @@ def _unescape(m: re.Match[str]) -> str:
     return _SIMPLE_ESCAPES.get(code, code)
 
 
-def _argument_count(tokens: list[tuple[str, str]], open_paren: int) -> int:
-    """Arguments of the call whose ``(`` is at ``open_paren``: top-level commas + 1 (0 for ``()``)."""
-    depth, commas = 0, 0
-    for kind, text in tokens[open_paren:]:
-        if kind != "punct":
-            continue
-        if text in "([{":
-            depth += 1
-        elif text in ")]}":
-            depth -= 1
-            if depth == 0:
-                break
-        elif text == "," and depth == 1:
-            commas += 1
-    return 0 if tokens[open_paren + 1 : open_paren + 2] == [("punct", ")")] else commas + 1
+def _ends_alike(literal: str) -> bool:
+    """Whether cel-cpp's lexer ends this string literal where celpy's did.
+
+    celpy's token pattern honours ``\\"`` even in raw strings and, when nothing
+    else matches, lets a string end right after a backslash; cel-cpp would then
+    end the string earlier or later and read the text between as code. So the
+    body must hold no unescaped closing quote and no dangling backslash.
+    """
+    prefix = literal[: len(literal) - len(literal.lstrip("rRbB"))]
+    body = literal[len(prefix) :]
+    quote = body[:3] if body[:3] in ('"""', "'''") else body[:1]
+    inner, raw = body[len(quote) : -len(quote)], "r" in prefix.lower()
+    i = 0
+    while i < len(inner):
+        if inner.startswith(quote, i):
+            return False
+        i += 2 if inner[i] == "\\" and not raw else 1
+    return i == len(inner)
+
+
+def _unwrap(node: Any) -> Any:
+    """The node below the grammar's single-child wrappers and parentheses."""
+    while isinstance(node, lark.Tree) and (
+        (node.data in _WRAPPERS and len(node.children) == 1) or node.data == "paren_expr"
+    ):
+        node = node.children[0]
+    return node
+
+
+def _arguments(node: lark.Tree[Any]) -> list[Any]:
+    """The argument expressions of a call node whose last child may be an ``exprlist``."""
+    last = node.children[-1] if node.children else None
+    return list(last.children) if isinstance(last, lark.Tree) and last.data == "exprlist" else []
+
+
+class _Walk:
+    """One walk of a parse tree, collecting what ``References`` reports."""
+
+    def __init__(self, roots: frozenset[str]) -> None:
+        self.roots = roots
+        self.fields: set[tuple[str, str]] = set()
+        self.whole: set[str] = set()
+        self.functions: set[str] = set()
+        self.global_calls: set[str] = set()
+        self.calls: set[tuple[str, int]] = set()
+        self.regexes: list[str] = []
+
+    def references(self) -> References:
+        return References(
+            frozenset(self.fields),
+            frozenset(self.whole),
+            frozenset(self.functions),
+            frozenset(self.global_calls),
+            frozenset(self.calls),
+            tuple(self.regexes),
+            complete=True,
+        )
+
+    def root(self, node: Any, bound: frozenset[str]) -> str | None:
+        """The root variable ``node`` names (``tool``, ``.tool``), unless a comprehension variable shadows it."""
+        node = _unwrap(node)
+        if not isinstance(node, lark.Tree) or node.data not in ("ident", "dot_ident"):
+            return None
+        name = str(node.children[0])
+        if name in bound and node.data == "dot_ident":
+            raise _Incomplete(f".{name} inside a macro binding {name}: the two CEL engines resolve it differently")
+        if name not in self.roots or name in bound:
+            return None
+        return name
+
+    def visit(self, node: Any, bound: frozenset[str]) -> None:
+        if not isinstance(node, lark.Tree):
+            return  # a token: operators and names are handled by their parent
+        kind = node.data
+        if kind in ("ident", "dot_ident"):
+            name = self.root(node, bound)
+            if name is not None:
+                self.whole.add(name)
+        elif kind == "member_dot":
+            target, name_token = node.children
+            root = self.root(target, bound)
+            if root is not None:
+                self.fields.add((root, str(name_token)))
+            else:
+                self.visit(target, bound)
+        elif kind == "member_dot_arg":
+            self.method_call(node, bound)
+        elif kind in ("ident_arg", "dot_ident_arg"):
+            name = str(node.children[0])
+            arguments = _arguments(node)
+            self.functions.add(name)
+            self.global_calls.add(name)
+            self.calls.add((name, len(arguments)))
+            for argument in arguments:
+                self.visit(argument, bound)
+        elif kind == "literal":
+            token = node.children[0]
+            if isinstance(token, lark.Token) and token.type in _STRING_TOKENS and not _ends_alike(str(token)):
+                raise _Incomplete(f"string literal {str(token)[:20]!r} is read differently by the two CEL engines")
+        elif kind in _STRUCTURAL:
+            for child in node.children:
+                self.visit(child, bound)
+        elif kind == "member_object":
+            raise _Incomplete("message construction (Type{field: value}) is outside celgate's CEL subset")
+        else:  # a node a later grammar added: its reads are unknown
+            raise _Incomplete(f"unsupported syntax ({kind})")
+
+    def method_call(self, node: lark.Tree[Any], bound: frozenset[str]) -> None:
+        """``target.name(arguments)``: a method, or a macro binding its first argument in the others."""
+        target, name = node.children[0], str(node.children[1])
+        arguments = _arguments(node)
+        self.functions.add(name)
+        self.calls.add((name, len(arguments)))
+        self.visit(target, bound)
+        if name == "matches" and len(arguments) == 1:
+            literal = _unwrap(arguments[0])
+            if isinstance(literal, lark.Tree) and literal.data == "literal":
+                token = literal.children[0]
+                if isinstance(token, lark.Token) and token.type in ("STRING_LIT", "MLSTRING_LIT"):
+                    pattern = _decode(str(token))
+                    if pattern is not None:
+                        self.regexes.append(pattern)
+        if name in _MACROS and len(arguments) == 3 and name != "map":
+            raise _Incomplete(f"two-variable {name}() is outside celgate's CEL subset")
+        if name in _MACROS and len(arguments) in (2, 3):
+            variable = _unwrap(arguments[0])
+            if not (isinstance(variable, lark.Tree) and variable.data == "ident"):
+                raise _Incomplete(f"the first argument of {name}() must be a variable name")
+            inner = bound | {str(variable.children[0])}
+            for argument in arguments[1:]:
+                self.visit(argument, inner)
+            return
+        for argument in arguments:
+            self.visit(argument, bound)
 
 
 def scan(source: str, roots: frozenset[str]) -> References:
-    """Scan ``source`` for reads of the variables named in ``roots``."""
-    tokens = _tokenize(source)
-    if tokens is None:
-        return _EVERYTHING
-    fields: set[tuple[str, str]] = set()
-    whole: set[str] = set()
-    functions: set[str] = set()
-    global_calls: set[str] = set()
-    calls: set[tuple[str, int]] = set()
-    regexes: list[str] = []
+    """What ``source`` reads of the variables named in ``roots``, from its parse tree."""
+    from celpy.celparser import CELParseError  # lazy, as in _parser()
 
-    def at(i: int) -> str:
-        return tokens[i][1] if 0 <= i < len(tokens) else ""
-
-    def kind_at(i: int) -> str:
-        return tokens[i][0] if 0 <= i < len(tokens) else ""
-
-    for i, (kind, text) in enumerate(tokens):
-        if kind != "ident":
-            continue
-        after_dot = at(i - 1) == "."
-        if at(i + 1) == "(":
-            functions.add(text)
-            calls.add((text, _argument_count(tokens, i + 1)))
-            if not after_dot:
-                global_calls.add(text)
-            elif text == "matches" and kind_at(i + 2) == "string" and at(i + 3) == ")":
-                pattern = _decode(at(i + 2))
-                if pattern is not None:
-                    regexes.append(pattern)
-        elif not after_dot and text in roots:
-            if at(i + 1) == "." and kind_at(i + 2) == "ident" and at(i + 3) != "(":
-                fields.add((text, at(i + 2)))
-            else:
-                whole.add(text)
-    return References(
-        frozenset(fields),
-        frozenset(whole),
-        frozenset(functions),
-        frozenset(global_calls),
-        frozenset(calls),
-        tuple(regexes),
-        complete=True,
-    )
+    try:
+        tree = _parser().parse(source)
+    except CELParseError as exc:
+        where = f" at {exc.line}:{exc.column}" if exc.line is not None else ""
+        return _everything(f"celgate's CEL grammar rejects it{where}")
+    except RecursionError:
+        return _everything("nested too deeply")
+    walk = _Walk(roots)
+    try:
+        walk.visit(tree, frozenset())
+    except _Incomplete as exc:
+        return _everything(str(exc))
+    except RecursionError:
+        return _everything("nested too deeply")
+    return walk.references()

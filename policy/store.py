@@ -21,7 +21,7 @@ import watchfiles
 from .backends import DEFAULT_BACKEND
 from .errors import PolicyLoadError, Problem
 from .loader import load_policies
-from .policyset import PolicySet
+from .policyset import PolicySet, iso_seconds
 
 __all__ = ["PolicyStore", "ReloadResult"]
 
@@ -33,10 +33,6 @@ class ReloadResult:
     ok: bool
     policy: PolicySet
     error: PolicyLoadError | None
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class PolicyStore:
@@ -107,23 +103,16 @@ class PolicyStore:
             self._apply(await asyncio.to_thread(self._try_load))
 
     def status(self) -> dict[str, Any]:
-        """JSON for ``GET /admin/policies``: the active set, the last failed reload, reload counts."""
-        policy = self.current
+        """JSON for ``GET /admin/policies``: the active set (with its routes), the last failed reload, reload counts."""
         error = None
         if self.last_error is not None and self.last_error_at is not None:
             error = {
                 "message": str(self.last_error),
                 "problems": [p.as_dict() for p in self.last_error.problems],
-                "at": _iso(self.last_error_at),
+                "at": iso_seconds(self.last_error_at),
             }
         return {
-            "active": {
-                "version": policy.version,
-                "files": list(policy.files),
-                "rule_count": policy.rule_count,
-                "loaded_at": _iso(policy.loaded_at),
-                "backend": policy.backend,
-            },
+            "active": self.current.summary(),
             "last_error": error,
             "reloads": {"ok": self.reloads_ok, "error": self.reloads_failed},
         }

@@ -10,15 +10,15 @@ every ``flush_interval`` seconds (and at shutdown). Diagnostic logs use
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
 from typing import IO, Any
 
+from .jsontext import compact_json
+
 __all__ = ["AccessLog", "JsonLineWriter", "configure_logging"]
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class _JsonFormatter(logging.Formatter):
@@ -34,7 +34,7 @@ class _JsonFormatter(logging.Formatter):
             entry.update(extra)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return _dumps(entry)
+        return compact_json(entry)
 
 
 def configure_logging(level: str, fmt: str) -> None:
@@ -56,8 +56,8 @@ class JsonLineWriter:
     """Buffered JSON-lines sink shared by the access and audit logs."""
 
     def __init__(self, target: str, flush_interval: float = 0.2) -> None:
-        self._stream: IO[str] = sys.stdout if target == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115
-        self._owns_stream = target != "-"
+        self._target = target
+        self._stream: IO[str] | None = None
         self._buffer: list[str] = []
         self._flush_interval = flush_interval
         self._task: asyncio.Task[None] | None = None
@@ -66,9 +66,11 @@ class JsonLineWriter:
         self._buffer.append(line)
 
     def write(self, record: dict[str, Any]) -> None:
-        self._buffer.append(_dumps(record) + "\n")
+        self._buffer.append(compact_json(record) + "\n")
 
     def start(self) -> None:
+        """Open the target (``-``: stdout) and flush every ``flush_interval`` seconds until ``close``."""
+        self._stream = sys.stdout if self._target == "-" else open(self._target, "a", encoding="utf-8")  # noqa: SIM115
         self._task = asyncio.get_running_loop().create_task(self._flush_periodically())
 
     async def close(self) -> None:
@@ -76,11 +78,12 @@ class JsonLineWriter:
             self._task.cancel()
             self._task = None
         self.flush()
-        if self._owns_stream:
+        if self._stream is not None and self._stream is not sys.stdout:
             self._stream.close()
+        self._stream = None
 
     def flush(self) -> None:
-        if self._buffer:
+        if self._buffer and self._stream is not None:
             lines, self._buffer = self._buffer, []
             self._stream.write("".join(lines))
             self._stream.flush()
@@ -95,7 +98,7 @@ class AccessLog:
     """One JSON line per request: time, id, method, path, model, principal, status, duration."""
 
     def __init__(self, writer: JsonLineWriter) -> None:
-        self._writer = writer
+        self.writer = writer
 
     def log(
         self,
@@ -108,9 +111,9 @@ class AccessLog:
         principal: str,
         stream: bool,
     ) -> None:
-        self._writer.write_line(
-            f'{{"ts":{time.time():.3f},"type":"access","request_id":{_dumps(request_id)},'
-            f'"method":"{method}","path":{_dumps(path)},"status":{status},'
-            f'"duration_ms":{duration * 1000:.2f},"model":{_dumps(model)},'
-            f'"principal":{_dumps(principal)},"stream":{"true" if stream else "false"}}}\n'
+        self.writer.write_line(
+            f'{{"ts":{time.time():.3f},"type":"access","request_id":{compact_json(request_id)},'
+            f'"method":"{method}","path":{compact_json(path)},"status":{status},'
+            f'"duration_ms":{duration * 1000:.2f},"model":{compact_json(model)},'
+            f'"principal":{compact_json(principal)},"stream":{"true" if stream else "false"}}}\n'
         )

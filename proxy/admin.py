@@ -6,21 +6,18 @@ import time
 
 from aiohttp import web
 
-from .frame import framed
 from .keys import AGENTS, ENFORCER, METRICS, SETTINGS, UPSTREAM
 from .metrics import CONTENT_TYPE_LATEST
+from .router import add_route
 
-__all__ = ["add_admin_routes", "init_admin_state"]
+__all__ = ["add_admin_routes"]
 
 _PROBE_CACHE_SECONDS = 2.0
 _PROBE = web.AppKey("upstream_probe_cache", dict)
 
 
-def init_admin_state(app: web.Application) -> None:
-    app[_PROBE] = {}
-
-
 def add_admin_routes(app: web.Application) -> None:
+    app[_PROBE] = {}
     for path, handler in (
         ("/healthz", healthz),
         ("/readyz", readyz),
@@ -30,7 +27,7 @@ def add_admin_routes(app: web.Application) -> None:
         ("/admin/agents", admin_agents),
         ("/admin/agents/errors", admin_agent_errors),
     ):
-        app.router.add_get(path, framed(path)(handler))
+        add_route(app, "GET", path, handler)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -39,12 +36,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready when a policy set is active (or --no-policy) and the upstream accepts connections."""
-    app = request.app
-    store = app[ENFORCER].store
-    policy = {"mode": "disabled (--no-policy: everything allowed)"} if store is None else {
-        "mode": "enforcing",
-        "version": store.current.version,
-    }
+    policy = request.app[ENFORCER].readiness()
     upstream = await _upstream_state(request)
     ready = upstream != "unreachable"
     body = {"ready": ready, "policy": policy, "upstream": upstream}
@@ -63,7 +55,6 @@ async def _upstream_state(request: web.Request) -> str:
     return cache["state"]
 
 
-
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[METRICS].exposition()
     response = web.Response(body=body)
@@ -77,10 +68,7 @@ async def admin_metrics(request: web.Request) -> web.Response:
 
 
 async def admin_policies(request: web.Request) -> web.Response:
-    store = request.app[ENFORCER].store
-    if store is None:
-        return web.json_response({"active": None, "mode": "disabled (--no-policy)", "last_error": None})
-    return web.json_response(store.status())
+    return web.json_response(request.app[ENFORCER].source.status())
 
 
 async def admin_agents(request: web.Request) -> web.Response:
@@ -90,5 +78,5 @@ async def admin_agents(request: web.Request) -> web.Response:
 
 async def admin_agent_errors(request: web.Request) -> web.Response:
     registry = request.app.get(AGENTS)
-    return web.json_response({"errors": registry.failures() if registry else []})
+    return web.json_response({"errors": [failure.as_json() for failure in registry.failures()] if registry else []})
 

@@ -1,10 +1,12 @@
 """``create_app(settings)``: the one place the aiohttp application is built.
 
-Lifecycle lives in ``cleanup_ctx`` entries, each setting up one resource and
-tearing it down in reverse order: log writers, the demo model (with
-``--upstream demo``), the upstream pool, the policy watcher, the drop-in
-agent registry. The policy set is loaded here, synchronously, so a missing
-or broken policy stops ``celgate serve`` before it listens.
+Everything a request needs is built here, synchronously: settings, metrics,
+auth, the policy source (loaded now, so a missing or broken policy stops
+``celgate serve`` before it listens) and the enforcer. Resources with a
+lifetime each get their own ``cleanup_ctx`` entry, set up in order and torn
+down in reverse, so one that fails to start never leaks the ones before it:
+the access log, the audit log, the demo model (``--upstream demo``), the
+upstream pool, the policy watcher, the drop-in agent registry.
 """
 
 from __future__ import annotations
@@ -21,25 +23,15 @@ from celgate.adapters import AgentRegistry, AgentSettings
 from celgate.policy import PolicyStore, ReloadResult
 
 from .accesslog import AccessLog, JsonLineWriter
-from .admin import add_admin_routes, init_admin_state
-from .agenthooks import GatewayHooksImpl
+from .admin import add_admin_routes
 from .audit import AuditLog
 from .auth import Authenticator
 from .demo import MODEL as DEMO_MODEL, DemoServer
-from .enforcement import Enforcer
-from .keys import (
-    ACCESS_LOG,
-    AGENTS,
-    AUTH,
-    ENFORCER,
-    GATEWAY_TOKEN,
-    METRICS,
-    POLICY_STORE,
-    SETTINGS,
-    UPSTREAM,
-)
+from .dropins import PolicyGatewayHooks
+from .enforcement import Enforcer, NoPolicy
+from .keys import ACCESS_LOG, AGENTS, AUTH, ENFORCER, GATEWAY_TOKEN, METRICS, SETTINGS, UPSTREAM
 from .metrics import Metrics
-from .frame import add_request_id_header, framed, not_found
+from .router import add_catch_all, add_request_id_header
 from .routes import add_routes
 from .settings import DEMO_UPSTREAM, Settings, SettingsError
 from .upstream import Upstream
@@ -47,6 +39,8 @@ from .upstream import Upstream
 __all__ = ["create_app"]
 
 log = logging.getLogger("celgate")
+_DEMO_URL = web.AppKey("demo_url", str)
+_AUDIT_WRITER = web.AppKey("audit_writer", JsonLineWriter)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -56,23 +50,26 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics = Metrics()
     app[AUTH] = Authenticator(settings.upstream_api_key)
     app[GATEWAY_TOKEN] = secrets.token_urlsafe(24)
-    store = _load_policy_store(settings, metrics)
-    if store is not None:
-        app[POLICY_STORE] = store
-    init_admin_state(app)
+    audit = None
+    if settings.audit_log:
+        app[_AUDIT_WRITER] = writer = JsonLineWriter(settings.audit_log)
+        audit = AuditLog(writer, include_allows=settings.audit_allows, include_arguments=settings.audit_arguments)
+    if settings.access_log:
+        app[ACCESS_LOG] = AccessLog(JsonLineWriter(settings.access_log))
+    app[ENFORCER] = Enforcer(_policy_source(settings, metrics), metrics, audit)
     app.on_response_prepare.append(add_request_id_header)
-    app.cleanup_ctx.extend([_writers, _upstream, _policy_watcher, _agents])
+    app.cleanup_ctx.extend([_access_log, _audit_log, _demo_model, _upstream, _policy_watcher, _agents])
     add_admin_routes(app)
     add_routes(app)
-    app.router.add_route("*", "/{tail:.*}", framed("unmatched")(not_found))
+    add_catch_all(app)
     return app
 
 
-def _load_policy_store(settings: Settings, metrics: Metrics) -> PolicyStore | None:
+def _policy_source(settings: Settings, metrics: Metrics) -> PolicyStore | NoPolicy:
     if settings.no_policy:
         if settings.sidecar_keys:
             raise SettingsError("sidecar-key mode needs a policy that declares principals (their keys)")
-        return None
+        return NoPolicy()
     if not settings.policies.is_dir():
         raise SettingsError(
             f"policy directory {settings.policies} does not exist; create it or pass --no-policy to allow everything"
@@ -91,43 +88,50 @@ def _load_policy_store(settings: Settings, metrics: Metrics) -> PolicyStore | No
     return store
 
 
-async def _writers(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    writers: list[JsonLineWriter] = []
-    audit: AuditLog | None = None
-    if settings.access_log:
-        writers.append(JsonLineWriter(settings.access_log))
-        app[ACCESS_LOG] = AccessLog(writers[-1])
-    if settings.audit_log:
-        writers.append(JsonLineWriter(settings.audit_log))
-        audit = AuditLog(writers[-1], include_allows=settings.audit_allows, include_arguments=settings.audit_arguments)
-    app[ENFORCER] = Enforcer(app.get(POLICY_STORE), app[METRICS], audit)
-    for writer in writers:
-        writer.start()
-    yield
-    for writer in writers:
+async def _access_log(app: web.Application) -> AsyncIterator[None]:
+    access = app.get(ACCESS_LOG)
+    async with _running(access.writer if access is not None else None):
+        yield
+
+
+async def _audit_log(app: web.Application) -> AsyncIterator[None]:
+    async with _running(app.get(_AUDIT_WRITER)):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _running(writer: JsonLineWriter | None) -> AsyncIterator[None]:
+    if writer is None:
+        yield
+        return
+    writer.start()
+    try:
+        yield
+    finally:
         await writer.close()
 
 
-async def _upstream(app: web.Application) -> AsyncIterator[None]:
+async def _demo_model(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    demo: DemoServer | None = None
-    url = settings.upstream
-    if url == DEMO_UPSTREAM:
-        demo = DemoServer(settings.demo_delay_ms)
-        url = await demo.start()
-        log.info("demo model listening on %s", url)
-    app[UPSTREAM] = upstream = Upstream(url, settings.timeouts)
+    if settings.upstream != DEMO_UPSTREAM:
+        yield
+        return
+    demo = DemoServer(settings.demo_delay_ms)
+    app[_DEMO_URL] = await demo.start()
+    log.info("demo model listening on %s", app[_DEMO_URL])
+    yield
+    await demo.close()
+
+
+async def _upstream(app: web.Application) -> AsyncIterator[None]:
+    app[UPSTREAM] = upstream = Upstream(app.get(_DEMO_URL) or app[SETTINGS].upstream, app[SETTINGS].timeouts)
     await upstream.start()
     yield
     await upstream.close()
-    if demo is not None:
-        await demo.close()
 
 
 async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:
-    store = app.get(POLICY_STORE)
-    task = _background(store.watch) if store is not None and app[SETTINGS].watch else None
+    task = _background(app[ENFORCER].source.watch) if app[SETTINGS].watch else None
     yield
     await _stop(task)
 
@@ -144,7 +148,7 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
         watch=settings.watch,
         gateway_url=_own_url(settings),
     )
-    registry = AgentRegistry(agent_settings, GatewayHooksImpl(app[ENFORCER], app[METRICS]))
+    registry = AgentRegistry(agent_settings, PolicyGatewayHooks(app[ENFORCER], app[METRICS]))
     await registry.start()
     app[AGENTS] = registry
     task = _background(registry.watch) if settings.watch else None
@@ -178,5 +182,3 @@ async def _stop(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-

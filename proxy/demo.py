@@ -22,6 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .sse import DONE_EVENT, data_event
+
 __all__ = ["DemoServer", "demo_reply"]
 
 MODEL = "demo"
@@ -167,12 +169,12 @@ class DemoServer:
         await response.prepare(request)
         for delta, finish in _deltas(reply):
             chunk = {**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await response.write(data_event(chunk))
             await asyncio.sleep(self._delay)
         if usage:
             chunk = {**base, "object": "chat.completion.chunk", "choices": [], "usage": _usage(reply)}
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        await response.write(b"data: [DONE]\n\n")
+            await response.write(data_event(chunk))
+        await response.write(DONE_EVENT)
         return response
 
 

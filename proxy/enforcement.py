@@ -1,77 +1,69 @@
-"""The proxy's side of policy: admission, tool-call verdicts, and their records.
+"""The proxy's side of policy: the active policy source, and the record of every decision.
 
-``policy`` decides (pure, no I/O); this module turns decisions into
-behaviour (403, stripped tools, held or dropped tool calls) and records each
-one in metrics, the audit log and the diagnostic log.
+``celgate.policy`` decides (pure, no I/O); this module keeps the policy
+source (a hot-reloading ``PolicyStore``, or ``NoPolicy`` under
+``--no-policy``) and records each decision in metrics, the audit log and the
+diagnostic log. What a decision does to a request is the ``Caller``'s job.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from typing import Any
 
-from celgate.policy import Action, Decision, PolicySet, PolicyStore, Principal, RequestInfo, ToolCall
+from celgate.policy import Decision, PolicySet, PolicyStore, Principal, ToolCall
 
 from .audit import AuditLog
-from .errors import PolicyDenied
-from .interceptor import ALLOWED, ToolVerdict, Verdict
 from .metrics import Metrics
 
-__all__ = ["Enforcer", "PolicyToolHook"]
+__all__ = ["Enforcer", "NoPolicy"]
 
 log = logging.getLogger("celgate.policy")
 
 
-class Enforcer:
-    """Applies the active policy set; ``store`` is None under ``--no-policy``."""
+class NoPolicy:
+    """``--no-policy``: the null policy source. Its set allows everything and nothing is ever decided.
 
-    def __init__(self, store: PolicyStore | None, metrics: Metrics, audit: AuditLog | None) -> None:
-        self._store = store
-        self._allow_all = PolicySet.allow_all() if store is None else None
+    The ``Enforcer`` reports ``enforcing = False`` for it, and callers then
+    skip every decision point: no admission check, no tool-call
+    interception, no decision metrics or audit records.
+    """
+
+    def __init__(self) -> None:
+        self.current = PolicySet.allow_all()
+
+    def status(self) -> dict[str, Any]:
+        return {"active": None, "mode": "disabled (--no-policy)", "last_error": None}
+
+    async def watch(self) -> None:
+        """Nothing to watch."""
+
+
+class Enforcer:
+    """The active policy source and the one place decisions are recorded."""
+
+    def __init__(self, source: PolicyStore | NoPolicy, metrics: Metrics, audit: AuditLog | None) -> None:
+        self.source = source
+        self.enforcing = not isinstance(source, NoPolicy)
         self._metrics = metrics
         self._audit = audit
 
-    @property
-    def store(self) -> PolicyStore | None:
-        return self._store
-
     def policy(self) -> PolicySet:
         """The set a request uses from start to end (reloads swap, never mutate)."""
-        return self._store.current if self._store is not None else self._allow_all  # type: ignore[return-value]
+        return self.source.current
 
-    def admit(self, policy: PolicySet, principal: Principal, request: RequestInfo, request_id: str) -> None:
-        """Raise ``PolicyDenied`` (403) unless the request may go on; ``--no-policy`` decides nothing."""
-        if self._store is None:
-            return
-        decision = policy.check_request(principal, request)
-        self.record(decision, request_id, principal)
-        if decision.blocked:
-            raise PolicyDenied(decision.message)
-
-    def usable_tools(
-        self, policy: PolicySet, principal: Principal, request: RequestInfo, names: Iterable[str]
-    ) -> frozenset[str]:
-        if self._store is None:
-            return frozenset(names)
-        return policy.usable_tools(principal, request, names)
-
-    def tool_hook(
-        self, policy: PolicySet, principal: Principal, request: RequestInfo, request_id: str, source: str
-    ) -> PolicyToolHook:
-        return PolicyToolHook(self, policy, principal, request, request_id, source)
-
-    def check_tool(
-        self, policy: PolicySet, principal: Principal, request: RequestInfo, tool: ToolCall, request_id: str
-    ) -> Decision:
-        decision = policy.check_tool_call(principal, request, tool)
-        self.record(decision, request_id, principal, tool)
-        self._metrics.tool_calls.labels(tool.name, _label(decision), tool.source).inc()
-        return decision
+    def readiness(self) -> dict[str, Any]:
+        """The policy part of ``/readyz``."""
+        if not self.enforcing:
+            return {"mode": "disabled (--no-policy: everything allowed)"}
+        return {"mode": "enforcing", "version": self.source.current.version}
 
     def record(self, decision: Decision, request_id: str, principal: Principal, tool: ToolCall | None = None) -> None:
         metrics = self._metrics
         metrics.policy_decisions.labels(decision.point.value, _label(decision), decision.rule or "default").inc()
         metrics.policy_eval.observe(decision.eval_seconds)
+        if tool is not None:
+            metrics.tool_calls.labels(tool.name, _label(decision), tool.source).inc()
         for rule, message in decision.errors:
             metrics.policy_eval_errors.labels(rule).inc()
             log.warning("rule %s failed to evaluate (counted as no match / deny): %s", rule, message,
@@ -85,38 +77,3 @@ class Enforcer:
 
 def _label(decision: Decision) -> str:
     return "would_deny" if decision.would_deny else decision.effect.value
-
-
-class PolicyToolHook:
-    """``interceptor.ToolCallHook`` over one request's policy set and principal."""
-
-    __slots__ = ("_enforcer", "_policy", "_principal", "_request", "_request_id", "_source")
-
-    def __init__(
-        self,
-        enforcer: Enforcer,
-        policy: PolicySet,
-        principal: Principal,
-        request: RequestInfo,
-        request_id: str,
-        source: str,
-    ) -> None:
-        self._enforcer = enforcer
-        self._policy = policy
-        self._principal = principal
-        self._request = request
-        self._request_id = request_id
-        self._source = source
-
-    def needs_arguments(self, name: str) -> bool:
-        return self._policy.reads_arguments(self._principal, self._request, name)
-
-    def decide(self, name: str, raw_arguments: str, call_id: str) -> ToolVerdict:
-        tool = ToolCall(name=name, raw_arguments=raw_arguments, id=call_id, source=self._source)
-        decision = self._enforcer.check_tool(self._policy, self._principal, self._request, tool, self._request_id)
-        if not decision.blocked:
-            return ALLOWED
-        verdict = Verdict.REJECT if decision.action is Action.ERROR else Verdict.STRIP
-        return ToolVerdict(verdict, decision.message)
-
-

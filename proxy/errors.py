@@ -20,10 +20,11 @@ cut stream from a finished one.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
+
+from .sse import named_event
 
 __all__ = [
     "AgentFailed",
@@ -117,6 +118,11 @@ def error_response(exc: CelgateError, headers: dict[str, str] | None = None) -> 
 
 
 def sse_error_event(exc: CelgateError) -> bytes:
-    """An SSE ``error`` event; its data is the OpenAI error object, as OpenAI sends mid-stream errors."""
-    data = json.dumps(error_body(exc.message, exc.type, exc.code, exc.param), separators=(",", ":"))
-    return f"event: error\ndata: {data}\n\n".encode()
+    """An SSE ``error`` event; its data is the OpenAI error object, as OpenAI sends mid-stream errors.
+
+    The object also carries the HTTP ``status`` the error would have had before
+    the stream started, so a relay (celgate's own agent runtime) keeps it.
+    """
+    body = error_body(exc.message, exc.type, exc.code, exc.param)
+    body["error"]["status"] = exc.status
+    return named_event("error", body)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from celgate.adapters import AgentRegistry
-from celgate.policy import PolicyStore
 
 from .accesslog import AccessLog
 from .auth import Authenticator
 from .enforcement import Enforcer
-from .exchange import Exchange
 from .metrics import Metrics
+from .record import RequestRecord
+from .route_table import RouteMatch
 from .settings import Settings
 from .upstream import Upstream
 
@@ -20,10 +20,10 @@ __all__ = [
     "AGENTS",
     "AUTH",
     "ENFORCER",
-    "EXCHANGE",
     "GATEWAY_TOKEN",
     "METRICS",
-    "POLICY_STORE",
+    "RECORD",
+    "ROUTE_MATCH",
     "SETTINGS",
     "UPSTREAM",
 ]
@@ -32,9 +32,9 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 UPSTREAM = web.AppKey("upstream", Upstream)
 AUTH = web.AppKey("auth", Authenticator)
-POLICY_STORE = web.AppKey("policy_store", PolicyStore)
 ENFORCER = web.AppKey("enforcer", Enforcer)
 AGENTS = web.AppKey("agents", AgentRegistry)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
 GATEWAY_TOKEN = web.AppKey("gateway_token", str)  # authenticates celgate's own loopback calls
-EXCHANGE = web.RequestKey("exchange", Exchange)
+RECORD = web.RequestKey("record", RequestRecord)
+ROUTE_MATCH = web.RequestKey("route_match", RouteMatch)

@@ -1,129 +1,133 @@
-"""The client-facing OpenAI routes: chat completions, models, everything else under /v1.
+"""The client-facing /v1 API: one dispatcher over the route table, and the handlers of each route kind.
 
-Handlers stay thin: read and check the request (``inbound``), decide
-(``enforcement``), then forward (``upstream`` + ``streaming``) or run a
-drop-in agent (``agentroute``).
+Every /v1 request is classified once (``route_table.classify``: governed,
+tool-free or not governed, on its canonical path). Governed routes are read
+-> admit -> dispatch: read and check the body (``client_request``), admit the
+caller (``caller.admit``: principal, policy view, request decision), then
+forward with every tool call governed (``governed``), or run a drop-in agent
+(``dropins``). Tool-free routes are admitted, then relayed verbatim. Routes
+celgate does not govern are refused unless a policy ``routes:`` entry opens
+them.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from celgate.policy import PolicySet, Principal, RequestInfo
-
-from .agentroute import find_dropin, list_agents_as_models, run_dropin
-from .errors import PolicyDenied
-from .frame import framed
-from .inbound import (
-    INTERNAL_HEADERS,
-    bounded_body,
-    chat_body,
-    json_body_or_none,
-    read_body,
-    request_info,
-    tool_name,
-)
-from .interceptor import ToolCallRejected, filter_completion
-from .pool import StreamedBody
-from .keys import AUTH, ENFORCER, EXCHANGE, GATEWAY_TOKEN, METRICS, SETTINGS, UPSTREAM
-from .streaming import forward_body, forward_sse
-from .upstream import forwardable_request_headers, forwardable_response_headers
+from .caller import Caller, admit, open_route
+from .chat_calls import CALL_KEYS as CHAT_CALL_KEYS, ChatStreamInterceptor, filter_completion, filter_messages
+from .client_request import bounded_body, chat_body, json_body_or_none, read_body
+from .dropins import find_dropin, list_agents_as_models, run_dropin
+from .forwarding import relay_stored, relay_ungoverned, upstream_request
+from .governed import BodyFilter, relay_governed
+from .jsontext import compact_json
+from .keys import METRICS, RECORD, ROUTE_MATCH as _MATCH, SETTINGS
+from .offered import without_tools
+from .responses_routes import RESPONSES_HANDLERS
+from .route_table import Kind, classify
+from .router import add_route
+from .streaming import forward_body
+from .upstream import forwardable_response_headers
 
 __all__ = ["add_routes"]
 
-_TOOL_CALLS_KEY = b'"tool_calls"'
 _EVENT_STREAM = "text/event-stream"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", framed("/v1/chat/completions")(chat_completions))
-    app.router.add_get("/v1/models", framed("/v1/models")(models))
-    app.router.add_route("*", "/v1/{tail:.*}", framed("/v1/*")(passthrough))
+    add_route(app, "*", "/v1/{tail:.*}", dispatch, label="/v1/*")
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Classify the path, name the route in metrics, and hand over to its handler."""
+    match = classify(request.method, request.rel_url.raw_path)
+    request[_MATCH] = match
+    request[RECORD].route = match.label
+    if match.kind is Kind.GOVERNED:
+        return await _GOVERNED_HANDLERS[match.name](request)
+    if match.kind is Kind.TOOL_FREE:
+        return await passthrough(request)
+    return await not_governed(request)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    exchange = request[EXCHANGE]
-    raw = await read_body(request, app[SETTINGS].max_body_bytes)
+    raw = await read_body(request, request.app[SETTINGS].max_body_bytes)
     body = chat_body(raw)
-    model: str = body["model"]
-    exchange.model, exchange.stream = model, body.get("stream") is True
-    policy = app[ENFORCER].policy()
-    principal = app[AUTH].principal(request.headers, policy)
-    exchange.principal = principal.id
-    dropin = find_dropin(request, model)
-    agent = request.headers.get("x-celgate-agent") or (model if dropin is not None else None)
-    info = request_info(request, body, agent)
-    app[ENFORCER].admit(policy, principal, info, exchange.request_id)
+    caller = admit(request, body)
+    dropin = find_dropin(request, caller)
     if dropin is not None:
-        return await run_dropin(request, dropin, body, principal, info)
-    raw = _without_unusable_tools(request, policy, principal, info, body, raw)
-    return await _forward_chat(request, raw, policy, principal, info)
+        return await run_dropin(request, dropin, body, caller)
+    return await _forward_chat(request, caller, _without_unusable_tools(caller, body, raw))
 
 
-async def _forward_chat(
-    request: web.Request, raw: bytes, policy: PolicySet, principal: Principal, info: RequestInfo
-) -> web.StreamResponse:
+async def _forward_chat(request: web.Request, caller: Caller, raw: bytes) -> web.StreamResponse:
     app = request.app
-    exchange = request[EXCHANGE]
-    hook = app[ENFORCER].tool_hook(policy, principal, info, exchange.request_id, "upstream")
+    hook = caller.tool_hook("upstream")
     started = time.perf_counter()
-    async with _upstream_request(request, "POST", raw) as response:
+    async with upstream_request(request, "POST", raw) as response:
         app[METRICS].upstream_duration.labels("chat").observe(time.perf_counter() - started)
-        if response.status == 200 and response.content_type == _EVENT_STREAM:
-            return await forward_sse(request, response, hook)
-        body = await app[UPSTREAM].read_body(response)
-        if response.status == 200 and _TOOL_CALLS_KEY in body:
-            body = _filtered_completion(body, hook)
-        return web.Response(body=body, status=response.status, headers=forwardable_response_headers(response.headers))
+        if hook is None:
+            return await relay_ungoverned(request, response)
+        return await relay_governed(
+            request, response, stream=caller.info.stream, interceptor=lambda: ChatStreamInterceptor(hook),
+            body_filter=lambda completion: filter_completion(completion, hook), keys=CHAT_CALL_KEYS,
+        )
 
 
-def _filtered_completion(body: bytes, hook: Any) -> bytes:
-    try:
-        completion = json.loads(body)
-    except ValueError:
-        return body  # not ours to repair: the client sees what the upstream sent
-    try:
-        changed = isinstance(completion, dict) and filter_completion(completion, hook)
-    except ToolCallRejected as exc:
-        raise PolicyDenied(exc.message) from exc
-    return json.dumps(completion, ensure_ascii=False).encode() if changed else body
-
-
-def _without_unusable_tools(
-    request: web.Request,
-    policy: PolicySet,
-    principal: Principal,
-    info: RequestInfo,
-    body: dict[str, Any],
-    raw: bytes,
-) -> bytes:
+def _without_unusable_tools(caller: Caller, body: dict[str, Any], raw: bytes) -> bytes:
     """The body to send upstream: the original bytes, minus tools the principal can never use."""
-    if not info.tools:
+    offered = caller.info.tools
+    if not offered:
         return raw
-    usable = request.app[ENFORCER].usable_tools(policy, principal, info, info.tools)
-    if len(usable) == len(set(info.tools)):
+    usable = caller.usable_tools(offered)
+    if len(usable) == len(set(offered)) or not without_tools(body, usable.__contains__):
         return raw
-    body["tools"] = [t for t in body["tools"] if tool_name(t) in usable]
-    if not body["tools"]:
-        for field in ("tools", "tool_choice", "parallel_tool_calls"):
-            body.pop(field, None)
-    return json.dumps(body, ensure_ascii=False).encode()
+    return compact_json(body).encode()
+
+
+async def stored_chat(request: web.Request) -> web.StreamResponse:
+    """Stored chat completions read back (list, retrieve, update, messages): their calls meet policy again."""
+    match = request[_MATCH]
+    body = await _optional_json(request)
+    caller = admit(request, body)
+    hook = caller.tool_hook("stored")
+    raw = compact_json(body).encode() if body is not None else None
+    body_filter: BodyFilter
+    if match.name == "chat.messages":
+        body_filter = lambda listing: filter_messages(listing.get("data") if isinstance(listing, dict) else None, hook)
+    elif match.name == "chat.list":
+        body_filter = lambda listing: _each(listing, lambda c: filter_completion(c, hook))
+    else:
+        body_filter = lambda completion: filter_completion(completion, hook)
+    return await relay_stored(request, raw, hook, body_filter, CHAT_CALL_KEYS)
+
+
+def _each(listing: Any, body_filter: BodyFilter) -> bool:
+    data = listing.get("data") if isinstance(listing, dict) else None
+    changed = False
+    for entry in data if isinstance(data, list) else ():
+        changed |= body_filter(entry)
+    return changed
+
+
+async def _optional_json(request: web.Request) -> dict[str, Any] | None:
+    if not request.body_exists:
+        return None
+    return json_body_or_none(await read_body(request, request.app[SETTINGS].max_body_bytes))
 
 
 async def models(request: web.Request) -> web.StreamResponse:
-    """The upstream's model list, with the drop-in agents added."""
-    app = request.app
-    policy = app[ENFORCER].policy()
-    principal = app[AUTH].principal(request.headers, policy)
-    request[EXCHANGE].principal = principal.id
-    agents = list_agents_as_models(request, policy, principal)
-    async with _upstream_request(request, "GET", None) as response:
-        body = await app[UPSTREAM].read_body(response)
+    """The upstream's model list, with the drop-in agents this caller may use added."""
+    caller = admit(request, None)
+    agents = list_agents_as_models(request, caller)
+    async with upstream_request(request, "GET", None) as response:
+        body = await response.read()
         if response.status != 200 or not agents:
             return web.Response(body=body, status=response.status, headers=forwardable_response_headers(response.headers))
     try:
@@ -134,45 +138,35 @@ async def models(request: web.Request) -> web.StreamResponse:
     return web.json_response(listing)
 
 
+_STREAMED_TYPES = ("multipart/", "application/octet-stream", "audio/", "image/", "video/")
+
+
 async def passthrough(request: web.Request) -> web.StreamResponse:
-    """Any other /v1 path: admitted by policy, then forwarded verbatim both ways."""
-    app = request.app
-    exchange = request[EXCHANGE]
-    limit = app[SETTINGS].max_body_bytes
-    buffered = request.body_exists and "json" in request.content_type
+    """A tool-free route (or one a policy opened): admitted by policy, then forwarded verbatim both ways.
+
+    Bodies are read as JSON for policy whatever their Content-Type says, unless they are uploads.
+    """
+    limit = request.app[SETTINGS].max_body_bytes
+    buffered = request.body_exists and not request.content_type.startswith(_STREAMED_TYPES)
     raw = await read_body(request, limit) if buffered else b""
-    body = json_body_or_none(request, raw)
-    policy = app[ENFORCER].policy()
-    principal = app[AUTH].principal(request.headers, policy)
-    exchange.principal = principal.id
-    info = request_info(request, body, request.headers.get("x-celgate-agent"))
-    exchange.model, exchange.stream = info.model, info.stream
-    app[ENFORCER].admit(policy, principal, info, exchange.request_id)
+    admit(request, json_body_or_none(raw) if buffered else None)
     upload = raw if buffered else (bounded_body(request, limit) if request.body_exists else None)
-    async with _upstream_request(request, request.method, upload) as response:
+    async with upstream_request(request, request.method, upload) as response:
         return await forward_body(request, response, sse=response.content_type == _EVENT_STREAM)
 
 
-def _upstream_request(request: web.Request, method: str, body: bytes | StreamedBody | None):  # type: ignore[no-untyped-def]
-    """Open the upstream response for this request: headers cleaned, auth applied."""
-    app = request.app
-    headers = forwardable_request_headers(request.headers, INTERNAL_HEADERS)
-    app[AUTH].apply_upstream_key(headers)
-    headers["x-request-id"] = request[EXCHANGE].request_id
-    return app[UPSTREAM].request(
-        method,
-        request.rel_url.raw_path,  # as the client encoded it: %2F, %2B and %26 keep their meaning
-        headers,
-        body,
-        query=request.rel_url.raw_query_string,
-        base_url=_trusted_upstream(request),
-    )
+async def not_governed(request: web.Request) -> web.StreamResponse:
+    """A path celgate cannot govern: refused, unless the policy opens it (``routes:``) for this caller."""
+    open_route(request, request[_MATCH].path)
+    return await passthrough(request)
 
 
-def _trusted_upstream(request: web.Request) -> str | None:
-    """A drop-in agent's own upstream, honoured only on celgate's authenticated loopback calls."""
-    override = request.headers.get("x-celgate-upstream")
-    if override and request.headers.get("x-celgate-internal") == request.app[GATEWAY_TOKEN]:
-        return override
-    return None
-
+_GOVERNED_HANDLERS: dict[str, Handler] = {
+    "chat.create": chat_completions,
+    "chat.list": stored_chat,
+    "chat.retrieve": stored_chat,
+    "chat.update": stored_chat,
+    "chat.messages": stored_chat,
+    "models.list": models,
+    **RESPONSES_HANDLERS,
+}

@@ -1,4 +1,4 @@
-"""Incremental Server-Sent Events framing: bytes in, whole raw events out.
+"""Server-Sent Events: incremental framing (bytes in, whole raw events out) and every SSE byte celgate writes.
 
 Why our own: celgate forwards events byte-identical, so it needs each event's
 raw bytes, and it must split events as reads arrive (an event may span reads,
@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["SSEEvent", "SSESplitter", "encode_data_event", "parse_event"]
+from .jsontext import compact_json
+
+__all__ = ["DONE_EVENT", "SSEEvent", "SSESplitter", "data_event", "encode_data_event", "named_event", "parse_event"]
+
+DONE_EVENT = b"data: [DONE]\n\n"  # chat completions' end of stream
 
 # An empty line: a line terminator directly followed by another one.
 _BOUNDARY = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
@@ -96,3 +101,13 @@ def parse_event(raw: bytes) -> SSEEvent:
 def encode_data_event(data: str) -> bytes:
     """Frame one ``data:`` event (``data`` holds no newlines: compact JSON)."""
     return b"data: " + data.encode() + b"\n\n"
+
+
+def data_event(value: Any) -> bytes:
+    """An unnamed event carrying ``value`` as compact JSON (chat completion chunks)."""
+    return encode_data_event(compact_json(value))
+
+
+def named_event(name: str, value: Any) -> bytes:
+    """An ``event: name`` event carrying ``value`` as compact JSON (Responses events, errors)."""
+    return b"event: " + name.encode() + b"\ndata: " + compact_json(value).encode() + b"\n\n"

@@ -1,12 +1,13 @@
 """Forwarding response bodies to the client as they arrive.
 
-``forward_sse`` is the chat completions stream: upstream reads are cut into
-whole SSE events, passed through the tool-call interceptor and written at
-once (one write per upstream read). ``forward_body`` relays any other body
-verbatim. A fault after the response started goes in-band: an SSE ``error``
-event for event streams (never a made-up ``[DONE]``), a cut connection for
-other bodies. A client that leaves cancels the handler (aiohttp
-``handler_cancellation``), which closes the upstream response at once.
+``forward_sse`` relays an event stream whose tool calls policy must see:
+upstream reads are cut into whole SSE events, passed through the stream's
+interceptor and written at once (one write per upstream read).
+``forward_body`` relays any other body verbatim. A fault after the response
+started goes in-band: an SSE ``error`` event for event streams (never a
+made-up ``[DONE]``), a cut connection for other bodies. A client that leaves
+cancels the handler (``server.serve`` runs every server with handler
+cancellation), which closes the upstream response at once.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from .errors import CelgateError, PolicyDenied, UpstreamError, sse_error_event
-from .interceptor import StreamInterceptor, ToolCallHook, ToolCallRejected
-from .keys import EXCHANGE, METRICS, UPSTREAM
-from .pool import PooledResponse
+from .toolcalls import StreamInterceptor, ToolCallRejected
+from .keys import METRICS, RECORD
 from .sse import SSESplitter
-from .upstream import forwardable_response_headers
+from .upstream import UpstreamResponse, forwardable_response_headers
 
 __all__ = ["end_with_error", "forward_body", "forward_sse", "start_stream"]
 
@@ -35,29 +35,32 @@ async def start_stream(
     """Prepare a streamed response (headers go out now) and count it."""
     response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)
-    request[EXCHANGE].status = status
+    request[RECORD].status = status
     return response
 
 
-async def forward_sse(request: web.Request, upstream: PooledResponse, hook: ToolCallHook) -> web.StreamResponse:
+async def forward_sse(
+    request: web.Request, upstream: UpstreamResponse, interceptor: StreamInterceptor | None
+) -> web.StreamResponse:
+    """Relay an event stream event by event, through ``interceptor`` when policy must see its tool calls."""
     metrics = request.app[METRICS]
     response = await start_stream(request, upstream.status, forwardable_response_headers(upstream.headers))
     splitter = SSESplitter()
-    interceptor = StreamInterceptor(hook)
     first_byte = True
     metrics.active_streams.inc()
     try:
-        async for data in request.app[UPSTREAM].iter_chunks(upstream):
-            pieces = [piece for raw in splitter.feed(data) for piece in interceptor.feed(raw)]
+        async for data in upstream.iter_chunks():
+            pieces = _intercepted(interceptor, splitter.feed(data))
             if pieces:
                 await response.write(b"".join(pieces))
                 if first_byte:
                     first_byte = False
-                    metrics.stream_ttfb.observe(time.perf_counter() - request[EXCHANGE].started)
-        tail = [piece for raw in splitter.flush() for piece in interceptor.feed(raw)]
+                    metrics.stream_ttfb.observe(time.perf_counter() - request[RECORD].started)
+        tail = _intercepted(interceptor, splitter.flush())
         if splitter.pending.strip():
             raise UpstreamError("upstream stream ended inside an event", code="upstream_reset")
-        tail += interceptor.finish()
+        if interceptor is not None:
+            tail += interceptor.finish()
         if tail:
             await response.write(b"".join(tail))
     except ToolCallRejected as exc:
@@ -71,16 +74,22 @@ async def forward_sse(request: web.Request, upstream: PooledResponse, hook: Tool
     return response
 
 
-async def forward_body(request: web.Request, upstream: PooledResponse, *, sse: bool) -> web.StreamResponse:
+def _intercepted(interceptor: StreamInterceptor | None, events: list[bytes]) -> list[bytes]:
+    if interceptor is None:
+        return events
+    return [piece for raw in events for piece in interceptor.feed(raw)]
+
+
+async def forward_body(request: web.Request, upstream: UpstreamResponse, *, sse: bool) -> web.StreamResponse:
     """Relay status, headers and body verbatim, chunk by chunk."""
     headers = forwardable_response_headers(upstream.headers)
     response = web.StreamResponse(status=upstream.status, headers=headers)
     if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
         response.content_length = upstream.content_length
     await response.prepare(request)
-    request[EXCHANGE].status = upstream.status
+    request[RECORD].status = upstream.status
     try:
-        async for data in request.app[UPSTREAM].iter_chunks(upstream):
+        async for data in upstream.iter_chunks():
             await response.write(data)
     except UpstreamError as exc:
         request.app[METRICS].upstream_fault(exc.code)
@@ -93,14 +102,14 @@ async def forward_body(request: web.Request, upstream: PooledResponse, *, sse: b
 
 
 def _cut(request: web.Request, exc: CelgateError) -> None:
-    log.warning("body cut: %s", exc.message, extra={"fields": {"request_id": request[EXCHANGE].request_id}})
-    request[EXCHANGE].status = exc.status
+    log.warning("body cut: %s", exc.message, extra={"fields": {"request_id": request[RECORD].request_id}})
+    request[RECORD].status = exc.status
     if request.transport is not None:
         request.transport.close()
 
 
 async def end_with_error(request: web.Request, response: web.StreamResponse, exc: CelgateError) -> None:
     """After the response started: the error goes in-band as an SSE ``error`` event (no ``[DONE]`` follows)."""
-    log.warning("stream ended early: %s", exc.message, extra={"fields": {"request_id": request[EXCHANGE].request_id}})
-    request[EXCHANGE].status = exc.status  # the access log shows the fault, not the 200 that went out first
+    log.warning("stream ended early: %s", exc.message, extra={"fields": {"request_id": request[RECORD].request_id}})
+    request[RECORD].status = exc.status  # the access log shows the fault, not the 200 that went out first
     await response.write(sse_error_event(exc))

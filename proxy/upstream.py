@@ -10,8 +10,8 @@ crosses in here leaves as an ``UpstreamUnavailable`` or ``UpstreamTimeout``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -21,7 +21,14 @@ from .errors import CelgateError, UpstreamTimeout, UpstreamUnavailable
 from .pool import ConnectFailed, ConnectionPool, Origin, PooledResponse, StreamedBody
 from .settings import UpstreamTimeouts
 
-__all__ = ["Upstream", "forwardable_request_headers", "forwardable_response_headers"]
+__all__ = [
+    "FAULTS",
+    "Upstream",
+    "UpstreamResponse",
+    "forwardable_request_headers",
+    "forwardable_response_headers",
+    "translate",
+]
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus what aiohttp recomputes per hop.
 _HOP_BY_HOP = frozenset(
@@ -42,7 +49,7 @@ _HOP_BY_HOP = frozenset(
 _PRIVATE_PREFIX = "x-celgate-"  # celgate's own request headers never leave it
 # Upstream bodies are decoded here, so the upstream may only use codings aiohttp can decode: the
 # client's Accept-Encoding (br, zstd, ...) is replaced by aiohttp's own.
-# Request bodies are decoded on the way in (or refused, ``inbound._body_was_decoded``), and the pool
+# Request bodies are decoded on the way in (or refused, ``client_request._body_was_decoded``), and the pool
 # frames what it sends itself: the client's Content-Encoding never goes upstream.
 _NOT_FORWARDED_REQUEST = _HOP_BY_HOP | {"accept-encoding", "content-encoding"}
 _NOT_FORWARDED_RESPONSE = _HOP_BY_HOP | {"content-encoding"}  # bodies are decoded on the way in
@@ -78,13 +85,47 @@ def forwardable_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[
     return _without(headers, _NOT_FORWARDED_RESPONSE | _connection_tokens(headers))
 
 
+class UpstreamResponse:
+    """An upstream response: status and headers now, the body through celgate's fault translation."""
+
+    __slots__ = ("_pooled", "headers", "status")
+
+    def __init__(self, pooled: PooledResponse) -> None:
+        self._pooled = pooled
+        self.status = pooled.status
+        self.headers = pooled.headers
+
+    @property
+    def content_type(self) -> str:
+        return self._pooled.content_type
+
+    @property
+    def content_length(self) -> int | None:
+        return self._pooled.content_length
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        with _translated():
+            return await self._pooled.content.read()
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive."""
+        content = self._pooled.content
+        while True:
+            with _translated():
+                data = await content.readany()
+            if not data:
+                return
+            yield data
+
+
 class Upstream:
     """Sends requests to one upstream base URL over a shared keep-alive pool (``pool.ConnectionPool``)."""
 
     def __init__(self, base_url: str, timeouts: UpstreamTimeouts) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeouts = timeouts
-        self._pool = ConnectionPool(timeouts.connect, timeouts.first_byte)
+        self._pool = ConnectionPool(timeouts.connect, timeouts.first_byte, timeouts.idle)
         self._origins: dict[str, tuple[Origin, str]] = {}  # base URL -> (origin, base path)
 
     async def start(self) -> None:
@@ -102,40 +143,19 @@ class Upstream:
         body: bytes | StreamedBody | None = None,
         query: str = "",
         base_url: str | None = None,
-    ) -> AsyncIterator[PooledResponse]:
+    ) -> AsyncIterator[UpstreamResponse]:
         """Open one upstream response; its connection goes back to the pool (or is closed) on exit.
 
         ``v1_path`` and ``query`` are forwarded as the client sent them (still percent-encoded).
         """
         origin, base_path = self._origin(base_url.rstrip("/") if base_url else self.base_url)
         target = base_path + (v1_path[3:] if v1_path.startswith("/v1") else v1_path) + (f"?{query}" if query else "")
+        with _translated():
+            pooled = await self._pool.send(method, origin, target or "/", headers, body)
         try:
-            response = await self._pool.send(method, origin, target or "/", headers, body)
-        except _FAULTS as exc:
-            raise _translate(exc) from exc
-        try:
-            self._switch_to_idle_timeout(response)
-            yield response
+            yield UpstreamResponse(pooled)
         finally:
-            self._pool.release(response, origin)
-
-    async def read_body(self, response: PooledResponse) -> bytes:
-        try:
-            return await response.content.read()
-        except _FAULTS as exc:
-            raise _translate(exc) from exc
-
-    async def iter_chunks(self, response: PooledResponse) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; faults become ``UpstreamError``s."""
-        content = response.content
-        while True:
-            try:
-                data = await content.readany()
-            except _FAULTS as exc:
-                raise _translate(exc) from exc
-            if not data:
-                return
-            yield data
+            self._pool.release(pooled, origin)
 
     async def probe(self) -> bool:
         """True if the upstream accepts TCP connections (for /readyz)."""
@@ -158,34 +178,32 @@ class Upstream:
             known = self._origins[base_url] = (Origin(parts.scheme, parts.hostname, port), parts.path.rstrip("/"))
         return known
 
-    def _switch_to_idle_timeout(self, response: PooledResponse) -> None:
-        """Headers arrived: from now on the read timeout is the idle timeout.
 
-        Only while body bytes are still to come: the protocol drops its read
-        timer at end of body, and a timer armed after that would outlive the
-        response (a 120 s timer per request piles up, and costs ~3x the CPU).
-        """
-        if not response.content.is_eof():
-            response.protocol.read_timeout = self._timeouts.idle
-            response.protocol.start_timeout()
+FAULTS = (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError, OSError, TimeoutError)
 
 
-_FAULTS = (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError, OSError, TimeoutError)
+@contextmanager
+def _translated() -> Iterator[None]:
+    """The one place upstream faults become celgate errors."""
+    try:
+        yield
+    except FAULTS as exc:
+        raise translate(exc) from exc
 
 
-def _translate(exc: BaseException) -> CelgateError:
-    """The most specific celgate error for an upstream fault."""
+def translate(exc: BaseException) -> CelgateError:
+    """The most specific celgate error for a fault the pool raised (aiohttp's protocol, OS, timeouts)."""
     if isinstance(exc.__cause__, CelgateError):
         return exc.__cause__  # our own upload body refused itself (413): not an upstream fault
     if isinstance(exc, (aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError, TimeoutError)):
         return UpstreamTimeout(f"upstream timed out: {_describe(exc)}")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return UpstreamUnavailable(f"upstream response was cut or malformed: {_describe(exc)}", code="upstream_reset")
-    if isinstance(exc, (aiohttp.ClientConnectorError, ConnectFailed)):
+    if isinstance(exc, ConnectFailed):
         return UpstreamUnavailable(f"cannot connect to upstream: {_describe(exc)}", code="upstream_unreachable")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return UpstreamUnavailable("upstream closed the connection", code="upstream_reset")
-    if isinstance(exc, (aiohttp.ClientResponseError, aiohttp.http_exceptions.HttpProcessingError)):
+    if isinstance(exc, aiohttp.http_exceptions.HttpProcessingError):
         return UpstreamUnavailable(f"upstream sent an invalid response: {_describe(exc)}", code="upstream_bad_response")
     return UpstreamUnavailable(f"upstream connection failed: {_describe(exc)}", code="upstream_reset")
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from tests.helpers.fakeupstream import FakeUpstream
 from tests.helpers.harness import Celgate
@@ -39,13 +38,7 @@ async def start_celgate() -> AsyncIterator[Callable[..., Awaitable[Celgate]]]:
             "upstream_check": False,
         }
         settings = Settings(**{**defaults, **overrides})
-        app = create_app(settings)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        root = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        started.append(Celgate(url=root + "/v1", root=root, app=app, runner=runner))
+        started.append(await Celgate.start(create_app(settings)))
         return started[-1]
 
     yield start

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from cel_expr_python import cel
+from cel_expr_python import cel  # type: ignore[import-untyped]  # ships cel.pyi but no py.typed
 
 from ..errors import CelCompileError, CelEvalError
 from ..globs import glob

@@ -53,6 +53,16 @@ class Error:
 
 
 @dataclass
+class InBandError:
+    """A streamed reply cut by an SSE ``error`` event; celgate's own carry ``status``, relayed ones don't."""
+
+    status: int | None
+    message: str
+    type: str = "policy_denied"
+    code: str = "policy_denied"
+
+
+@dataclass
 class Recorded:
     body: dict[str, Any]
     headers: dict[str, str]
@@ -96,6 +106,12 @@ class FakeGateway:
             }
 
         await send(chunk({"role": "assistant", "content": ""}))
+        if isinstance(step, InBandError):
+            error = {"message": step.message, "type": step.type, "param": None, "code": step.code}
+            if step.status is not None:
+                error["status"] = step.status
+            await response.write(f"event: error\ndata: {json.dumps({'error': error})}\n\n".encode())
+            return response
         if isinstance(step, Text):
             pieces = step.pieces or [w + " " for w in step.content.split(" ")]
             for index, piece in enumerate(pieces):

@@ -164,11 +164,15 @@ async def test_load_failures_are_diagnosed(
     registry = await make_registry(tmp_path)
     assert registry.names() == ["Good"]
     [failure] = registry.failures()
-    assert (failure["agent"], failure["kind"]) == (name, kind)
-    assert fragment in failure["message"]
+    assert registry.failure(name) is failure and registry.failure("Good") is None
+    assert (failure.agent, failure.kind) == (name, kind)
+    assert fragment in failure.message
+    assert failure.summary in failure.message and "\n" not in failure.summary
     expected_file = "requirements.txt" if kind == "missing_dependency" else "agent.py"
-    assert failure["file"] == str(tmp_path / name / expected_file)
-    assert failure["time"].endswith("+00:00")
+    assert failure.file == tmp_path / name / expected_file
+    listed = failure.as_json()
+    assert listed.pop("time").endswith("+00:00")
+    assert listed == {"agent": name, "kind": kind, "message": failure.message, "file": str(failure.file)}
     assert hooks.load_failures == [(name, kind)]
     assert not [m for m in sys.modules if m.startswith(ROOT_PACKAGE) and name in m]
 
@@ -176,11 +180,12 @@ async def test_load_failures_are_diagnosed(
 async def test_import_traceback_shows_the_authors_code(tmp_path: Path, make_registry: Any) -> None:
     write_agent(tmp_path, "Boom", "import helpers\n", helpers_py="def f():\n    raise KeyError('k')\nf()\n")
     [failure] = (await make_registry(tmp_path)).failures()
-    message = failure["message"]
+    message = failure.message
     assert message.startswith("Traceback")
     assert f'{tmp_path / "Boom" / "agent.py"}", line 1' in message
     assert f'{tmp_path / "Boom" / "helpers.py"}", line 3' in message
     assert "importlib" not in message and "adapters" not in message
+    assert failure.summary == "KeyError: 'k'"  # the one line an error response quotes
 
 
 async def test_listing_describes_each_loaded_agent(tmp_path: Path, make_registry: Any) -> None:

@@ -97,8 +97,8 @@ async def test_failed_reload_keeps_the_previous_version_and_is_logged_once(
     await eventually(lambda: bool(registry.failures()))
     assert registry.get("Fragile") is good
     assert registry.agents()[0]["stale"] is True
-    assert registry.failures()[0]["kind"] == "import_error"
-    assert "NameError: name 'undefined_name' is not defined" in registry.failures()[0]["message"]
+    assert registry.failures()[0].kind == "import_error"
+    assert registry.failures()[0].summary == "NameError: name 'undefined_name' is not defined"
 
     (folder / "notes.md").write_text("same failure again")  # reloads, fails identically
     versioned(tmp_path, "Marker", "1")  # processed after the batch above

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from celgate.adapters import AgentRegistry, AgentRunError, run_completion, stream_completion
 
-from .conftest import Error, FakeGateway, FakeHooks, Text, ToolCalls, caller_for, collect, write_agent
+from .conftest import Error, FakeGateway, FakeHooks, InBandError, Text, ToolCalls, caller_for, collect, write_agent
 from .test_messages import CONVERSATION
 
 TOOLS_AGENT = """
@@ -275,6 +275,19 @@ async def test_gateway_denial_keeps_its_status_and_message(tools: AgentRegistry,
     with pytest.raises(AgentRunError) as raised:  # before any chunk: the proxy can still send a 403
         await anext(stream)
     assert raised.value.status == 403
+
+
+@pytest.mark.parametrize(("status", "expected"), [(403, 403), (504, 504), (None, 502)])
+async def test_an_in_band_gateway_error_keeps_the_status_it_carries(
+    tools: AgentRegistry, gateway: FakeGateway, status: int | None, expected: int
+) -> None:
+    """celgate puts the status into its in-band error events; one without (relayed from an upstream) is a 502."""
+    gateway.reply(InBandError(status, "celgate: danger_tool denied by policy"))
+    stream = stream_completion(tools.get("Tools"), chat("Tools", stream=True), caller_for(gateway, "Tools"))
+    with pytest.raises(AgentRunError) as raised:
+        await anext(stream)
+    assert (raised.value.status, raised.value.type, raised.value.code) == (expected, "policy_denied", "policy_denied")
+    assert raised.value.message == "celgate: danger_tool denied by policy"
 
 
 async def test_agent_without_any_model_is_listed_but_fails_clearly(

@@ -9,7 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["REPO", "Celgate", "assert_openai_error", "free_port"]
+from celgate.proxy.server import Server
+
+__all__ = ["REPO", "Celgate", "assert_openai_error", "free_port", "write_policy"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,13 +23,20 @@ class Celgate:
     url: str
     root: str
     app: web.Application
-    runner: web.AppRunner | None = None
+    server: Server | None = None
+
+    @classmethod
+    async def start(cls, app: web.Application) -> Celgate:
+        """Serve ``app`` on an ephemeral loopback port, the way ``celgate serve`` does."""
+        server = Server(app, "127.0.0.1", 0)
+        await server.start()
+        return cls(url=server.url + "/v1", root=server.url, app=app, server=server)
 
     async def stop(self) -> None:
         """Stop this celgate now (its cleanup runs: log files are flushed and closed); idempotent."""
-        if self.runner is not None:
-            runner, self.runner = self.runner, None
-            await runner.cleanup()
+        if self.server is not None:
+            server, self.server = self.server, None
+            await server.stop()
 
 
 def free_port() -> int:
@@ -38,13 +47,21 @@ def free_port() -> int:
 
 
 def assert_openai_error(body: Any, *, type_: str | None = None, code: str | None = None) -> dict[str, Any]:
-    """``body`` is exactly ``{"error": {"message", "type", "param", "code"}}``; returns the inner object."""
+    """``body`` is exactly ``{"error": {"message", "type", "param", "code"}}`` (in-band errors add ``status``)."""
     assert isinstance(body, dict) and set(body) == {"error"}, body
     error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
+    assert set(error) - {"status"} == {"message", "type", "param", "code"}, error
     assert isinstance(error["message"], str) and error["message"], error
     if type_ is not None:
         assert error["type"] == type_, error
     if code is not None:
         assert error["code"] == code, error
     return error
+
+
+def write_policy(directory: Path, text: str, name: str = "policy.yaml") -> Path:
+    """``directory/policies/<name>`` holding ``text``; returns the policy directory."""
+    policies = directory / "policies"
+    policies.mkdir(exist_ok=True)
+    (policies / name).write_text(text)
+    return policies

@@ -26,6 +26,7 @@ CORPORA = {
     "bench": (HERE / "corpus" / "bench", HERE / "corpus" / "bench.cases.yaml"),
     "features": (HERE / "corpus" / "features", HERE / "corpus" / "features.cases.yaml"),
     "dry-run-set": (HERE / "corpus" / "dry-run-set", HERE / "corpus" / "dry-run-set.cases.yaml"),
+    "wire": (HERE / "corpus" / "wire", HERE / "corpus" / "wire.cases.yaml"),
 }
 
 

@@ -47,6 +47,8 @@ def test_request_variables() -> None:
         "path": "/v1/chat/completions",
         "headers": {"x-a": "1"},
         "tools": ["t1"],
+        "tool_definitions": [],
+        "method": "POST",
         "max_tokens": 5,
         "user": "u",
         "metadata": {"k": "v"},
@@ -80,6 +82,7 @@ def test_tool_variables() -> None:
         "raw_arguments": '{"location": "Paris"}',
         "id": "call_9",
         "source": "agent",
+        "type": "function",
     }
 
 
@@ -105,7 +108,7 @@ def test_docs_carry_the_context_table() -> None:
     found = re.search(r"<!-- context-table:start -->\n(.*?)\n<!-- context-table:end -->", text, re.DOTALL)
     assert found, "docs/policies.md lacks the context-table markers"
     assert found.group(1) == markdown_table(), (
-        "regenerate with: python -c 'import policy.context as c; print(c.markdown_table())'"
+        "regenerate with: python -c 'import celgate.policy.context as c; print(c.markdown_table())'"
     )
 
 
@@ -141,7 +144,7 @@ def test_globs(value: str, pattern: str, expected: bool) -> None:
         ('principal["team"] == "a"', set(), {"principal"}, True),
         ("size(tool) > 1", set(), {"tool"}, True),
         ('now.getHours("UTC") > 1', set(), {"now"}, True),
-        ("request.tools.exists(tool, tool == 'x')", {("request", "tools")}, {"tool"}, True),
+        ("request.tools.exists(tool, tool == 'x')", {("request", "tools")}, set(), True),
         ("request.`odd-name` == 1", set(), set(), False),
     ],
 )

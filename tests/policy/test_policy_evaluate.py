@@ -9,7 +9,18 @@ from typing import Any
 
 import pytest
 
-from celgate.policy import ANONYMOUS, Action, Effect, Mode, Point, PolicySet, Principal, RequestInfo, ToolCall, load_policies
+from celgate.policy import (
+    ANONYMOUS,
+    Action,
+    Effect,
+    Mode,
+    Point,
+    PolicySet,
+    Principal,
+    RequestInfo,
+    ToolCall,
+    load_policies,
+)
 from celgate.policy.backends import BACKENDS
 from celgate.policy.cli import build_request
 from celgate.policy.evaluate import _freeze

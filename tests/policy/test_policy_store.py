@@ -77,6 +77,7 @@ def test_status_shape(tmp_path: Path) -> None:
         "rule_count": 1,
         "loaded_at": status["active"]["loaded_at"],
         "backend": "cel-expr",
+        "routes": [],
     }
     assert status["active"]["loaded_at"].endswith("Z")
     assert status["last_error"] is None and status["reloads"] == {"ok": 0, "error": 0}

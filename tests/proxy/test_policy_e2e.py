@@ -30,6 +30,7 @@ from tests.helpers import REPO, Celgate, assert_openai_error
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
 from celgate.policy import PolicyLoadError, PolicyStore
 from celgate.proxy import create_app
+from celgate.proxy.keys import GATEWAY_TOKEN
 from celgate.proxy.settings import Settings, SettingsError
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
@@ -832,24 +833,40 @@ rules:
 async def test_the_agent_header_selects_agent_rules(
     upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, tmp_path: Path
 ) -> None:
+    """On celgate's own loopback calls (internal token) ``x-celgate-agent`` names the agent rules apply to."""
     gate = await start_celgate(upstream=upstream.base_url, policies=policy_dir(tmp_path, AGENT_POLICY),
                                no_policy=False)
     client = oai(gate.url)
+    internal = {"x-celgate-internal": gate.app[GATEWAY_TOKEN]}
     error = await denied(client.chat.completions.create(model="m", messages=MESSAGES))
     assert "(default)" in error["message"]
-    error = await denied(client.chat.completions.create(model="m", messages=MESSAGES,
-                                                        extra_headers={"x-celgate-agent": "researchagent"}))
+    error = await denied(client.chat.completions.create(
+        model="m", messages=MESSAGES, extra_headers={**internal, "x-celgate-agent": "researchagent"}))
     assert upstream.requests == []  # globs are case-sensitive: *Agent does not match researchagent
 
     answer = await client.chat.completions.create(model="m", messages=MESSAGES,
-                                                  extra_headers={"x-celgate-agent": "ResearchAgent"})
+                                                  extra_headers={**internal, "x-celgate-agent": "ResearchAgent"})
     assert answer.choices[0].message.content == "Hello world"
-    assert "x-celgate-agent" not in {k.lower() for k in upstream.requests[-1].headers}  # never forwarded
+    sent = {k.lower() for k in upstream.requests[-1].headers}
+    assert "x-celgate-agent" not in sent and "x-celgate-internal" not in sent  # never forwarded
 
     upstream.push(Script(json=completion(None, tool_calls=[WEATHER])), Script(json=completion(None, tool_calls=[WEATHER])))
     weather = await client.chat.completions.create(model="m", messages=MESSAGES,
-                                                   extra_headers={"x-celgate-agent": "WeatherAgent"})
+                                                   extra_headers={**internal, "x-celgate-agent": "WeatherAgent"})
     assert [c.function.name for c in weather.choices[0].message.tool_calls or []] == ["get_weather"]
     research = await client.chat.completions.create(model="m", messages=MESSAGES,
-                                                    extra_headers={"x-celgate-agent": "ResearchAgent"})
+                                                    extra_headers={**internal, "x-celgate-agent": "ResearchAgent"})
     assert research.choices[0].message.tool_calls is None and research.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("token", [None, "", "not-the-token"])
+async def test_a_spoofed_agent_header_changes_nothing(
+    upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, tmp_path: Path, token: str | None
+) -> None:
+    """Without celgate's internal token, claiming an agent's name grants none of its permissions."""
+    gate = await start_celgate(upstream=upstream.base_url, policies=policy_dir(tmp_path, AGENT_POLICY),
+                               no_policy=False)
+    headers = {"x-celgate-agent": "WeatherAgent", **({"x-celgate-internal": token} if token is not None else {})}
+    error = await denied(oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, extra_headers=headers))
+    assert "(default)" in error["message"]
+    assert upstream.requests == []

@@ -1,4 +1,4 @@
-"""Unit tests of the SSE splitter/parser (proxy/sse.py) and the tool-call interceptor (proxy/interceptor.py)."""
+"""Unit tests of the SSE splitter/parser (proxy/sse.py) and the chat tool-call interceptor (proxy/chat_calls.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,8 @@ from typing import Any
 import pytest
 
 from tests.helpers.fakeupstream import USAGE, chat_chunk, completion, sse, text_stream, tool_call_stream
-from celgate.proxy.interceptor import (
-    ALLOWED,
-    StreamInterceptor,
-    ToolCallRejected,
-    ToolVerdict,
-    Verdict,
-    filter_completion,
-)
+from celgate.proxy.chat_calls import ChatStreamInterceptor as StreamInterceptor, filter_completion
+from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict
 from celgate.proxy.sse import SSESplitter, encode_data_event, parse_event
 
 # --------------------------------------------------------------------------------------------- SSE
@@ -146,9 +140,9 @@ class FakeHook:
     def needs_arguments(self, name: str) -> bool:
         return name in self.argument_tools
 
-    def decide(self, name: str, raw_arguments: str, call_id: str) -> ToolVerdict:
-        self.decided.append((name, raw_arguments, call_id))
-        return self.verdicts.get(name, ALLOWED)
+    def decide(self, call: ProposedCall) -> ToolVerdict:
+        self.decided.append((call.name, call.raw_arguments, call.call_id))
+        return self.verdicts.get(call.name, ALLOWED)
 
 
 STRIP = ToolVerdict(Verdict.STRIP, "celgate: tool {} denied by policy")
@@ -310,7 +304,7 @@ def test_two_parallel_calls_one_stripped() -> None:
 
 
 def test_reject_raises() -> None:
-    hook = FakeHook({"shell.exec": ToolVerdict(Verdict.REJECT, "no shells")})
+    hook = FakeHook({"shell.exec": ToolVerdict(Verdict.ERROR, "no shells")})
     interceptor = StreamInterceptor(hook)
     with pytest.raises(ToolCallRejected) as info:
         run(interceptor, events_of(tool_call_stream(CALLS[1:2])))
@@ -450,4 +444,4 @@ def test_filter_completion_keeps_existing_content_before_the_message() -> None:
 def test_filter_completion_reject_raises() -> None:
     body = completion(None, tool_calls=CALLS[:2])
     with pytest.raises(ToolCallRejected, match="no shells"):
-        filter_completion(body, FakeHook({"shell.exec": ToolVerdict(Verdict.REJECT, "no shells")}))
+        filter_completion(body, FakeHook({"shell.exec": ToolVerdict(Verdict.ERROR, "no shells")}))

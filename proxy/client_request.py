@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +17,7 @@ from aiohttp import web
 from celgate.policy import RequestInfo
 
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from .offered import offered_tools
 from .pool import StreamedBody
 
 __all__ = [
@@ -28,8 +29,7 @@ __all__ = [
     "read_body",
     "request_id_from",
     "request_info",
-    "tool_name",
-    "tool_names",
+    "responses_body",
 ]
 
 # Headers celgate reads itself and never forwards or shows to policy.
@@ -38,7 +38,7 @@ _SECRET_HEADERS = frozenset({"authorization", "api-key", "cookie", "proxy-author
 _MAX_REQUEST_ID = 128
 
 # field -> (accepted types, readable name); bool is excluded from ints explicitly below
-_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+_CHAT_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "model": ((str,), "a string"),
     "messages": ((list,), "an array"),
     "stream": ((bool,), "a boolean"),
@@ -51,6 +51,25 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "max_completion_tokens": ((int,), "an integer"),
     "temperature": ((int, float), "a number"),
     "top_p": ((int, float), "a number"),
+    "user": ((str,), "a string"),
+    "metadata": ((dict,), "an object"),
+    "functions": ((list,), "an array"),
+    "function_call": ((str, dict), "a string or an object"),
+}
+_RESPONSES_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "a string"),
+    "input": ((str, list), "a string or an array"),
+    "stream": ((bool,), "a boolean"),
+    "tools": ((list,), "an array"),
+    "tool_choice": ((str, dict), "a string or an object"),
+    "parallel_tool_calls": ((bool,), "a boolean"),
+    "previous_response_id": ((str,), "a string"),
+    "conversation": ((str, dict), "a string or an object"),
+    "max_output_tokens": ((int,), "an integer"),
+    "temperature": ((int, float), "a number"),
+    "top_p": ((int, float), "a number"),
+    "instructions": ((str, list), "a string or an array"),
+    "store": ((bool,), "a boolean"),
     "user": ((str,), "a string"),
     "metadata": ((dict,), "an object"),
 }
@@ -136,14 +155,23 @@ async def _bounded_chunks(request: web.Request, limit: int) -> AsyncIterator[byt
 
 def chat_body(raw: bytes) -> dict[str, Any]:
     """Parse and type-check a chat completions request body."""
-    body = _json_object(raw)
-    for field in ("model", "messages"):
+    return _checked(_json_object(raw), ("model", "messages"), _CHAT_TYPES)
+
+
+def responses_body(raw: bytes) -> dict[str, Any]:
+    """Parse and type-check a Responses API request body."""
+    return _checked(_json_object(raw), ("model",), _RESPONSES_TYPES)
+
+
+def _checked(body: dict[str, Any], required: tuple[str, ...], types: dict[str, tuple[tuple[type, ...], str]]
+             ) -> dict[str, Any]:
+    for field in required:
         if body.get(field) is None:
             raise BadRequest(f"you must provide '{field}'", param=field, code="missing_required_parameter")
-    for field in _FIELD_TYPES.keys() & body.keys():
+    for field in types.keys() & body.keys():
         value = body[field]
-        types, name = _FIELD_TYPES[field]
-        if value is not None and not _has_type(value, types):
+        accepted, name = types[field]
+        if value is not None and not _has_type(value, accepted):
             raise BadRequest(f"'{field}' must be {name}, got {type(value).__name__}", param=field,
                              code="invalid_type")
     return body
@@ -156,39 +184,51 @@ def _has_type(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
-def json_body_or_none(request: web.Request, raw: bytes) -> dict[str, Any] | None:
-    """A passthrough body as JSON when it is JSON, for policy input; never raises."""
-    if not raw or "json" not in (request.content_type or ""):
+def json_body_or_none(raw: bytes) -> dict[str, Any] | None:
+    """A passthrough body as JSON when it is a JSON object, for policy input, whatever its Content-Type says.
+
+    A body that is not JSON gives None (policy sees no model); one that is
+    JSON but ambiguous (a repeated key) is refused like on a governed route.
+    """
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")) or b"\x00" in raw[:4]:
+        raise BadRequest("request body is JSON in UTF-16 or UTF-32: send UTF-8", code="invalid_json")
+    if not raw or raw.lstrip()[:1] != b"{":
         return None
     try:
-        value = json.loads(raw)
-    except ValueError:
+        return _json_object(raw)
+    except BadRequest as exc:
+        if exc.code == "duplicate_key":
+            raise
         return None
-    return value if isinstance(value, dict) else None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise BadRequest(f"request body repeats the key {repeated!r}: celgate and the upstream could read "
+                         "different values", code="duplicate_key")
+    return value
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
+    """The body as one JSON object read the one way policy and upstream both will, or a 400."""
     try:
-        body = json.loads(raw)
+        text = raw.decode("utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8")
+        body = _DECODER.decode(text)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"request body is not UTF-8: {exc.reason}", code="invalid_json") from exc
+    except RecursionError as exc:
+        raise BadRequest("request body is nested too deeply", code="invalid_json") from exc
     except ValueError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
     return body
-
-
-def tool_name(tool: Any) -> str | None:
-    """The function name of one ``tools`` entry (chat ``{"function": {"name"}}`` or Responses ``{"name"}``)."""
-    if not isinstance(tool, dict):
-        return None
-    function = tool.get("function")
-    name = function.get("name") if isinstance(function, dict) else tool.get("name")
-    return name if isinstance(name, str) else None
-
-
-def tool_names(body: dict[str, Any]) -> tuple[str, ...]:
-    """Function names offered in ``tools``."""
-    return tuple(name for tool in body.get("tools") or () if (name := tool_name(tool)) is not None)
 
 
 def _visible_headers(request: web.Request) -> dict[str, str]:
@@ -200,20 +240,55 @@ def _visible_headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
-def request_info(request: web.Request, body: dict[str, Any] | None, agent: str | None) -> RequestInfo:
-    """The policy's view of a request (``request.*`` in CEL)."""
+def request_info(request: web.Request, body: Mapping[str, Any] | None, agent: str | None) -> RequestInfo:
+    """The policy's view of a request (``request.*`` in CEL); text policy cannot read is a 400."""
     body = body or {}
     model = body.get("model")
     user = body.get("user")
     metadata = body.get("metadata")
-    return RequestInfo(
+    offered = offered_tools(body)
+    info = RequestInfo(
         model=model if isinstance(model, str) else "",
         agent=agent,
         stream=body.get("stream") is True,
         path=request.path,
         headers=_visible_headers(request),
-        tools=tool_names(body),
-        scalars={k: v for k, v in body.items() if isinstance(v, _SCALARS) and k not in ("model", "stream", "user")},
+        tools=tuple(tool.name for tool in offered),
+        scalars=_scalars(body),
         user=user if isinstance(user, str) else None,
         metadata=metadata if isinstance(metadata, dict) else None,
+        tool_definitions=tuple(tool.definition for tool in offered),
+        method=request.method,
     )
+    _readable(info.model, info.user, info.agent, *info.tools, *info.headers.values(), *info.headers,
+              *(v for v in info.scalars.values() if isinstance(v, str)), *_strings(info.metadata),
+              *(v for d in info.tool_definitions for v in d.values() if isinstance(v, str)))
+    return info
+
+
+def _scalars(body: Mapping[str, Any]) -> dict[str, Any]:
+    scalars = {k: v for k, v in body.items() if isinstance(v, _SCALARS) and k not in ("model", "stream", "user")}
+    if "max_output_tokens" in scalars and "max_tokens" not in scalars:  # one name for rules on both APIs
+        scalars["max_tokens"] = scalars["max_output_tokens"]
+    return scalars
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _readable(*texts: str | None) -> None:
+    """Refuse text CEL cannot hold (lone surrogates from JSON escapes, undecodable header bytes)."""
+    for text in texts:
+        if text is not None and not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BadRequest("request holds text that is not valid Unicode (a lone surrogate or a raw "
+                                 "non-UTF-8 byte)", code="invalid_text") from exc

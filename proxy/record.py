@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Exchange"]
+__all__ = ["RequestRecord"]
 
 
 @dataclass(slots=True)
-class Exchange:
+class RequestRecord:
     request_id: str
-    route: str
+    route: str  # the route's metrics label
     started: float  # time.perf_counter() at arrival
     model: str = ""
     principal: str = "-"

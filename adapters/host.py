@@ -1,0 +1,60 @@
+"""What the host (the proxy) hands to adapters, and what it implements for them.
+
+The proxy configures a registry with ``AgentSettings``, builds one
+``CallerContext`` per client request that runs a drop-in, and implements
+``GatewayHooks`` so agents' tool calls meet its policy, audit and metrics.
+A leaf: it imports neither the SDK nor (at runtime) ``policy``, so the proxy
+can import ``adapters`` cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from celgate import policy
+
+__all__ = ["AgentSettings", "CallerContext", "GatewayHooks"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """Registry configuration; ``gateway_url`` (celgate's own ``/v1`` URL) is optional.
+
+    When known at start-up, ``gateway_url`` becomes ``OPENAI_BASE_URL`` for
+    clients that drop-in modules build themselves; runs always use the
+    per-request ``CallerContext.gateway_url``.
+    """
+
+    directory: Path
+    default_model: str | None
+    max_turns: int = 10
+    watch: bool = True
+    gateway_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallerContext:
+    """One client request that runs a drop-in; its identity travels with every model call."""
+
+    principal: policy.Principal
+    request: policy.RequestInfo
+    request_id: str
+    authorization: str | None
+    gateway_url: str
+    internal_token: str
+
+
+class GatewayHooks(Protocol):
+    """Implemented by the proxy: policy, audit and metrics for what agents do."""
+
+    def check_tool(self, caller: CallerContext, tool: policy.ToolCall) -> policy.Decision:
+        """Decide one agent tool call (``tool.source == "agent"``); audit and count it."""
+
+    def tool_finished(self, tool_name: str, seconds: float, failed: bool) -> None:
+        """Record the duration of one executed tool, and whether it raised."""
+
+    def load_failed(self, agent: str, kind: str) -> None:
+        """Count one new load failure of a drop-in."""

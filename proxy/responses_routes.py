@@ -1,0 +1,169 @@
+"""The Responses API routes: create (stream and not), and the stored responses read back.
+
+``POST /v1/responses`` is read -> admit -> dispatch like chat: hosted tools
+are judged at admission (``request.tools`` / ``request.tool_definitions``),
+functions and custom tools no rule could allow are removed, and every call
+item the app would execute passes the tool-call point (``responses_calls``).
+
+Server-side state: the upstream stores the response as it produced it,
+including calls celgate stripped, and refuses a follow-up
+(``previous_response_id``) that does not answer them. celgate keeps no map of
+its own (a follow-up may land on another worker or replica): it reads the
+previous response back from the upstream (``GET /v1/responses/{id}``, the
+caller's own credentials), re-decides its calls, and adds an output carrying
+the deny message for each denied call the client did not answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from celgate.policy import ToolCall
+
+from .caller import Caller, admit
+from .client_request import INTERNAL_HEADERS, json_body_or_none, read_body, responses_body
+from .errors import BadRequest, UpstreamError
+from .forwarding import relay_stored, relay_ungoverned, upstream_request
+from .governed import relay_governed
+from .jsontext import compact_json
+from .keys import AUTH, METRICS, RECORD, ROUTE_MATCH, SETTINGS, UPSTREAM
+from .offered import without_tools
+from .responses_calls import (
+    CALL_KEYS,
+    ResponsesStreamInterceptor,
+    filter_item_list,
+    filter_response,
+    is_client_call,
+    proposed_call,
+)
+from .route_table import ID_PATTERN
+from .strict import UnreadableUpstream, loads_strict
+from .upstream import forwardable_request_headers
+
+__all__ = ["RESPONSES_HANDLERS"]
+
+# What answers a stripped call of each client-executed type (computer, program and tool_search calls
+# cannot be answered with text: their follow-ups are the upstream's to refuse).
+_ANSWERS: dict[str, Callable[[str, str], dict[str, Any]]] = {
+    "function_call": lambda call_id, text: {"type": "function_call_output", "call_id": call_id, "output": text},
+    "custom_tool_call": lambda call_id, text: {"type": "custom_tool_call_output", "call_id": call_id, "output": text},
+    "local_shell_call": lambda call_id, text: {"type": "local_shell_call_output", "id": call_id, "output": text},
+    "shell_call": lambda call_id, text: {
+        "type": "shell_call_output", "call_id": call_id,
+        "output": [{"stdout": "", "stderr": text, "outcome": {"type": "exit", "exit_code": 1}}],
+    },
+    "apply_patch_call": lambda call_id, text: {
+        "type": "apply_patch_call_output", "call_id": call_id, "status": "failed", "output": text,
+    },
+}
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    raw = await read_body(request, request.app[SETTINGS].max_body_bytes)
+    body = responses_body(raw)
+    caller = admit(request, body)
+    hook = caller.tool_hook("upstream")
+    changed = _without_unusable_tools(caller, body)
+    if hook is not None:
+        changed |= await _answer_stripped_calls(request, caller, body)
+    started = time.perf_counter()
+    async with upstream_request(request, "POST", compact_json(body).encode() if changed else raw) as response:
+        request.app[METRICS].upstream_duration.labels("responses").observe(time.perf_counter() - started)
+        if hook is None:
+            return await relay_ungoverned(request, response)
+        return await relay_governed(
+            request, response, stream=caller.info.stream, interceptor=lambda: ResponsesStreamInterceptor(hook),
+            body_filter=lambda document: filter_response(document, hook), keys=CALL_KEYS,
+        )
+
+
+def _without_unusable_tools(caller: Caller, body: dict[str, Any]) -> bool:
+    offered = caller.info.tools
+    if not offered:
+        return False
+    usable = caller.usable_tools(offered)
+    return len(usable) != len(set(offered)) and without_tools(body, usable.__contains__)
+
+
+async def _answer_stripped_calls(request: web.Request, caller: Caller, body: dict[str, Any]) -> bool:
+    """Answer the previous response's denied calls the client did not answer; True if ``body`` changed."""
+    previous = body.get("previous_response_id")
+    if not previous:
+        return False
+    if not ID_PATTERN.fullmatch(previous):
+        raise BadRequest("'previous_response_id' is not a response id", param="previous_response_id",
+                         code="invalid_value")
+    stored = await _stored_response(request, previous)
+    items = body.get("input")
+    items = [{"type": "message", "role": "user", "content": items}] if isinstance(items, str) else list(items or [])
+    answered = {item.get("call_id") or item.get("id") for item in items if isinstance(item, dict)}
+    answers = []
+    for item in stored.get("output") or () if isinstance(stored, dict) else ():
+        answer = _ANSWERS.get(item.get("type")) if isinstance(item, dict) and is_client_call(item) else None
+        call = proposed_call(item) if answer is not None else None
+        if call is None or call.call_id in answered:
+            continue
+        tool = ToolCall(name=call.name, raw_arguments=call.raw_arguments, id=call.call_id, source="stored",
+                        type=call.type)
+        decision = caller.policy.check_tool_call(caller.principal, caller.info, tool)  # re-decided, not recorded
+        if decision.blocked:
+            answers.append(answer(call.call_id, decision.message))
+    if not answers:
+        return False
+    body["input"] = [*answers, *items]
+    return True
+
+
+async def _stored_response(request: web.Request, response_id: str) -> Any:
+    """The previous response as the upstream stored it, read with the caller's credentials; None if unreadable."""
+    app = request.app
+    headers = forwardable_request_headers(request.headers, INTERNAL_HEADERS | {"content-type"})
+    app[AUTH].apply_upstream_key(headers)
+    headers["x-request-id"] = request[RECORD].request_id
+    try:
+        async with app[UPSTREAM].request("GET", f"/v1/responses/{response_id}", headers) as response:
+            if response.status != 200:
+                return None
+            return loads_strict(await response.read())
+    except (UpstreamError, UnreadableUpstream):
+        return None
+
+
+async def retrieve(request: web.Request) -> web.StreamResponse:
+    """A stored response read back: its calls meet policy again (a resumed stream is intercepted)."""
+    caller = admit(request, None)
+    hook = caller.tool_hook("stored")
+    if request.query.get("stream") == "true":
+        async with upstream_request(request, "GET", None) as response:
+            if hook is None:
+                return await relay_ungoverned(request, response)
+            return await relay_governed(
+                request, response, stream=True, interceptor=lambda: ResponsesStreamInterceptor(hook),
+                body_filter=lambda document: filter_response(document, hook), keys=CALL_KEYS,
+            )
+    return await relay_stored(request, None, hook, lambda document: filter_response(document, hook), CALL_KEYS)
+
+
+async def stored_with_body(request: web.Request) -> web.StreamResponse:
+    """``cancel``, ``compact`` and ``input_items``: objects holding output items, filtered like a fresh reply."""
+    raw = await read_body(request, request.app[SETTINGS].max_body_bytes) if request.body_exists else b""
+    caller = admit(request, json_body_or_none(raw))
+    hook = caller.tool_hook("stored")
+    if request[ROUTE_MATCH].name == "responses.input_items":
+        body_filter = lambda listing: filter_item_list(listing, hook)  # noqa: E731
+    else:
+        body_filter = lambda document: filter_response(document, hook)  # noqa: E731
+    return await relay_stored(request, raw if raw else None, hook, body_filter, CALL_KEYS)
+
+
+RESPONSES_HANDLERS: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
+    "responses.create": create,
+    "responses.retrieve": retrieve,
+    "responses.cancel": stored_with_body,
+    "responses.compact": stored_with_body,
+    "responses.input_items": stored_with_body,
+}

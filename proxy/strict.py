@@ -1,0 +1,106 @@
+"""Strict reading of what an upstream sends on a governed route: one meaning, or a fault.
+
+celgate decides on the parsed structure, so it must parse exactly what every
+client will parse. Bytes that some client could read differently are a
+fault (``UnreadableUpstream``: 502 before a response starts, an SSE ``error``
+event after), never a verbatim pass:
+
+* text that is not UTF-8, holds a NUL byte (UTF-16/32 JSON, which Python's
+  ``json`` and httpx auto-detect), or starts with a byte-order mark;
+* JSON with a repeated key at any depth (parsers disagree on which wins),
+  or with ``NaN``/``Infinity`` (not JSON);
+* SSE lines that are neither a comment nor one of the four SSE fields.
+
+``may_hold_calls`` is the fast path: it is False only when the raw bytes
+provably cannot hold any of the given keys (a key can only be spelled with
+its literal letters or with ``\\u`` escapes), so skipping the parse is
+equivalent to parsing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .errors import UpstreamError
+from .sse import SSEEvent
+
+__all__ = ["UnreadableUpstream", "check_text", "loads_strict", "may_hold_calls", "parse_event_strict"]
+
+_BOM = b"\xef\xbb\xbf"
+_FIELD_LINE = re.compile(r"\r\n|\r|\n")
+_SSE_FIELDS = frozenset({"data", "event", "id", "retry"})
+
+
+class UnreadableUpstream(UpstreamError):
+    """The upstream sent something celgate cannot read unambiguously while policy is active."""
+
+    status, code = 502, "upstream_unreadable"
+
+
+def may_hold_calls(raw: bytes, keys: tuple[bytes, ...]) -> bool:
+    """False only if ``raw`` provably contains none of ``keys`` (quoted JSON keys such as ``b'"tool_calls"'``)."""
+    return b"\\u" in raw or any(key in raw for key in keys)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise UnreadableUpstream(f"upstream JSON repeats the key {repeated!r}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise UnreadableUpstream(f"upstream JSON holds {name}, which is not JSON")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def check_text(data: bytes) -> None:
+    """Raise unless ``data`` is text every client decodes the same way (UTF-8, no BOM, no NUL)."""
+    _text(data)
+
+
+def _text(data: bytes) -> str:
+    if data.startswith(_BOM) or b"\x00" in data:
+        raise UnreadableUpstream("upstream sent a byte-order mark or NUL bytes (not UTF-8 JSON)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableUpstream(f"upstream sent invalid UTF-8: {exc.reason}") from exc
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """Parse one JSON document the way every client would, or raise ``UnreadableUpstream``."""
+    text = _text(data) if isinstance(data, bytes) else data
+    try:
+        return _DECODER.decode(text)
+    except UnreadableUpstream:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise UnreadableUpstream(f"upstream sent invalid JSON: {exc}") from exc
+
+
+def parse_event_strict(raw: bytes) -> SSEEvent:
+    """One raw SSE event's ``event`` and ``data``; any line that is not a comment or an SSE field is a fault."""
+    event: str | None = None
+    data: list[str] = []
+    for line in _FIELD_LINE.split(_text(raw)):
+        if not line or line.startswith(":"):
+            continue
+        name, colon, value = line.partition(":")
+        if name not in _SSE_FIELDS:
+            raise UnreadableUpstream(f"upstream stream has a line celgate cannot read: {line[:40]!r}")
+        if not colon:
+            value = ""
+        elif value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+    return SSEEvent(event, "\n".join(data) if data else None)

@@ -1,0 +1,256 @@
+"""The chat interceptor is a strict reader: what it cannot read unambiguously is a fault, never a pass.
+
+Each hostile stream or body here once delivered (or could deliver) a denied
+call to the client. Now the stream ends with an SSE ``error`` event (no
+``[DONE]``) and a non-stream answer is a 502, and the denied call is nowhere
+in what the client got.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from tests.helpers import Celgate, write_policy
+from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
+
+StartCelgate = Callable[..., Awaitable[Celgate]]
+MESSAGES = [{"role": "user", "content": "hi"}]
+POLICY = """\
+version: 1
+defaults:
+  decision: deny
+rules:
+  - name: requests
+    on: request
+    effect: allow
+  - name: weather-in-paris-only
+    on: tool_call
+    tools: ["get_weather"]
+    when: tool.arguments.city == "Paris"
+    effect: allow
+  - name: lookups
+    on: tool_call
+    tools: ["lookup"]
+    effect: allow
+"""
+DENIED = "shell.exec"
+
+
+@pytest.fixture
+async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
+    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
+
+
+def call_delta(index: Any, *, call_id: str | None = None, name: str | None = None, arguments: str | None = None,
+               kind: str | None = "function") -> dict[str, Any]:
+    part: dict[str, Any] = {"index": index}
+    if call_id is not None:
+        part["id"] = call_id
+    if kind is not None:
+        part["type"] = kind
+    function = {k: v for k, v in (("name", name), ("arguments", arguments)) if v is not None}
+    if function:
+        part["function"] = function
+    return chat_chunk({"tool_calls": [part]})
+
+
+def stream_of(*chunks: Any, done: bool = True) -> list[Step]:
+    steps = [Step(sse(chat_chunk({"role": "assistant", "content": None})))]
+    steps += [Step(c if isinstance(c, bytes) else sse(c)) for c in chunks]
+    if done:
+        steps.append(Step(b"data: [DONE]\n\n"))
+    return steps
+
+
+async def post_stream(http: aiohttp.ClientSession, gate: Celgate, steps: list[Step], upstream: FakeUpstream,
+                      **headers: str) -> bytes:
+    upstream.push(Script(steps=steps, headers=headers))
+    body = {"model": "m", "messages": MESSAGES, "stream": True}
+    async with http.post(gate.url + "/chat/completions", json=body) as response:
+        assert response.status == 200
+        return await response.read()
+
+
+def called_tools(out: bytes) -> list[str]:
+    """The tool names a client assembles from the stream (any event that parses as a chunk)."""
+    names: dict[tuple[int, Any], str] = {}
+    for event in out.split(b"\n\n"):
+        data = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            continue
+        for choice in chunk.get("choices") or [] if isinstance(chunk, dict) else []:
+            for part in (choice.get("delta") or {}).get("tool_calls") or []:
+                key = (choice.get("index", 0), part.get("index"))
+                names[key] = names.get(key, "") + ((part.get("function") or {}).get("name") or "")
+    return list(names.values())
+
+
+def assert_never_delivered(out: bytes) -> None:
+    """The denied call never reaches the client; a fault ends the stream without a fake [DONE] after it."""
+    assert DENIED not in called_tools(out), out
+    if b"event: error" in out:
+        assert b"upstream_unreadable" in out and b"[DONE]" not in out.split(b"event: error")[1], out
+
+
+def assert_faulted(out: bytes) -> None:
+    assert b"event: error" in out and b"upstream_unreadable" in out, out
+    assert_never_delivered(out)
+
+
+HOSTILE_STREAMS: dict[str, list[Any]] = {
+    "a new name after an allowed decision": [
+        call_delta(0, call_id="c1", name="lookup", arguments='{"q":'),
+        call_delta(0, name=".exec", arguments='"x"}', kind=None),
+        call_delta(0, name=DENIED, kind=None),
+    ],
+    "the same index reused for a second call": [
+        call_delta(0, call_id="c1", name="lookup", arguments="{}"),
+        call_delta(0, call_id="c2", name=DENIED, arguments="{}"),
+    ],
+    "a delta without index": [
+        {**chat_chunk({"tool_calls": [{"id": "c1", "type": "function", "function": {"name": DENIED, "arguments": "{}"}}]})},
+    ],
+    "index 0.0": [call_delta(0.0, call_id="c1", name=DENIED, arguments="{}")],
+    "index as a string": [call_delta("0", call_id="c1", name=DENIED, arguments="{}")],
+    "arguments after a decision on complete arguments": [
+        call_delta(0, call_id="c1", name="get_weather", arguments='{"city": "Paris"}'),
+        call_delta(1, call_id="c2", name="lookup", arguments="{}"),
+        call_delta(0, arguments='{"city": "Rome"} ', kind=None),
+    ],
+    "a repeated key": [
+        sse(call_delta(0, call_id="c1", name="lookup", arguments="{}")).replace(
+            b'"name": "lookup"', b'"name": "lookup", "name": "shell.exec"'),
+    ],
+    "a chunk that mentions tool calls but is not JSON": [b'data: {"choices": [{"delta": {"tool_calls": [\n\n'],
+    "a byte-order mark before the field": [b"\xef\xbb\xbf" + sse(call_delta(0, call_id="c1", name=DENIED,
+                                                                          arguments="{}"))],
+    "an unknown field line": [b"dat\xc3\xa1: " + json.dumps(call_delta(0, call_id="c", name=DENIED)).encode()
+                              + b'\ndata: {"choices": [], "tool_calls": 1}\n\n'],
+    "a function and a custom body in one delta": [
+        chat_chunk({"tool_calls": [{"index": 0, "id": "c", "type": "function", "function": {"name": "lookup"},
+                                    "custom": {"name": DENIED, "input": "x"}}]}),
+    ],
+    "a call after its choice finished": [
+        call_delta(0, call_id="c1", name="lookup", arguments="{}"),
+        chat_chunk({}, "tool_calls"),
+        call_delta(1, call_id="c2", name=DENIED, arguments="{}"),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_STREAMS))
+async def test_a_hostile_stream_is_a_fault(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, name: str
+) -> None:
+    out = await post_stream(http, gate, stream_of(*HOSTILE_STREAMS[name], done=False), upstream)
+    assert_faulted(out)
+
+
+async def test_an_escaped_key_is_read_as_clients_read_it(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    """``"tool\\u005fcalls"`` is ``tool_calls`` to every JSON parser: celgate decides it (and strips it)."""
+    escaped = sse(chat_chunk({})).replace(b'"delta": {}', b'"delta": {"tool\\u005fcalls": [{"index": 0, "id": "c1", '
+                                          b'"type": "function", "function": {"name": "shell.exec", "arguments": "{}"}}]}')
+    out = await post_stream(http, gate, stream_of(escaped, chat_chunk({}, "tool_calls")), upstream)
+    assert_never_delivered(out)
+    assert b"denied by policy" in out and out.endswith(b"data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", ""])
+@pytest.mark.parametrize("status", [200, 201, 206])
+async def test_sse_under_any_label_is_intercepted(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, content_type: str, status: int
+) -> None:
+    """A client that asked for a stream parses SSE whatever the headers say: so does celgate."""
+    upstream.push(Script(status=status, steps=tool_call_stream([("c1", DENIED, "{}")]),
+                         headers={"Content-Type": content_type}))
+    async with http.post(gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES,
+                                                              "stream": True}) as response:
+        out = await response.read()
+    assert_never_delivered(out)
+    assert b"denied by policy" in out
+
+
+async def test_tool_calls_after_done_are_a_fault(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    out = await post_stream(http, gate, stream_of(b"data: [DONE]\n\n", call_delta(0, call_id="c1", name=DENIED,
+                                                                                  arguments="{}"), done=False), upstream)
+    assert_never_delivered(out)
+    assert out.rstrip().endswith(b'"status":502}}'), out
+
+
+async def test_the_openai_client_never_sees_a_denied_call_in_a_text_plain_stream(
+    gate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+) -> None:
+    upstream.push(Script(steps=tool_call_stream([("c1", DENIED, "{}")]), headers={"Content-Type": "text/plain"}))
+    stream = await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    names = [c.function.name for chunk in [x async for x in stream] for ch in chunk.choices
+             for c in ch.delta.tool_calls or [] if c.function]
+    assert DENIED not in names
+
+
+HOSTILE_BODIES: dict[str, bytes] = {
+    "utf-16": json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).encode("utf-16"),
+    "utf-16-le without BOM": json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).encode("utf-16-le"),
+    "a leading BOM": b"\xef\xbb\xbf" + json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).encode(),
+    "a repeated key": json.dumps(completion(None, tool_calls=[("c1", "lookup", "{}")])).replace(
+        '"name": "lookup"', '"name": "lookup", "name": "shell.exec"').encode(),
+    "NaN": json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).replace('"created": 1700000000',
+                                                                                  '"created": NaN').encode(),
+    "tool_calls not a list": json.dumps({**completion(None), "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "tool_calls": {"function": {"name": DENIED}}}}]}).encode(),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_BODIES))
+@pytest.mark.parametrize("status", [200, 201])
+async def test_a_hostile_completion_is_a_502(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, name: str, status: int
+) -> None:
+    upstream.push(Script(status=status, steps=[Step(HOSTILE_BODIES[name])], headers={"Content-Type": "application/json"}))
+    async with http.post(gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}) as response:
+        body = await response.read()
+        assert response.status == 502, body
+    assert DENIED.encode() not in body and DENIED.encode("utf-16-le") not in body
+
+
+async def test_an_escaped_key_in_a_completion_is_decided(
+    gate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+) -> None:
+    body = json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).replace('"tool_calls"', '"tool\\u005fcalls"', 1)
+    upstream.push(Script(steps=[Step(body.encode())], headers={"Content-Type": "application/json"}))
+    answer = await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES)
+    assert answer.choices[0].message.tool_calls is None and "denied by policy" in (answer.choices[0].message.content or "")
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_on_a_governed_route_is_a_fault(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, status: int
+) -> None:
+    """Following it, the client would fetch its answer from elsewhere, past celgate."""
+    upstream.push(Script(status=status, json={}, headers={"Location": "http://evil.example/v1/chat/completions"}))
+    async with http.post(gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES},
+                         allow_redirects=False) as response:
+        assert response.status == 502
+        assert "Location" not in response.headers
+
+
+async def test_an_upstream_error_status_passes_verbatim(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    upstream.push(Script(status=429, json={"error": {"message": "slow down", "type": "rate_limit", "param": None,
+                                                     "code": None}}, headers={"Retry-After": "3"}))
+    async with http.post(gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}) as response:
+        assert response.status == 429 and response.headers["Retry-After"] == "3"
+        assert (await response.json())["error"]["message"] == "slow down"
