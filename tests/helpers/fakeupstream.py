@@ -150,7 +150,7 @@ _RESPONSE_PATH = re.compile(r"/responses/(?P<id>[^/]+)(?P<items>/input_items)?$"
 
 
 def _answered_call_id(item: Mapping[str, Any]) -> Any:
-    """The call an output item answers: ``call_id``, or ``id`` for ``local_shell_call_output`` (its param keys it so)."""
+    """The call an output item answers: ``call_id``, or ``id`` for a ``local_shell_call_output`` (keyed so)."""
     return item.get("call_id") or (item.get("id") if item.get("type") == "local_shell_call_output" else None)
 
 
@@ -225,7 +225,8 @@ class ResponsesStore:
         for item in items:
             call_type = _OUTPUT_CALL_TYPES.get(item.get("type", ""))
             if call_type is not None and (call_type, _answered_call_id(item)) not in known:
-                message = f"No tool call found for {rw.CALL_WORDS[call_type]} output with call_id {_answered_call_id(item)}."
+                word, call_id = rw.CALL_WORDS[call_type], _answered_call_id(item)
+                message = f"No tool call found for {word} output with call_id {call_id}."
                 return rw.openai_error(message, param="input")
         return None
 
@@ -253,7 +254,7 @@ class _ResponseWatcher:
 
 class FakeUpstream:
     def __init__(self, *, store: ResponsesStore | bool = False, enforce_tool_outputs: bool = False) -> None:
-        """``store=True`` (or ``enforce_tool_outputs``) gives this fake its own ``ResponsesStore``; pass one to share."""
+        """``store=True`` (or ``enforce_tool_outputs``) gives this fake a ``ResponsesStore``; or pass a shared one."""
         self.scripts: deque[Script] = deque()
         self.requests: list[Recorded] = []
         self.closed_early = asyncio.Event()  # the proxy closed a stream before the script ended
@@ -349,7 +350,7 @@ class FakeUpstream:
         return response
 
     def _store_answer(self, request: web.Request, body: Any) -> web.Response | None:
-        """What the store answers itself (lookups, refused continuations); ``None`` leaves it to a script or the default."""
+        """What the store answers itself (lookups, refused continuations); ``None`` leaves it to a script or default."""
         assert self.store is not None
         match = _RESPONSE_PATH.search(request.path)
         if match and request.method in ("GET", "DELETE"):

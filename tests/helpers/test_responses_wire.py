@@ -92,6 +92,17 @@ def strip_helper_fields(value: Any) -> Any:
     return value
 
 
+def sent(*items: rw.Item) -> Any:
+    """Input items as a request's ``input`` (the client's param types are TypedDicts; these are plain dicts)."""
+    return list(items)
+
+
+def error_body(error: openai.APIStatusError) -> dict[str, Any]:
+    """The ``error`` object of an API error, as the client parsed it."""
+    assert isinstance(error.body, dict)
+    return error.body
+
+
 def dump(model: BaseModel) -> Any:
     """What a model was parsed from: set fields only, as JSON."""
     return strip_helper_fields(model.model_dump(mode="json", exclude_unset=True))
@@ -568,23 +579,23 @@ async def test_a_continuation_needs_every_tool_output(
     }
     assert len(stored.scripts) == 1  # a refused request does not use up the model's answer
     answer = await stored_client.responses.create(
-        model="m", input=[rw.tool_output(call)], previous_response_id=first.id
-    )  # type: ignore[list-item]
+        model="m", input=sent(rw.tool_output(call)), previous_response_id=first.id
+    )
     assert answer.output_text == "Done." and not stored.scripts
     with pytest.raises(openai.BadRequestError) as orphan:
         await stored_client.responses.create(
-            model="m", input=[rw.tool_output(dict(call, call_id="call_unknown"))], previous_response_id=answer.id
-        )  # type: ignore[list-item]
-    assert orphan.value.body["message"] == f"No tool call found for {word} output with call_id call_unknown."  # type: ignore[index]
+            model="m", input=sent(rw.tool_output(dict(call, call_id="call_unknown"))), previous_response_id=answer.id
+        )
+    assert error_body(orphan.value)["message"] == f"No tool call found for {word} output with call_id call_unknown."
 
 
 async def test_calls_in_the_input_need_outputs_too(stored: FakeUpstream, stored_client: AsyncOpenAI) -> None:
     call = rw.function_call_item("call_inline")
     inline = {k: call[k] for k in ("type", "call_id", "name", "arguments")}
     with pytest.raises(openai.BadRequestError) as refused:
-        await stored_client.responses.create(model="m", input=[inline])  # type: ignore[list-item]
-    assert refused.value.body["message"] == "No tool output found for function call call_inline."  # type: ignore[index]
-    answer = await stored_client.responses.create(model="m", input=[inline, rw.tool_output(call)])  # type: ignore[list-item]
+        await stored_client.responses.create(model="m", input=sent(inline))
+    assert error_body(refused.value)["message"] == "No tool output found for function call call_inline."
+    answer = await stored_client.responses.create(model="m", input=sent(inline, rw.tool_output(call)))
     assert answer.status == "completed"
 
 
@@ -616,12 +627,12 @@ async def test_two_fakes_can_share_one_store() -> None:
             async for _ in stream:
                 pass
             first = await stream.get_final_response()
-        assert (await b.responses.retrieve(first.id)).output[0].call_id == "call_shared"  # type: ignore[union-attr]
+        assert dump(await b.responses.retrieve(first.id))["output"][0]["call_id"] == "call_shared"
         with pytest.raises(openai.BadRequestError):
             await b.responses.create(model="m", input="skip it", previous_response_id=first.id)
         answer = await b.responses.create(
-            model="m", input=[rw.tool_output(call, "sunny")], previous_response_id=first.id
-        )  # type: ignore[list-item]
+            model="m", input=sent(rw.tool_output(call, "sunny")), previous_response_id=first.id
+        )
         assert answer.previous_response_id == first.id and set(store.responses) == {first.id, answer.id}
         await a.close()
         await b.close()
