@@ -2,6 +2,9 @@
 
 Every ``*.yaml`` / ``*.yml`` file directly in the directory (not in
 subdirectories; names starting with ``.`` are skipped) is one part of the set.
+Files are read through symlinks, as a Kubernetes ConfigMap volume presents
+them (``policy.yaml -> ..data/policy.yaml``); a symlink whose target is
+missing is a problem, not a file silently left out of the set.
 The YAML is walked node by node so every problem carries its file and line,
 and so ``on:`` stays a key (plain YAML 1.1 would read it as ``true``).
 
@@ -38,7 +41,7 @@ from .policyset import PolicySet
 from .references import References, scan
 from .schema import RULE_POINTS, Action, Defaults, Effect, Mode, Point, Principal, Route, Rule
 
-__all__ = ["SUPPORTED_FUNCTIONS", "load_policies", "policy_files"]
+__all__ = ["SUPPORTED_FUNCTIONS", "is_policy_name", "load_policies", "policy_files"]
 
 SUPPORTED_FUNCTIONS = frozenset(
     {
@@ -96,11 +99,19 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 
 
+def is_policy_name(name: str) -> bool:
+    """Whether an entry named ``name`` belongs to the set; dot names (a ConfigMap's ``..data``) never do."""
+    return name.endswith((".yaml", ".yml")) and not name.startswith(".")
+
+
 def policy_files(directory: Path) -> list[Path]:
-    """The files a policy set is made of, in load order."""
-    return sorted(
-        p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()
-    )
+    """The files a policy set is made of, in load order.
+
+    A dangling symlink is kept so that reading it fails the load: dropping it
+    would silently remove its rules from the set.
+    """
+    candidates = (p for p in directory.iterdir() if is_policy_name(p.name))
+    return sorted(p for p in candidates if p.is_file() or (p.is_symlink() and not p.exists()))
 
 
 @dataclass
@@ -638,8 +649,9 @@ def _read_files(directory: Path, problems: list[Problem]) -> tuple[list[Path], _
     for path in files:
         try:
             data = path.read_bytes()
-        except OSError as exc:  # vanished or unreadable between listing and reading
-            problems.append(Problem(str(path), None, None, f"cannot read: {exc.strerror or exc}"))
+        except OSError as exc:  # vanished or unreadable between listing and reading, or a dangling symlink
+            via = f" (symlink to {os.path.realpath(path)})" if path.is_symlink() else ""
+            problems.append(Problem(str(path), None, None, f"cannot read: {exc.strerror or exc}{via}"))
             continue
         digest.update(path.name.encode() + b"\0" + data + b"\0")
         try:

@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> web.Application:
         audit = AuditLog(writer, include_allows=settings.audit_allows, include_arguments=settings.audit_arguments)
     if settings.access_log:
         app[ACCESS_LOG] = AccessLog(JsonLineWriter(settings.access_log))
-    app[ENFORCER] = Enforcer(_policy_source(settings, metrics), metrics, audit)
+    app[ENFORCER] = Enforcer(_policy_source(settings, metrics), metrics, audit, settings.max_held_call_bytes)
     app.on_response_prepare.append(add_request_id_header)
     app.cleanup_ctx.extend([_access_log, _audit_log, _demo_model, _upstream, _policy_watcher, _agents])
     add_admin_routes(app)

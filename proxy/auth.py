@@ -1,52 +1,68 @@
 """Who is calling, and which key goes upstream.
 
-Two modes (see docs/auth.md):
+Two modes (README, "Authentication modes"):
 
-* passthrough (default): the client's ``Authorization`` goes upstream
-  unchanged; the principal is the policy principal whose ``key_sha256``
-  matches the bearer key's SHA-256 fingerprint, else ``anonymous``.
+* passthrough (default): the client's credentials go upstream unchanged; the
+  principal is the policy principal whose ``key_sha256`` matches the key's
+  SHA-256 fingerprint, else ``anonymous``.
 * sidecar keys (``--upstream-api-key-env NAME``): the client authenticates to
   celgate with its own key, which must belong to a declared principal (else
-  401); celgate sends the upstream key from that environment variable.
+  401); every client credential header is removed and celgate sends the
+  upstream key from that environment variable.
 
-Keys never leave this module except as the upstream ``Authorization`` value;
-nothing here logs.
+One identity per request: the key is read from every header an upstream may
+honour (``Authorization: Bearer``, Azure's ``api-key``, ``x-api-key``), and two
+different credentials in one request are refused (400), so the principal
+policy sees is the one the upstream bills. Keys never leave this module
+except as the upstream's credential; nothing here logs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiMapping
 
 from celgate.policy import ANONYMOUS, PolicySet, Principal
 
-from .errors import Unauthorized
+from .errors import BadRequest, Unauthorized
 from .settings import Secret
 
-__all__ = ["Authenticator", "bearer_key"]
+__all__ = ["CREDENTIAL_HEADERS", "Authenticator", "client_key"]
+
+CREDENTIAL_HEADERS = ("Authorization", "api-key", "x-api-key")
 
 
-def bearer_key(headers: Mapping[str, str]) -> str | None:
-    """The key of an ``Authorization: Bearer <key>`` header, if any."""
-    value = headers.get("Authorization")
+def client_key(headers: MultiMapping[str]) -> str | None:
+    """The one key the client presents, from any credential header; two different ones are a 400."""
+    keys: set[str] = set()
+    for name in CREDENTIAL_HEADERS:
+        for value in headers.getall(name, ()):
+            key = _key(name, value)
+            if key:
+                keys.add(key)
+    if len(keys) > 1:
+        raise BadRequest(
+            "celgate: the request carries two different credentials (Authorization, api-key, x-api-key); send one",
+            code="conflicting_credentials",
+        )
+    return next(iter(keys), None)
+
+
+def _key(name: str, value: str | None) -> str | None:
     if not value:
         return None
+    if name != "Authorization":
+        return value.strip() or None
     scheme, _, key = value.partition(" ")
-    return key.strip() or None if scheme.lower() == "bearer" else None
+    return (key.strip() or None) if scheme.lower() == "bearer" else value.strip()
 
 
 class Authenticator:
     def __init__(self, upstream_key: Secret | None) -> None:
         self._upstream_authorization = f"Bearer {upstream_key.value}" if upstream_key else None
 
-    @property
-    def sidecar_keys(self) -> bool:
-        return self._upstream_authorization is not None
-
-    def principal(self, headers: Mapping[str, str], policy: PolicySet) -> Principal:
+    def principal(self, headers: MultiMapping[str], policy: PolicySet) -> Principal:
         """Resolve the caller; in sidecar-key mode an unknown key is refused."""
-        principal = policy.resolve_principal(bearer_key(headers))
+        principal = policy.resolve_principal(client_key(headers))
         if self._upstream_authorization is not None and principal is ANONYMOUS:
             raise Unauthorized(
                 "celgate: missing or unknown API key (this gateway issues its own keys; see its policy principals)"
@@ -54,6 +70,8 @@ class Authenticator:
         return principal
 
     def apply_upstream_key(self, headers: CIMultiDict[str]) -> None:
-        """In sidecar-key mode, replace the client's key with the upstream one."""
+        """In sidecar-key mode, replace every client credential with the upstream key."""
         if self._upstream_authorization is not None:
+            for name in CREDENTIAL_HEADERS:
+                headers.popall(name, None)
             headers["Authorization"] = self._upstream_authorization

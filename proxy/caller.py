@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from celgate.policy import Action, Decision, PolicySet, Principal, RequestInfo, ToolCall
+from celgate.policy import Action, Decision, Effect, Mode, Point, PolicySet, Principal, RequestInfo, ToolCall
 
 from .client_request import request_info
 from .enforcement import Enforcer
@@ -52,6 +52,11 @@ class Caller:
         """The hook deciding this request's tool calls from ``source``; None: nothing to intercept."""
         return PolicyToolHook(self, source) if self.enforcer.enforcing else None
 
+    @property
+    def max_held_bytes(self) -> int:
+        """How much of one tool call a stream may hold while policy decides (``--max-held-call-bytes``)."""
+        return self.enforcer.max_held_call_bytes
+
     def check_tool(self, tool: ToolCall) -> Decision:
         """Decide (and record) one tool call against this request's snapshot."""
         decision = self.policy.check_tool_call(self.principal, self.info, tool)
@@ -81,6 +86,15 @@ class PolicyToolHook:
             return ALLOWED
         verdict = Verdict.ERROR if decision.action is Action.ERROR else Verdict.STRIP
         return ToolVerdict(verdict, decision.message)
+
+    def refuse(self, call: ProposedCall, reason: str) -> ToolVerdict:
+        caller = self._caller
+        tool = ToolCall(name=call.name, raw_arguments="", id=call.call_id, source=self._source, type=call.type)
+        message = f"celgate: tool {call.name} denied: {reason}"
+        decision = Decision(Point.TOOL_CALL, Effect.DENY, Mode.ENFORCE, "celgate:held-call-limit", reason,
+                            Action.STRIP, (), (), 0.0, call.name, message, caller.policy.version)
+        caller.enforcer.record(decision, caller.request_id, caller.principal, tool)
+        return ToolVerdict(Verdict.STRIP, message)
 
 
 def admit(request: web.Request, body: Mapping[str, Any] | None) -> Caller:

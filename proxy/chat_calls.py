@@ -30,7 +30,7 @@ from typing import Any
 
 from .sse import data_event
 from .strict import UnreadableUpstream, loads_strict, may_hold_calls, parse_event_strict
-from .toolcalls import ProposedCall, ToolCallHook, ToolCallRejected, Verdict
+from .toolcalls import ProposedCall, ToolCallHook, ToolCallRejected, ToolVerdict, Verdict
 
 __all__ = ["CALL_KEYS", "ChatStreamInterceptor", "filter_completion", "filter_messages"]
 
@@ -69,6 +69,7 @@ class _Call:
     state: _State = _State.PENDING
     on_arguments: bool = False  # decided on complete arguments: no fragment may follow
     shift: int = 0  # stripped calls before this one: the client sees index - shift
+    held_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -97,10 +98,11 @@ class _Delta:
 class ChatStreamInterceptor:
     """Per-stream tool-call state: deltas by (choice, call), hold / release / drop."""
 
-    __slots__ = ("_active", "_choices", "_done", "_hook", "_template")
+    __slots__ = ("_active", "_choices", "_done", "_hook", "_max_held", "_template")
 
-    def __init__(self, hook: ToolCallHook) -> None:
+    def __init__(self, hook: ToolCallHook, max_held_bytes: int = 1 << 20) -> None:
         self._hook = hook
+        self._max_held = max_held_bytes
         self._choices: dict[int, _Choice] = {}
         self._active = False  # a call was seen: every later event needs a look
         self._done = False
@@ -202,9 +204,18 @@ class ChatStreamInterceptor:
             out += self._kept_fields(choice, unit)
         else:
             call.held.append(unit)
-            if call.name and call.arguments and not self._hook.needs_arguments(call.name):
+            call.held_bytes += len(unit.raw) if unit.raw is not None else len(str(part))
+            if call.held_bytes > self._max_held:
+                out += self._refuse(choice, call)
+            elif call.name and call.arguments and not self._hook.needs_arguments(call.name):
                 out += self._decide(choice, call, on_arguments=False)
         return out
+
+    def _refuse(self, choice: _Choice, call: _Call) -> list[bytes]:
+        """A call too large to hold: denied without a decision on it (fail closed), recorded with the reason."""
+        reason = f"its arguments passed the {self._max_held}-byte limit of a held call"
+        verdict = self._hook.refuse(ProposedCall(call.name, "", call.id, call.type or "function"), reason)
+        return self._settle(choice, call, verdict, on_arguments=True)
 
     def _on_finish(self, delta: _Delta, raw: bytes | None) -> list[bytes]:
         choice = self._choices.get(delta.index)
@@ -230,7 +241,9 @@ class ChatStreamInterceptor:
 
     def _decide(self, choice: _Choice, call: _Call, *, on_arguments: bool) -> list[bytes]:
         proposed = ProposedCall(call.name, "".join(call.arguments), call.id, call.type or "function")
-        verdict = self._hook.decide(proposed)
+        return self._settle(choice, call, self._hook.decide(proposed), on_arguments=on_arguments)
+
+    def _settle(self, choice: _Choice, call: _Call, verdict: ToolVerdict, *, on_arguments: bool) -> list[bytes]:
         call.on_arguments = on_arguments
         held, call.held = call.held, []
         if verdict.verdict is Verdict.ERROR:
@@ -242,6 +255,7 @@ class ChatStreamInterceptor:
                                  if c.state is _State.STRIPPED and _LEGACY != c.key < call.key)
             return [_released(unit, call.shift) for unit in held]
         call.state = _State.STRIPPED
+        call.arguments.clear()
         choice.denials.append(verdict.message)
         return [event for unit in held for event in self._kept_fields(choice, unit)]
 
@@ -313,12 +327,12 @@ def _apply(call: _Call, part: dict[str, Any], key: int) -> None:
         raise UnreadableUpstream(f"upstream reused tool call index {key} for a second call")
     if kind and call.type and kind != call.type:
         raise UnreadableUpstream(f"upstream changed the type of tool call {key}")
-    if call.state is not _State.PENDING and (name or (arguments and call.on_arguments)):
+    if call.state is _State.ALLOWED and (name or (arguments and call.on_arguments)):  # a stripped call's are dropped
         raise UnreadableUpstream(f"upstream changed tool call {key} after it was decided")
     call.type = call.type or kind
     call.id = call.id or call_id
     call.name += name
-    if arguments:
+    if arguments and call.state is _State.PENDING:  # a decided call's arguments are not kept
         call.arguments.append(arguments)
 
 

@@ -7,6 +7,7 @@ passes through untouched.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -16,7 +17,8 @@ from aiohttp import web
 
 from celgate.policy import RequestInfo
 
-from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from .errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from .keys import SETTINGS
 from .offered import offered_tools
 from .pool import StreamedBody
 
@@ -34,7 +36,7 @@ __all__ = [
 
 # Headers celgate reads itself and never forwards or shows to policy.
 INTERNAL_HEADERS = frozenset({"x-celgate-agent", "x-celgate-internal", "x-celgate-upstream"})
-_SECRET_HEADERS = frozenset({"authorization", "api-key", "cookie", "proxy-authorization"}) | INTERNAL_HEADERS
+_SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "cookie", "proxy-authorization"}) | INTERNAL_HEADERS
 _MAX_REQUEST_ID = 128
 
 # field -> (accepted types, readable name); bool is excluded from ints explicitly below
@@ -115,27 +117,27 @@ def _body_was_decoded(request: web.Request) -> bool:
     )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole (decoded) body, refusing (413) before reading past ``limit``."""
+async def read_body(request: web.Request) -> bytes:
+    """The whole (decoded) body: 413 before reading past ``max_body_bytes``, 408 after ``client_timeout`` of silence."""
+    settings = request.app[SETTINGS]
     _body_was_decoded(request)
-    _refuse_declared_excess(request, limit)
-    try:
-        return await request.read()  # stops at client_max_size (= limit, set by create_app)
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes") from exc
+    _refuse_declared_excess(request, settings.max_body_bytes)
+    return b"".join([chunk async for chunk in _bounded_chunks(request, settings.max_body_bytes, settings.client_timeout)])
 
 
-def bounded_body(request: web.Request, limit: int) -> StreamedBody:
-    """Stream a non-JSON body (uploads) upstream as it arrives, still capped at ``limit``.
+def bounded_body(request: web.Request) -> StreamedBody:
+    """Stream a non-JSON body (uploads) upstream as it arrives, capped and timed like ``read_body``.
 
     A declared length over the limit is refused here, before any upstream
     connection. The client's ``Content-Length`` frames the upload only when
     aiohttp read exactly that many bytes (no coding decoded); otherwise the
     upload goes chunked. The pool checks the count either way.
     """
+    settings = request.app[SETTINGS]
     decoded = _body_was_decoded(request)
-    _refuse_declared_excess(request, limit)
-    return StreamedBody(_bounded_chunks(request, limit), None if decoded else request.content_length)
+    _refuse_declared_excess(request, settings.max_body_bytes)
+    chunks = _bounded_chunks(request, settings.max_body_bytes, settings.client_timeout)
+    return StreamedBody(chunks, None if decoded else request.content_length)
 
 
 def _refuse_declared_excess(request: web.Request, limit: int) -> None:
@@ -144,9 +146,17 @@ def _refuse_declared_excess(request: web.Request, limit: int) -> None:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
 
 
-async def _bounded_chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+async def _bounded_chunks(request: web.Request, limit: int, timeout: float) -> AsyncIterator[bytes]:
     seen = 0
-    async for chunk in request.content.iter_any():
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await content.readany()
+        except TimeoutError as exc:
+            raise RequestTimeout(f"celgate: the request body stalled for {timeout:g} s") from exc
+        if not chunk:
+            return
         seen += len(chunk)
         if seen > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")

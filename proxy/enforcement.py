@@ -42,8 +42,11 @@ class NoPolicy:
 class Enforcer:
     """The active policy source and the one place decisions are recorded."""
 
-    def __init__(self, source: PolicyStore | NoPolicy, metrics: Metrics, audit: AuditLog | None) -> None:
+    def __init__(
+        self, source: PolicyStore | NoPolicy, metrics: Metrics, audit: AuditLog | None, max_held_call_bytes: int
+    ) -> None:
         self.source = source
+        self.max_held_call_bytes = max_held_call_bytes
         self.enforcing = not isinstance(source, NoPolicy)
         self._metrics = metrics
         self._audit = audit

@@ -5,6 +5,7 @@
     ├── Unauthorized             401     authentication_error
     ├── PolicyDenied             403     policy_denied
     ├── NotFound                 404     invalid_request_error
+    ├── RequestTimeout           408     invalid_request_error
     ├── PayloadTooLarge          413     invalid_request_error
     ├── UnsupportedMediaType     415     invalid_request_error
     ├── AgentFailed              (any)   agent_error (a drop-in run failed)
@@ -33,6 +34,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PolicyDenied",
+    "RequestTimeout",
     "Unauthorized",
     "UnsupportedMediaType",
     "UpstreamError",
@@ -73,6 +75,10 @@ class PolicyDenied(CelgateError):
 
 class NotFound(CelgateError):
     status, type, code = 404, "invalid_request_error", "not_found"
+
+
+class RequestTimeout(CelgateError):
+    status, type, code = 408, "invalid_request_error", "request_timeout"
 
 
 class PayloadTooLarge(CelgateError):

@@ -156,15 +156,17 @@ class _Item:
     stripped: bool = False
     on_complete: bool = False  # decided on the complete item: no delta may follow
     done: bool = False
+    held_bytes: int = 0
 
 
 class ResponsesStreamInterceptor:
     """Per-stream state: client-executed items by output_index, output_index remapping, renumbering."""
 
-    __slots__ = ("_active", "_denials", "_hook", "_items", "_next", "_stripped")
+    __slots__ = ("_active", "_denials", "_hook", "_items", "_max_held", "_next", "_stripped")
 
-    def __init__(self, hook: ToolCallHook) -> None:
+    def __init__(self, hook: ToolCallHook, max_held_bytes: int = 1 << 20) -> None:
         self._hook = hook
+        self._max_held = max_held_bytes
         self._items: dict[int, _Item] = {}
         self._stripped: list[int] = []  # upstream output_index of every stripped item
         self._denials: list[str] = []
@@ -211,7 +213,7 @@ class ResponsesStreamInterceptor:
         if entry is None:
             if not is_client_call(item):
                 return self._out(raw, event)
-            entry = self._items[index] = _Item(item)
+            entry = self._items[index] = _Item(item, held_bytes=len(raw))
             entry.held.append((raw, event))
             if event["type"] == "response.output_item.added" and self._name_decides(item):
                 return self._decide(entry, index, on_complete=False)
@@ -238,21 +240,36 @@ class ResponsesStreamInterceptor:
         if kind.endswith(".delta") and delta:
             if not isinstance(delta, str) and not isinstance(delta, dict):
                 raise UnreadableUpstream(f"upstream {kind} has a malformed delta")
-            if entry.on_complete:
+            if entry.on_complete and not entry.stripped:  # a stripped item's deltas are dropped
                 raise UnreadableUpstream(f"upstream changed output item {index} after it was decided")
-            entry.arguments.append(delta if isinstance(delta, str) else compact_json(delta))
+            if not entry.decided:  # a decided item's arguments are not kept
+                entry.arguments.append(delta if isinstance(delta, str) else compact_json(delta))
         if kind == "response.output_item.done":
             entry.done = True
         if entry.stripped:
             return []
-        if kind.endswith(("arguments.done", "input.done")):
+        if kind.endswith(("arguments.done", "input.done")) and (entry.on_complete or not entry.decided):
             complete = event.get("arguments", event.get("input"))
             if entry.arguments and complete != "".join(entry.arguments):
                 raise UnreadableUpstream(f"upstream's {kind} differs from its streamed deltas")
         if entry.decided:
             return self._out(raw, event)
         entry.held.append((raw, event))
+        entry.held_bytes += len(raw)
+        if entry.held_bytes > self._max_held:
+            return self._refuse(entry, index)
         return self._release_if_done(entry, index, event)
+
+    def _refuse(self, entry: _Item, index: int) -> list[bytes]:
+        """An item too large to hold: denied without a decision on it (fail closed), recorded with the reason."""
+        name = proposed_call({**entry.item, "arguments": "", "input": ""}).name
+        reason = f"its arguments passed the {self._max_held}-byte limit of a held call"
+        verdict = self._hook.refuse(ProposedCall(name, "", "", CLIENT_EXECUTED[entry.item["type"]][0]), reason)
+        entry.decided = entry.stripped = entry.on_complete = True
+        entry.held, entry.arguments = [], []
+        self._stripped.append(index)
+        self._denials.append(verdict.message)
+        return []
 
     def _release_if_done(self, entry: _Item, index: int, event: dict[str, Any]) -> list[bytes]:
         if event["type"] == "response.output_item.done":
@@ -269,7 +286,7 @@ class ResponsesStreamInterceptor:
             if proposed_call(item) != proposed_call(before):
                 raise UnreadableUpstream(f"upstream changed output item {index} after it was decided")
         streamed = "".join(entry.arguments)
-        if streamed and item["type"] in ("function_call", "custom_tool_call"):
+        if streamed and (entry.on_complete or not entry.decided) and item["type"] in ("function_call", "custom_tool_call"):
             complete = item.get("arguments" if item["type"] == "function_call" else "input")
             if complete != streamed:
                 raise UnreadableUpstream(f"upstream's output item {index} differs from its streamed arguments")

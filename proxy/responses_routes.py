@@ -30,7 +30,7 @@ from .errors import BadRequest, UpstreamError
 from .forwarding import relay_stored, relay_ungoverned, upstream_request
 from .governed import relay_governed
 from .jsontext import compact_json
-from .keys import AUTH, METRICS, RECORD, ROUTE_MATCH, SETTINGS, UPSTREAM
+from .keys import AUTH, METRICS, RECORD, ROUTE_MATCH, UPSTREAM
 from .offered import without_tools
 from .responses_calls import (
     CALL_KEYS,
@@ -63,7 +63,7 @@ _ANSWERS: dict[str, Callable[[str, str], dict[str, Any]]] = {
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    raw = await read_body(request, request.app[SETTINGS].max_body_bytes)
+    raw = await read_body(request)
     body = responses_body(raw)
     caller = admit(request, body)
     hook = caller.tool_hook("upstream")
@@ -76,7 +76,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         if hook is None:
             return await relay_ungoverned(request, response)
         return await relay_governed(
-            request, response, stream=caller.info.stream, interceptor=lambda: ResponsesStreamInterceptor(hook),
+            request, response, stream=caller.info.stream, interceptor=lambda: ResponsesStreamInterceptor(hook, caller.max_held_bytes),
             body_filter=lambda document: filter_response(document, hook), keys=CALL_KEYS,
         )
 
@@ -142,7 +142,7 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
             if hook is None:
                 return await relay_ungoverned(request, response)
             return await relay_governed(
-                request, response, stream=True, interceptor=lambda: ResponsesStreamInterceptor(hook),
+                request, response, stream=True, interceptor=lambda: ResponsesStreamInterceptor(hook, caller.max_held_bytes),
                 body_filter=lambda document: filter_response(document, hook), keys=CALL_KEYS,
             )
     return await relay_stored(request, None, hook, lambda document: filter_response(document, hook), CALL_KEYS)
@@ -150,7 +150,7 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
 
 async def stored_with_body(request: web.Request) -> web.StreamResponse:
     """``cancel``, ``compact`` and ``input_items``: objects holding output items, filtered like a fresh reply."""
-    raw = await read_body(request, request.app[SETTINGS].max_body_bytes) if request.body_exists else b""
+    raw = await read_body(request) if request.body_exists else b""
     caller = admit(request, json_body_or_none(raw))
     hook = caller.tool_hook("stored")
     if request[ROUTE_MATCH].name == "responses.input_items":

@@ -26,7 +26,7 @@ from .dropins import find_dropin, list_agents_as_models, run_dropin
 from .forwarding import relay_stored, relay_ungoverned, upstream_request
 from .governed import BodyFilter, relay_governed
 from .jsontext import compact_json
-from .keys import METRICS, RECORD, ROUTE_MATCH as _MATCH, SETTINGS
+from .keys import METRICS, RECORD, ROUTE_MATCH as _MATCH
 from .offered import without_tools
 from .responses_routes import RESPONSES_HANDLERS
 from .route_table import Kind, classify
@@ -57,7 +57,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    raw = await read_body(request, request.app[SETTINGS].max_body_bytes)
+    raw = await read_body(request)
     body = chat_body(raw)
     caller = admit(request, body)
     dropin = find_dropin(request, caller)
@@ -75,7 +75,7 @@ async def _forward_chat(request: web.Request, caller: Caller, raw: bytes) -> web
         if hook is None:
             return await relay_ungoverned(request, response)
         return await relay_governed(
-            request, response, stream=caller.info.stream, interceptor=lambda: ChatStreamInterceptor(hook),
+            request, response, stream=caller.info.stream, interceptor=lambda: ChatStreamInterceptor(hook, caller.max_held_bytes),
             body_filter=lambda completion: filter_completion(completion, hook), keys=CHAT_CALL_KEYS,
         )
 
@@ -119,7 +119,7 @@ def _each(listing: Any, body_filter: BodyFilter) -> bool:
 async def _optional_json(request: web.Request) -> dict[str, Any] | None:
     if not request.body_exists:
         return None
-    return json_body_or_none(await read_body(request, request.app[SETTINGS].max_body_bytes))
+    return json_body_or_none(await read_body(request))
 
 
 async def models(request: web.Request) -> web.StreamResponse:
@@ -146,11 +146,10 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
 
     Bodies are read as JSON for policy whatever their Content-Type says, unless they are uploads.
     """
-    limit = request.app[SETTINGS].max_body_bytes
     buffered = request.body_exists and not request.content_type.startswith(_STREAMED_TYPES)
-    raw = await read_body(request, limit) if buffered else b""
+    raw = await read_body(request) if buffered else b""
     admit(request, json_body_or_none(raw) if buffered else None)
-    upload = raw if buffered else (bounded_body(request, limit) if request.body_exists else None)
+    upload = raw if buffered else (bounded_body(request) if request.body_exists else None)
     async with upstream_request(request, request.method, upload) as response:
         return await forward_body(request, response, sse=response.content_type == _EVENT_STREAM)
 

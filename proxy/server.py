@@ -2,8 +2,11 @@
 
 Handler cancellation is on (a client that leaves cancels its handler, which
 closes the upstream response at once) and aiohttp's own access log is off
-(celgate writes its own). ``celgate serve`` and the tests both start servers
-through ``Server``.
+(celgate writes its own). Each request head must arrive within
+``head_timeout`` seconds of the connection opening or of the previous
+response (slowloris); aiohttp caps header count and size (128 headers,
+8190 bytes a line), and errors it raises before routing are OpenAI-shaped
+too. ``celgate serve`` and the tests both start servers through ``Server``.
 """
 
 from __future__ import annotations
@@ -11,24 +14,106 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from .errors import error_body
+from .jsontext import compact_json
 
 __all__ = ["Server", "serve"]
 
 log = logging.getLogger("celgate")
 _SHUTDOWN_SECONDS = 5.0
+_IDLE_KEEPALIVE_SECONDS = 75.0  # as nginx: a kept-alive connection with nothing to do is closed
+DEFAULT_HEAD_TIMEOUT = 30.0
+
+
+class _GuardedHandler(RequestHandler):  # type: ignore[misc]
+    """aiohttp's request handler with a deadline on every request head, and OpenAI-shaped parse errors."""
+
+    head_timeout = DEFAULT_HEAD_TIMEOUT
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._heads = 0
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._request_count != self._heads:  # a request head is complete
+            self._heads = self._request_count
+            self._disarm()
+
+    def log_access(self, request: BaseRequest, response: web.StreamResponse, time: float | None) -> None:
+        super().log_access(request, response, time)
+        self._arm()  # a response finished: the next head has its own deadline
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        """What aiohttp answers for a request it could not parse, in the OpenAI error shape."""
+        response = super().handle_error(request, status, exc, message)
+        reason = getattr(exc, "message", None) or response.reason
+        body = error_body(f"celgate: {reason}", "invalid_request_error", "bad_request" if status < 500 else None)
+        return web.Response(status=response.status, text=compact_json(body), content_type="application/json",
+                            headers={"Connection": "close"})
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self._loop.call_later(self.head_timeout, self._head_too_slow)
+
+    def _disarm(self) -> None:
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._request_count == self._heads:
+            self.force_close()
+
+
+class _GuardedServer(web.Server):
+    """``web.Server`` building ``_GuardedHandler``s (same state: only the factory differs)."""
+
+    head_timeout = DEFAULT_HEAD_TIMEOUT
+
+    def __call__(self) -> RequestHandler:
+        handler = _GuardedHandler(self, loop=self._loop, **self._kwargs)
+        handler.head_timeout = self.head_timeout
+        return handler
+
+
+class _Runner(web.AppRunner):
+    def __init__(self, app: web.Application, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._head_timeout = head_timeout
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _GuardedServer  # the app's own Server, made to build guarded handlers
+        server.head_timeout = self._head_timeout
+        return server
 
 
 class Server:
     """One listening app: ``await start()``, then ``url`` / ``port``; ``await stop()`` runs its cleanup."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    def __init__(self, app: web.Application, host: str, port: int, head_timeout: float = DEFAULT_HEAD_TIMEOUT) -> None:
         self.app = app
         self._host = host
         self._port = port
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
-                                     shutdown_timeout=_SHUTDOWN_SECONDS)
+        self._runner = _Runner(app, head_timeout, access_log=None, handler_cancellation=True,
+                               shutdown_timeout=_SHUTDOWN_SECONDS, keepalive_timeout=_IDLE_KEEPALIVE_SECONDS)
 
     async def start(self) -> None:
         await self._runner.setup()
@@ -49,14 +134,14 @@ class Server:
         await self._runner.cleanup()
 
 
-def serve(app: web.Application, host: str, port: int, banner: str) -> None:
+def serve(app: web.Application, host: str, port: int, banner: str, head_timeout: float = DEFAULT_HEAD_TIMEOUT) -> None:
     """Run ``app`` until SIGINT or SIGTERM, on uvloop when available (~10 % less CPU per request).
 
     ``banner`` is logged with the listening URL once the port is bound; a port
     that cannot be bound raises ``OSError`` before anything is logged.
     """
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_serve_until_signalled(Server(app, host, port), banner))
+        runner.run(_serve_until_signalled(Server(app, host, port, head_timeout), banner))
 
 
 async def _serve_until_signalled(server: Server, banner: str) -> None:

@@ -86,6 +86,8 @@ class Settings:
     upstream_api_key: Secret | None = field(default=None, repr=False)
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
     max_body_bytes: int = 10 * 1024 * 1024
+    client_timeout: float = 30.0
+    max_held_call_bytes: int = 1024 * 1024
     upstream_check: bool = True
     log_level: str = "info"
     log_format: str = "json"
@@ -146,6 +148,10 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "first_byte_timeout": (float, "upstream time to response headers, seconds (default 300)"),
     "idle_timeout": (float, "longest upstream silence mid-body, seconds (default 120)"),
     "max_body_bytes": (int, "largest accepted request body (default 10 MiB)"),
+    "client_timeout": (float, "seconds a client may take to send a request head, and longest silence mid-body "
+                              "(default 30)"),
+    "max_held_call_bytes": (int, "most a tool call held for a decision may buffer; past it the call is denied "
+                                 "(default 1 MiB)"),
     "upstream_check": (_bool, "/readyz checks that the upstream accepts connections (default on)"),
     "log_level": (_choice("debug", "info", "warning", "error"), "log level (default info)"),
     "log_format": (_choice("json", "text"), "log format (default json)"),
@@ -251,6 +257,10 @@ def _build(values: dict[str, Any], environ: Mapping[str, str]) -> Settings:
 def _validate(settings: Settings) -> None:
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"port must be 0..65535, got {settings.port}")
+    if settings.client_timeout <= 0:
+        raise SettingsError(f"client_timeout must be > 0, got {settings.client_timeout}")
+    if settings.max_held_call_bytes < 1024:
+        raise SettingsError(f"max_held_call_bytes must be >= 1024, got {settings.max_held_call_bytes}")
     if settings.max_body_bytes < 1024:
         raise SettingsError(f"max_body_bytes must be >= 1024, got {settings.max_body_bytes}")
     if settings.agents_max_turns < 1:

@@ -47,6 +47,10 @@ class ToolCallHook(Protocol):
 
     def decide(self, call: ProposedCall) -> ToolVerdict: ...
 
+    def refuse(self, call: ProposedCall, reason: str) -> ToolVerdict:
+        """Deny a call celgate cannot hold for a decision (too large), recorded like a policy denial."""
+        ...
+
 
 class ToolCallRejected(Exception):
     """A tool call whose rule says ``action: error``: the whole response fails."""

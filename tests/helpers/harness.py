@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from celgate.proxy.keys import SETTINGS
 from celgate.proxy.server import Server
 
 __all__ = ["REPO", "Celgate", "assert_openai_error", "free_port", "write_policy"]
@@ -28,7 +29,7 @@ class Celgate:
     @classmethod
     async def start(cls, app: web.Application) -> Celgate:
         """Serve ``app`` on an ephemeral loopback port, the way ``celgate serve`` does."""
-        server = Server(app, "127.0.0.1", 0)
+        server = Server(app, "127.0.0.1", 0, head_timeout=app[SETTINGS].client_timeout)
         await server.start()
         return cls(url=server.url + "/v1", root=server.url, app=app, server=server)
 

@@ -193,3 +193,52 @@ async def test_access_log_has_one_json_line_per_request(
         ("log-3", "POST", "/v1/chat/completions", 400, "", False),
     ]
     assert all(isinstance(l["duration_ms"], float) and l["duration_ms"] >= 0 for l in lines)
+
+
+@pytest.mark.parametrize("header", ["api-key", "x-api-key"])
+async def test_the_principal_comes_from_every_credential_header(
+    upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession, tmp_path: Path, header: str
+) -> None:
+    """A key sent Azure-style (api-key) or as x-api-key is the same principal as a bearer key: its limits hold."""
+    directory = tmp_path / "p"
+    directory.mkdir()
+    (directory / "p.yaml").write_text(
+        "version: 1\ndefaults:\n  decision: deny\nprincipals:\n  - id: alice\n"
+        f"    key_sha256: {hashlib.sha256(ALICE_KEY.encode()).hexdigest()}\n"
+        "rules:\n  - name: alice-small-models\n    on: request\n    principals: [alice]\n    models: ['small-*']\n"
+        "    effect: allow\n  - name: anonymous-anything\n    on: request\n    principals: [anonymous]\n"
+        "    effect: allow\n"
+    )
+    celgate = await start_celgate(upstream=upstream.base_url, no_policy=False, policies=directory)
+    body = {"model": "big-model", "messages": MESSAGES}
+    async with http.post(celgate.url + "/chat/completions", json=body, headers={header: ALICE_KEY}) as response:
+        assert response.status == 403  # alice, not anonymous
+    assert upstream.requests == []
+
+
+async def test_two_different_credentials_are_a_400(
+    celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    headers = {"Authorization": f"Bearer {ALICE_KEY}", "api-key": UNKNOWN_KEY}
+    async with http.post(celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES},
+                         headers=headers) as response:
+        assert response.status == 400
+        assert_openai_error(await response.json(), code="conflicting_credentials")
+    same = {"Authorization": f"Bearer {ALICE_KEY}", "api-key": ALICE_KEY}
+    async with http.post(celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES},
+                         headers=same) as response:
+        assert response.status == 200
+    assert len(upstream.requests) == 1
+
+
+async def test_sidecar_mode_removes_every_client_credential(
+    upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession, policy_dir: Path
+) -> None:
+    celgate = await start_celgate(
+        upstream=upstream.base_url, no_policy=False, policies=policy_dir, upstream_api_key=Secret(UPSTREAM_KEY)
+    )
+    async with http.post(celgate.url + "/embeddings", json={"input": "x"},
+                         headers={"api-key": ALICE_KEY, "x-api-key": ALICE_KEY}) as response:
+        assert response.status == 200
+    sent = lower(upstream.requests[-1].headers)
+    assert sent["authorization"] == f"Bearer {UPSTREAM_KEY}" and "api-key" not in sent and "x-api-key" not in sent
