@@ -29,7 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
+import re2  # google-re2 ships no type information (mypy: ignore_missing_imports in pyproject)
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 

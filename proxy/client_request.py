@@ -85,10 +85,10 @@ def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
 
 
-def request_id_from(headers: Any) -> str:
+def request_id_from(headers: Mapping[str, str]) -> str:
     """The client's ``x-request-id`` if it is sane, else a fresh one."""
     given = headers.get("x-request-id")
-    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
+    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable() and given.isascii():
         return given
     return new_request_id()
 

@@ -8,6 +8,7 @@ filters a fresh reply meets.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from aiohttp import web
 
@@ -58,14 +59,18 @@ async def relay_ungoverned(request: web.Request, response: UpstreamResponse) -> 
 
 
 async def relay_stored(
-    request: web.Request, raw: bytes | None, hook: ToolCallHook | None, body_filter: BodyFilter, keys: tuple[bytes, ...]
+    request: web.Request,
+    raw: bytes | None,
+    hook: ToolCallHook | None,
+    filter_for: Callable[[ToolCallHook], BodyFilter],
+    keys: tuple[bytes, ...],
 ) -> web.StreamResponse:
     """Forward a read of stored objects; with policy active, the reply is filtered like a fresh one."""
     async with upstream_request(request, request.method, raw) as response:
         if hook is None:
             return await relay_ungoverned(request, response)
         return await relay_governed(request, response, stream=False, interceptor=_no_stream,
-                                    body_filter=body_filter, keys=keys)
+                                    body_filter=filter_for(hook), keys=keys)
 
 
 def _no_stream() -> StreamInterceptor:

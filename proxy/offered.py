@@ -109,7 +109,8 @@ def _drop_choices_naming(body: dict[str, Any], removed: set[str]) -> None:
     """A ``tool_choice`` / ``function_call`` that forces a removed tool goes too (the upstream would refuse it)."""
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
-        allowed = choice.get("allowed_tools") if isinstance(choice.get("allowed_tools"), dict) else choice
+        nested = choice.get("allowed_tools")  # chat nests the list; the Responses API does not
+        allowed: dict[str, Any] = nested if isinstance(nested, dict) else choice
         if choice.get("type") == "allowed_tools" and isinstance(allowed.get("tools"), list):
             allowed["tools"] = [t for t in allowed["tools"] if _choice_name(t) not in removed]
             if not allowed["tools"]:

@@ -28,7 +28,7 @@ from .caller import Caller, admit
 from .client_request import INTERNAL_HEADERS, json_body_or_none, read_body, responses_body
 from .errors import BadRequest, UpstreamError
 from .forwarding import relay_stored, relay_ungoverned, upstream_request
-from .governed import relay_governed
+from .governed import BodyFilter, relay_governed
 from .jsontext import compact_json
 from .keys import AUTH, METRICS, RECORD, ROUTE_MATCH, UPSTREAM
 from .offered import without_tools
@@ -42,6 +42,7 @@ from .responses_calls import (
 )
 from .route_table import ID_PATTERN
 from .strict import UnreadableUpstream, loads_strict
+from .toolcalls import ToolCallHook
 from .upstream import forwardable_request_headers
 
 __all__ = ["RESPONSES_HANDLERS"]
@@ -77,7 +78,7 @@ async def create(request: web.Request) -> web.StreamResponse:
             return await relay_ungoverned(request, response)
         return await relay_governed(
             request, response, stream=caller.info.stream, interceptor=lambda: ResponsesStreamInterceptor(hook, caller.max_held_bytes),
-            body_filter=lambda document: filter_response(document, hook), keys=CALL_KEYS,
+            body_filter=_response_filter(hook), keys=CALL_KEYS,
         )
 
 
@@ -98,24 +99,32 @@ async def _answer_stripped_calls(request: web.Request, caller: Caller, body: dic
         raise BadRequest("'previous_response_id' is not a response id", param="previous_response_id",
                          code="invalid_value")
     stored = await _stored_response(request, previous)
-    items = body.get("input")
-    items = [{"type": "message", "role": "user", "content": items}] if isinstance(items, str) else list(items or [])
+    given = body.get("input")
+    items = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else list(given or [])
     answered = {item.get("call_id") or item.get("id") for item in items if isinstance(item, dict)}
-    answers = []
-    for item in stored.get("output") or () if isinstance(stored, dict) else ():
-        answer = _ANSWERS.get(item.get("type")) if isinstance(item, dict) and is_client_call(item) else None
-        call = proposed_call(item) if answer is not None else None
-        if call is None or call.call_id in answered:
-            continue
-        tool = ToolCall(name=call.name, raw_arguments=call.raw_arguments, id=call.call_id, source="stored",
-                        type=call.type)
-        decision = caller.policy.check_tool_call(caller.principal, caller.info, tool)  # re-decided, not recorded
-        if decision.blocked:
-            answers.append(answer(call.call_id, decision.message))
+    answers = [answer for item in _output_items(stored) if (answer := _answer(caller, item, answered)) is not None]
     if not answers:
         return False
     body["input"] = [*answers, *items]
     return True
+
+
+def _output_items(stored: Any) -> list[dict[str, Any]]:
+    output = stored.get("output") if isinstance(stored, dict) else None
+    return [item for item in output if isinstance(item, dict)] if isinstance(output, list) else []
+
+
+def _answer(caller: Caller, item: dict[str, Any], answered: set[Any]) -> dict[str, Any] | None:
+    """The output answering one stored call policy denies now, unless the client answered it itself."""
+    make = _ANSWERS.get(item.get("type", "")) if is_client_call(item) else None
+    if make is None:
+        return None
+    call = proposed_call(item)
+    if call.call_id in answered:
+        return None
+    tool = ToolCall(name=call.name, raw_arguments=call.raw_arguments, id=call.call_id, source="stored", type=call.type)
+    decision = caller.policy.check_tool_call(caller.principal, caller.info, tool)  # re-decided, not recorded
+    return make(call.call_id, decision.message) if decision.blocked else None
 
 
 async def _stored_response(request: web.Request, response_id: str) -> Any:
@@ -137,27 +146,30 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
     """A stored response read back: its calls meet policy again (a resumed stream is intercepted)."""
     caller = admit(request, None)
     hook = caller.tool_hook("stored")
-    if request.query.get("stream") == "true":
-        async with upstream_request(request, "GET", None) as response:
-            if hook is None:
-                return await relay_ungoverned(request, response)
-            return await relay_governed(
-                request, response, stream=True, interceptor=lambda: ResponsesStreamInterceptor(hook, caller.max_held_bytes),
-                body_filter=lambda document: filter_response(document, hook), keys=CALL_KEYS,
-            )
-    return await relay_stored(request, None, hook, lambda document: filter_response(document, hook), CALL_KEYS)
+    if request.query.get("stream") != "true" or hook is None:
+        return await relay_stored(request, None, hook, _response_filter, CALL_KEYS)
+    async with upstream_request(request, "GET", None) as response:
+        return await relay_governed(
+            request, response, stream=True,
+            interceptor=lambda: ResponsesStreamInterceptor(hook, caller.max_held_bytes),
+            body_filter=_response_filter(hook), keys=CALL_KEYS,
+        )
 
 
 async def stored_with_body(request: web.Request) -> web.StreamResponse:
     """``cancel``, ``compact`` and ``input_items``: objects holding output items, filtered like a fresh reply."""
-    raw = await read_body(request) if request.body_exists else b""
-    caller = admit(request, json_body_or_none(raw))
-    hook = caller.tool_hook("stored")
-    if request[ROUTE_MATCH].name == "responses.input_items":
-        body_filter = lambda listing: filter_item_list(listing, hook)  # noqa: E731
-    else:
-        body_filter = lambda document: filter_response(document, hook)  # noqa: E731
-    return await relay_stored(request, raw if raw else None, hook, body_filter, CALL_KEYS)
+    raw = await read_body(request) if request.body_exists else None
+    caller = admit(request, json_body_or_none(raw) if raw else None)
+    filter_for = _item_list_filter if request[ROUTE_MATCH].name == "responses.input_items" else _response_filter
+    return await relay_stored(request, raw, caller.tool_hook("stored"), filter_for, CALL_KEYS)
+
+
+def _response_filter(hook: ToolCallHook) -> BodyFilter:
+    return lambda document: filter_response(document, hook)
+
+
+def _item_list_filter(hook: ToolCallHook) -> BodyFilter:
+    return lambda listing: filter_item_list(listing, hook)
 
 
 RESPONSES_HANDLERS: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {

@@ -25,6 +25,7 @@ from .client_request import bounded_body, chat_body, json_body_or_none, read_bod
 from .dropins import find_dropin, list_agents_as_models, run_dropin
 from .forwarding import relay_stored, relay_ungoverned, upstream_request
 from .governed import BodyFilter, relay_governed
+from .toolcalls import ToolCallHook
 from .jsontext import compact_json
 from .keys import METRICS, RECORD, ROUTE_MATCH as _MATCH
 from .offered import without_tools
@@ -93,19 +94,19 @@ def _without_unusable_tools(caller: Caller, body: dict[str, Any], raw: bytes) ->
 
 async def stored_chat(request: web.Request) -> web.StreamResponse:
     """Stored chat completions read back (list, retrieve, update, messages): their calls meet policy again."""
-    match = request[_MATCH]
-    body = await _optional_json(request)
-    caller = admit(request, body)
-    hook = caller.tool_hook("stored")
-    raw = compact_json(body).encode() if body is not None else None
-    body_filter: BodyFilter
-    if match.name == "chat.messages":
-        body_filter = lambda listing: filter_messages(listing.get("data") if isinstance(listing, dict) else None, hook)
-    elif match.name == "chat.list":
-        body_filter = lambda listing: _each(listing, lambda c: filter_completion(c, hook))
-    else:
-        body_filter = lambda completion: filter_completion(completion, hook)
-    return await relay_stored(request, raw, hook, body_filter, CHAT_CALL_KEYS)
+    raw = await read_body(request) if request.body_exists else None
+    caller = admit(request, json_body_or_none(raw) if raw else None)
+    return await relay_stored(request, raw, caller.tool_hook("stored"), _STORED_CHAT_FILTERS[request[_MATCH].name],
+                              CHAT_CALL_KEYS)
+
+
+_STORED_CHAT_FILTERS: dict[str, Callable[[ToolCallHook], BodyFilter]] = {
+    "chat.retrieve": lambda hook: lambda completion: filter_completion(completion, hook),
+    "chat.update": lambda hook: lambda completion: filter_completion(completion, hook),
+    "chat.list": lambda hook: lambda listing: _each(listing, lambda completion: filter_completion(completion, hook)),
+    "chat.messages": lambda hook: lambda listing: filter_messages(
+        listing.get("data") if isinstance(listing, dict) else None, hook),
+}
 
 
 def _each(listing: Any, body_filter: BodyFilter) -> bool:
@@ -114,12 +115,6 @@ def _each(listing: Any, body_filter: BodyFilter) -> bool:
     for entry in data if isinstance(data, list) else ():
         changed |= body_filter(entry)
     return changed
-
-
-async def _optional_json(request: web.Request) -> dict[str, Any] | None:
-    if not request.body_exists:
-        return None
-    return json_body_or_none(await read_body(request))
 
 
 async def models(request: web.Request) -> web.StreamResponse:

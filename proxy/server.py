@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -31,7 +32,7 @@ _IDLE_KEEPALIVE_SECONDS = 75.0  # as nginx: a kept-alive connection with nothing
 DEFAULT_HEAD_TIMEOUT = 30.0
 
 
-class _GuardedHandler(RequestHandler):  # type: ignore[misc]
+class _GuardedHandler(RequestHandler):
     """aiohttp's request handler with a deadline on every request head, and OpenAI-shaped parse errors."""
 
     head_timeout = DEFAULT_HEAD_TIMEOUT
@@ -101,6 +102,7 @@ class _Runner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _GuardedServer  # the app's own Server, made to build guarded handlers
+        assert isinstance(server, _GuardedServer)
         server.head_timeout = self._head_timeout
         return server
 
@@ -157,7 +159,7 @@ async def _serve_until_signalled(server: Server, banner: str) -> None:
         await server.stop()
 
 
-def _loop_factory():  # type: ignore[no-untyped-def]
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     try:
         import uvloop
     except ImportError:

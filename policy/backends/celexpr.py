@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from cel_expr_python import cel  # type: ignore[import-untyped]  # ships cel.pyi but no py.typed
+from cel_expr_python import cel  # ships cel.pyi (mypy: ignore_missing_imports in pyproject)
 
 from ..errors import CelCompileError, CelEvalError
 from ..globs import glob
