@@ -7,11 +7,12 @@ item the app would execute passes the tool-call point (``responses_calls``).
 
 Server-side state: the upstream stores the response as it produced it,
 including calls celgate stripped, and refuses a follow-up
-(``previous_response_id``) that does not answer them. celgate keeps no map of
-its own (a follow-up may land on another worker or replica): it reads the
-previous response back from the upstream (``GET /v1/responses/{id}``, the
-caller's own credentials), re-decides its calls, and adds an output carrying
-the deny message for each denied call the client did not answer.
+(``previous_response_id`` or ``conversation``) that does not answer them.
+celgate keeps no map of its own (a follow-up may land on another worker or
+replica): it reads the previous response (``GET /v1/responses/{id}``) or the
+conversation's recent items back from the upstream with the caller's own
+credentials, re-decides their calls, and adds an output carrying the deny
+message for each denied call nobody answered.
 """
 
 from __future__ import annotations
@@ -91,26 +92,46 @@ def _without_unusable_tools(caller: Caller, body: dict[str, Any]) -> bool:
 
 
 async def _answer_stripped_calls(request: web.Request, caller: Caller, body: dict[str, Any]) -> bool:
-    """Answer the previous response's denied calls the client did not answer; True if ``body`` changed."""
-    previous = body.get("previous_response_id")
-    if not previous:
+    """Answer the denied calls of the previous response (or conversation) nobody answered; True if ``body`` changed."""
+    previous, conversation = _state_id(body, "previous_response_id"), _state_id(body, "conversation")
+    if previous is not None:
+        stored = _output_items(await _stored(request, f"/v1/responses/{previous}"), "output")
+    elif conversation is not None:  # newest first; the outputs already in the conversation answer their calls
+        stored = _output_items(await _stored(request, f"/v1/conversations/{conversation}/items", _RECENT), "data")
+    else:
         return False
-    if not ID_PATTERN.fullmatch(previous):
-        raise BadRequest("'previous_response_id' is not a response id", param="previous_response_id",
-                         code="invalid_value")
-    stored = await _stored_response(request, previous)
     given = body.get("input")
     items = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else list(given or [])
-    answered = {item.get("call_id") or item.get("id") for item in items if isinstance(item, dict)}
-    answers = [answer for item in _output_items(stored) if (answer := _answer(caller, item, answered)) is not None]
+    answered = {i.get("call_id") or i.get("id") for i in [*items, *stored] if isinstance(i, dict) and _is_output(i)}
+    answers = [answer for item in stored if (answer := _answer(caller, item, answered)) is not None]
     if not answers:
         return False
     body["input"] = [*answers, *items]
     return True
 
 
-def _output_items(stored: Any) -> list[dict[str, Any]]:
-    output = stored.get("output") if isinstance(stored, dict) else None
+_RECENT = "order=desc&limit=100"
+
+
+def _state_id(body: dict[str, Any], field: str) -> str | None:
+    """``previous_response_id``, or ``conversation`` (an id or ``{"id": ...}``), checked to be a plain id."""
+    value = body.get(field)
+    if isinstance(value, dict):
+        value = value.get("id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise BadRequest(f"'{field}' is not an id", param=field, code="invalid_value")
+    return value
+
+
+def _is_output(item: dict[str, Any]) -> bool:
+    kind = item.get("type")
+    return isinstance(kind, str) and kind.endswith("_output")
+
+
+def _output_items(stored: Any, field: str) -> list[dict[str, Any]]:
+    output = stored.get(field) if isinstance(stored, dict) else None
     return [item for item in output if isinstance(item, dict)] if isinstance(output, list) else []
 
 
@@ -127,14 +148,14 @@ def _answer(caller: Caller, item: dict[str, Any], answered: set[Any]) -> dict[st
     return make(call.call_id, decision.message) if decision.blocked else None
 
 
-async def _stored_response(request: web.Request, response_id: str) -> Any:
-    """The previous response as the upstream stored it, read with the caller's credentials; None if unreadable."""
+async def _stored(request: web.Request, path: str, query: str = "") -> Any:
+    """An object the upstream stored, read with the caller's credentials; None if it cannot be read."""
     app = request.app
     headers = forwardable_request_headers(request.headers, INTERNAL_HEADERS | {"content-type"})
     app[AUTH].apply_upstream_key(headers)
     headers["x-request-id"] = request[RECORD].request_id
     try:
-        async with app[UPSTREAM].request("GET", f"/v1/responses/{response_id}", headers) as response:
+        async with app[UPSTREAM].request("GET", path, headers, query=query) as response:
             if response.status != 200:
                 return None
             return loads_strict(await response.read())

@@ -242,3 +242,25 @@ async def test_a_follow_up_after_a_strip_continues_on_another_celgate(
         assert answer["type"] == "function_call_output" and "denied by policy" in answer["output"]
     finally:
         await fake.close()
+
+
+async def test_a_conversation_follow_up_answers_the_stripped_call(
+    gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
+) -> None:
+    """With ``conversation``, celgate reads the conversation's recent items back and answers what it stripped."""
+    answered = rw.function_call_item("call_ok", "lookup", "{}")
+    items = {"object": "list", "data": [SHELL, rw.tool_output(answered, "42"), answered], "has_more": False}
+    upstream.push(Script(json=items))
+    await oai(gate.url).responses.create(model="m", conversation="conv_123", input="go on", tools=TOOLS)  # type: ignore[arg-type]
+    fetch, create = upstream.requests
+    assert fetch.method == "GET" and fetch.raw_path.startswith("/v1/conversations/conv_123/items?")
+    sent = create.body["input"]
+    assert [i.get("call_id") for i in sent if i.get("type") == "function_call_output"] == ["call_s"]
+    assert "denied by policy" in sent[0]["output"] and sent[-1]["content"] == "go on"
+
+
+async def test_an_unsafe_state_id_is_a_400(gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory) -> None:
+    for field in ("previous_response_id", "conversation"):
+        with pytest.raises(openai.BadRequestError):
+            await oai(gate.url).responses.create(model="m", input="x", **{field: "../../v1/chat/completions"})
+    assert upstream.requests == []
