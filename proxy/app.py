@@ -29,7 +29,9 @@ from .auth import Authenticator
 from .demo import MODEL as DEMO_MODEL, DemoServer
 from .dropins import PolicyGatewayHooks
 from .enforcement import Enforcer, NoPolicy
-from .keys import ACCESS_LOG, AGENTS, AUTH, ENFORCER, GATEWAY_TOKEN, METRICS, SETTINGS, UPSTREAM
+from .keys import ACCESS_LOG, AGENTS, AUTH, ENFORCER, GATEWAY_TOKEN, LIFECYCLE, LIMITS, METRICS, SETTINGS, UPSTREAM
+from .lifecycle import Lifecycle
+from .limits import Limits
 from .metrics import Metrics
 from .router import add_catch_all, add_request_id_header
 from .routes import add_routes
@@ -50,6 +52,8 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics = Metrics()
     app[AUTH] = Authenticator(settings.upstream_api_key)
     app[GATEWAY_TOKEN] = secrets.token_urlsafe(24)
+    app[LIFECYCLE] = Lifecycle()
+    app[LIMITS] = Limits(settings.max_concurrent_requests, settings.max_concurrent_streams)
     audit = None
     if settings.audit_log:
         app[_AUDIT_WRITER] = writer = JsonLineWriter(settings.audit_log)

@@ -27,7 +27,7 @@ from .client_request import request_info
 from .enforcement import Enforcer
 from .errors import PolicyDenied
 from .toolcalls import ALLOWED, ProposedCall, ToolVerdict, Verdict
-from .keys import AGENTS, AUTH, ENFORCER, GATEWAY_TOKEN, RECORD
+from .keys import AGENTS, AUTH, ENFORCER, GATEWAY_TOKEN, LIMITS, RECORD
 
 __all__ = ["Caller", "PolicyToolHook", "admit", "is_internal_call", "open_route"]
 
@@ -112,6 +112,7 @@ def admit(request: web.Request, body: Mapping[str, Any] | None) -> Caller:
         enforcer.record(decision, record.request_id, principal)
         if decision.blocked:
             raise PolicyDenied(decision.message)
+    record.slots = app[LIMITS].take(principal, info.stream)
     return caller
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celgate.policy import Decision, PolicySet, PolicyStore, Principal, ToolCall
+from celgate.policy import Decision, PolicySet, PolicyStore, Principal, ReloadResult, ToolCall
 
 from .audit import AuditLog
 from .metrics import Metrics
@@ -37,6 +37,10 @@ class NoPolicy:
 
     async def watch(self) -> None:
         """Nothing to watch."""
+
+    def reload(self) -> ReloadResult:
+        """Nothing to reload: the set stays allow-all."""
+        return ReloadResult(True, self.current, None)
 
 
 class Enforcer:

@@ -7,6 +7,8 @@
     ├── NotFound                 404     invalid_request_error
     ├── RequestTimeout           408     invalid_request_error
     ├── PayloadTooLarge          413     invalid_request_error
+    ├── TooManyRequests          429     rate_limit_error (Retry-After)
+    ├── ShuttingDown             503     server_error (a stream cut by a drain)
     ├── UnsupportedMediaType     415     invalid_request_error
     ├── AgentFailed              (any)   agent_error (a drop-in run failed)
     └── UpstreamError            502     upstream_error
@@ -35,6 +37,8 @@ __all__ = [
     "PayloadTooLarge",
     "PolicyDenied",
     "RequestTimeout",
+    "ShuttingDown",
+    "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
     "UpstreamError",
@@ -52,6 +56,7 @@ class CelgateError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = "internal_error"
+    headers: dict[str, str] | None = None  # sent with the error response (Retry-After)
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
@@ -89,6 +94,21 @@ class UnsupportedMediaType(CelgateError):
     status, type, code = 415, "invalid_request_error", "unsupported_media_type"
 
 
+class TooManyRequests(CelgateError):
+    """Load shed by a concurrency limit; ``scope`` (global, principal) and ``kind`` (requests, streams) label it."""
+
+    status, type, code = 429, "rate_limit_error", "concurrency_limit"
+
+    def __init__(self, message: str, *, scope: str, kind: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.scope, self.kind = scope, kind
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class ShuttingDown(CelgateError):
+    status, type, code = 503, "server_error", "shutting_down"
+
+
 class AgentFailed(CelgateError):
     """A drop-in agent run failed; status and code come from the adapter."""
 
@@ -117,9 +137,9 @@ def error_body(message: str, type_: str, code: str | None, param: str | None = N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_response(exc: CelgateError, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(exc: CelgateError) -> web.Response:
     return web.json_response(
-        error_body(exc.message, exc.type, exc.code, exc.param), status=exc.status, headers=headers
+        error_body(exc.message, exc.type, exc.code, exc.param), status=exc.status, headers=exc.headers
     )
 
 

@@ -10,6 +10,8 @@ from .accesslog import AccessLog
 from .auth import Authenticator
 from .enforcement import Enforcer
 from .metrics import Metrics
+from .lifecycle import Lifecycle
+from .limits import Limits
 from .record import RequestRecord
 from .route_table import RouteMatch
 from .settings import Settings
@@ -21,6 +23,8 @@ __all__ = [
     "AUTH",
     "ENFORCER",
     "GATEWAY_TOKEN",
+    "LIFECYCLE",
+    "LIMITS",
     "METRICS",
     "RECORD",
     "ROUTE_MATCH",
@@ -36,5 +40,7 @@ ENFORCER = web.AppKey("enforcer", Enforcer)
 AGENTS = web.AppKey("agents", AgentRegistry)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
 GATEWAY_TOKEN = web.AppKey("gateway_token", str)  # authenticates celgate's own loopback calls
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+LIMITS = web.AppKey("limits", Limits)
 RECORD = web.RequestKey("record", RequestRecord)
 ROUTE_MATCH = web.RequestKey("route_match", RouteMatch)

@@ -80,6 +80,8 @@ class Metrics:
             "celgate_tool_failures", "Drop-in agent tool executions that raised.", ["tool"], registry=r))
         self.agent_load_failures = _Family(Counter(
             "celgate_agent_load_failures", "Drop-in agents that failed to load.", ["agent", "kind"], registry=r))
+        self.limited = Counter(
+            "celgate_limited", "Requests shed with a 429 by a concurrency limit.", ["kind", "scope"], registry=r)
 
     def upstream_fault(self, kind: str | None) -> None:
         self.upstream_errors.labels(kind or "upstream_error").inc()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .limits import Slots
+
 __all__ = ["RequestRecord"]
 
 
@@ -16,3 +18,4 @@ class RequestRecord:
     principal: str = "-"
     stream: bool = False
     status: int = 0  # set once the response status is known (streams: at prepare)
+    slots: Slots | None = None  # the concurrency slots taken at admission, given back when the request ends

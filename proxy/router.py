@@ -22,8 +22,8 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .errors import CelgateError, UpstreamError, error_body, error_response
-from .keys import ACCESS_LOG, METRICS, RECORD
+from .errors import CelgateError, ShuttingDown, TooManyRequests, UpstreamError, error_body, error_response
+from .keys import ACCESS_LOG, LIFECYCLE, METRICS, RECORD
 from .record import RequestRecord
 from .client_request import request_id_from
 
@@ -49,12 +49,20 @@ def _guarded(handler: Handler, label: str) -> Handler:
     async def guard(request: web.Request) -> web.StreamResponse:
         record = RequestRecord(request_id_from(request.headers), label, time.perf_counter())
         request[RECORD] = record
+        lifecycle = request.app[LIFECYCLE]
+        task = asyncio.current_task()
         try:
+            if lifecycle.draining:
+                raise ShuttingDown("celgate is shutting down; retry on another instance")
+            if task is not None:
+                lifecycle.track(task)
             response = await handler(request)
             record.status = record.status or response.status
         except CelgateError as exc:
             if isinstance(exc, UpstreamError):  # faults mid-body are counted where they are caught
                 request.app[METRICS].upstream_fault(exc.code)
+            elif isinstance(exc, TooManyRequests):
+                request.app[METRICS].limited.labels(exc.kind, exc.scope).inc()
             response = _error_before_start(record, exc)
         except web.HTTPException as exc:
             response = _http_error(exc)
@@ -67,6 +75,10 @@ def _guarded(handler: Handler, label: str) -> Handler:
             response = error_response(CelgateError("celgate: internal error"))
             record.status = response.status
         finally:
+            if task is not None:
+                lifecycle.untrack(task)
+            if record.slots is not None:
+                record.slots.release()
             _account(request, record)
         return response
 

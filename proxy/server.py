@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +23,8 @@ from aiohttp.web_request import BaseRequest
 
 from .errors import error_body
 from .jsontext import compact_json
+from .keys import LIFECYCLE, SETTINGS
+from .reload import reload_everything
 
 __all__ = ["Server", "serve"]
 
@@ -95,9 +97,15 @@ class _GuardedServer(web.Server):
 
 
 class _Runner(web.AppRunner):
+    """aiohttp's runner with guarded handlers, and a drain between closing the listener and cancelling handlers."""
+
     def __init__(self, app: web.Application, head_timeout: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._head_timeout = head_timeout
+
+    async def shutdown(self) -> None:
+        await self.app[LIFECYCLE].drain(self.app[SETTINGS].drain_seconds)
+        await super().shutdown()
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -147,16 +155,30 @@ def serve(app: web.Application, host: str, port: int, banner: str, head_timeout:
 
 
 async def _serve_until_signalled(server: Server, banner: str) -> None:
+    """Serve until SIGINT/SIGTERM (then drain: not ready at once, in-flight work gets ``--drain-seconds``).
+
+    SIGHUP reloads policies and agents, as ``POST /admin/reload`` does.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    loop.add_signal_handler(signal.SIGHUP, lambda: _spawn(reloads, reload_everything(server.app)))
     await server.start()
     log.info("%s listening on %s", banner, server.url)
     try:
         await stop.wait()
+        server.app[LIFECYCLE].draining = True  # /readyz says no before the listener even closes
+        log.info("stopping: draining in-flight requests")
     finally:
         await server.stop()
+
+
+def _spawn(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:

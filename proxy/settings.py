@@ -87,6 +87,9 @@ class Settings:
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
     max_body_bytes: int = 10 * 1024 * 1024
     client_timeout: float = 30.0
+    drain_seconds: float = 30.0
+    max_concurrent_requests: int = 1024
+    max_concurrent_streams: int = 512
     max_held_call_bytes: int = 1024 * 1024
     upstream_check: bool = True
     log_level: str = "info"
@@ -150,6 +153,9 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "max_body_bytes": (int, "largest accepted request body (default 10 MiB)"),
     "client_timeout": (float, "seconds a client may take to send a request head, and longest silence mid-body "
                               "(default 30)"),
+    "drain_seconds": (float, "on SIGTERM, how long in-flight requests and streams may finish (default 30)"),
+    "max_concurrent_requests": (int, "requests in flight before new ones get 429 (default 1024; 0: no limit)"),
+    "max_concurrent_streams": (int, "streams in flight before new ones get 429 (default 512; 0: no limit)"),
     "max_held_call_bytes": (int, "most a tool call held for a decision may buffer; past it the call is denied "
                                  "(default 1 MiB)"),
     "upstream_check": (_bool, "/readyz checks that the upstream accepts connections (default on)"),
@@ -257,6 +263,11 @@ def _build(values: dict[str, Any], environ: Mapping[str, str]) -> Settings:
 def _validate(settings: Settings) -> None:
     if not 0 <= settings.port <= 65535:
         raise SettingsError(f"port must be 0..65535, got {settings.port}")
+    for name in ("max_concurrent_requests", "max_concurrent_streams"):
+        if getattr(settings, name) < 0:
+            raise SettingsError(f"{name} must be >= 0 (0: no limit), got {getattr(settings, name)}")
+    if settings.drain_seconds < 0:
+        raise SettingsError(f"drain_seconds must be >= 0, got {settings.drain_seconds}")
     if settings.client_timeout <= 0:
         raise SettingsError(f"client_timeout must be > 0, got {settings.client_timeout}")
     if settings.max_held_call_bytes < 1024:

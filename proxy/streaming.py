@@ -12,15 +12,17 @@ cancellation), which closes the upstream response at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
 
 from aiohttp import web
 
-from .errors import CelgateError, PolicyDenied, UpstreamError, sse_error_event
+from .errors import CelgateError, PolicyDenied, ShuttingDown, UpstreamError, sse_error_event
 from .toolcalls import StreamInterceptor, ToolCallRejected
 from .keys import METRICS, RECORD
+from .lifecycle import is_drain
 from .sse import SSESplitter
 from .upstream import UpstreamResponse, forwardable_response_headers
 
@@ -68,6 +70,11 @@ async def forward_sse(
     except UpstreamError as exc:
         metrics.upstream_fault(exc.code)
         await end_with_error(request, response, exc)
+    except asyncio.CancelledError as exc:
+        if is_drain(exc):  # celgate is stopping, not the client leaving: say so in-band
+            await end_with_error(request, response, ShuttingDown("celgate is shutting down; the stream was cut"))
+            await response.write_eof()
+        raise
     finally:
         metrics.active_streams.dec()
     await response.write_eof()

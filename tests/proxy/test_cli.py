@@ -1,5 +1,7 @@
 """The ``celgate`` command (real subprocesses) and settings precedence (``load_settings``)."""
 
+# serve: the fixture, imported so pytest finds it here
+
 from __future__ import annotations
 
 import asyncio
@@ -18,75 +20,9 @@ import pytest
 
 from tests.helpers import REPO, free_port
 from tests.helpers.fakeupstream import FakeUpstream
+from tests.helpers.process import CELGATE, STARTUP_SECONDS, Running, clean_env, serve, stop, wait_healthy
 from celgate.proxy import __version__
 from celgate.proxy.settings import DEFAULT_UPSTREAM, Secret, Settings, SettingsError, UpstreamTimeouts, load_settings
-
-CELGATE = Path(sys.executable).parent / "celgate"
-STARTUP_SECONDS = 30
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without any celgate or OpenAI settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELGATE_") and not k.startswith("OPENAI_")}
-    return {**env, **extra}
-
-
-class Running:
-    def __init__(self, process: asyncio.subprocess.Process, port: int, logs: Path) -> None:
-        self.process = process
-        self.port = port
-        self.root = f"http://127.0.0.1:{port}"
-        self.logs = logs
-
-    def output(self) -> str:
-        return "".join(p.read_text() for p in sorted(self.logs.glob("*.log")))
-
-
-@pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., asyncio.Future[Running]]]:
-    """``await serve(*args, port=..., cwd=..., env=...)``: ``celgate serve ...`` up and healthy; stopped after."""
-    started: list[Running] = []
-
-    async def start(*args: str, port: int, cwd: Path | None = None, env: dict[str, str] | None = None) -> Running:
-        logs = tmp_path / f"celgate-{len(started)}"
-        logs.mkdir()
-        with open(logs / "stdout.log", "wb") as out, open(logs / "stderr.log", "wb") as err:
-            process = await asyncio.create_subprocess_exec(
-                str(CELGATE), "serve", *args, cwd=cwd or tmp_path, env=env or clean_env(), stdout=out, stderr=err
-            )
-        running = Running(process, port, logs)
-        started.append(running)
-        await wait_healthy(running)
-        return running
-
-    yield start  # type: ignore[misc]
-    for running in started:
-        await stop(running)
-
-
-async def wait_healthy(running: Running) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-        async with asyncio.timeout(STARTUP_SECONDS):
-            while True:
-                if running.process.returncode is not None:
-                    pytest.fail(f"celgate exited with {running.process.returncode}:\n{running.output()}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(running.root + "/healthz") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.05)
-
-
-async def stop(running: Running) -> int:
-    if running.process.returncode is None:
-        running.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(running.process.wait(), timeout=10)
-        except TimeoutError:
-            running.process.kill()
-            await running.process.wait()
-    return running.process.returncode  # type: ignore[return-value]
-
 
 def allow_all_policy(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
