@@ -92,27 +92,24 @@ def _policy_source(settings: Settings, metrics: Metrics) -> PolicyStore | NoPoli
     return store
 
 
-async def _access_log(app: web.Application) -> AsyncIterator[None]:
-    access = app.get(ACCESS_LOG)
-    async with _running(access.writer if access is not None else None):
+def _writer_lifetime(
+    writer_of: Callable[[web.Application], JsonLineWriter | None],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup_ctx entry of one log writer: opened at start-up, flushed and closed at shutdown."""
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        writer = writer_of(app)
+        if writer is not None:
+            writer.start()
         yield
+        if writer is not None:
+            await writer.close()
+
+    return lifetime
 
 
-async def _audit_log(app: web.Application) -> AsyncIterator[None]:
-    async with _running(app.get(_AUDIT_WRITER)):
-        yield
-
-
-@contextlib.asynccontextmanager
-async def _running(writer: JsonLineWriter | None) -> AsyncIterator[None]:
-    if writer is None:
-        yield
-        return
-    writer.start()
-    try:
-        yield
-    finally:
-        await writer.close()
+_access_log = _writer_lifetime(lambda app: access.writer if (access := app.get(ACCESS_LOG)) is not None else None)
+_audit_log = _writer_lifetime(lambda app: app.get(_AUDIT_WRITER))
 
 
 async def _demo_model(app: web.Application) -> AsyncIterator[None]:

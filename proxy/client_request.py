@@ -118,11 +118,22 @@ def _body_was_decoded(request: web.Request) -> bool:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The whole (decoded) body: 413 before reading past ``max_body_bytes``, 408 after ``client_timeout`` of silence."""
+    """The whole (decoded) body: 413 before reading past ``max_body_bytes``, 408 if it takes over ``client_timeout``.
+
+    A body that arrived with its head (the common case) is read without arming a timer.
+    """
     settings = request.app[SETTINGS]
     _body_was_decoded(request)
     _refuse_declared_excess(request, settings.max_body_bytes)
-    return b"".join([chunk async for chunk in _bounded_chunks(request, settings.max_body_bytes, settings.client_timeout)])
+    try:
+        if request.content.is_eof():
+            return await request.read()
+        async with asyncio.timeout(settings.client_timeout):
+            return await request.read()  # stops at client_max_size (= max_body_bytes, set by create_app)
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"request body exceeds the limit of {settings.max_body_bytes} bytes") from exc
+    except TimeoutError as exc:
+        raise RequestTimeout(f"celgate: the request body took over {settings.client_timeout:g} s") from exc
 
 
 def bounded_body(request: web.Request) -> StreamedBody:
@@ -295,10 +306,11 @@ def _strings(value: Any) -> list[str]:
 
 def _readable(*texts: str | None) -> None:
     """Refuse text CEL cannot hold (lone surrogates from JSON escapes, undecodable header bytes)."""
-    for text in texts:
-        if text is not None and not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise BadRequest("request holds text that is not valid Unicode (a lone surrogate or a raw "
-                                 "non-UTF-8 byte)", code="invalid_text") from exc
+    joined = "".join([text for text in texts if text])
+    if joined.isascii():
+        return
+    try:
+        joined.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest("request holds text that is not valid Unicode (a lone surrogate or a raw "
+                         "non-UTF-8 byte)", code="invalid_text") from exc

@@ -72,6 +72,9 @@ def _guarded(handler: Handler, label: str) -> Handler:
             raise
         except Exception:
             log.exception("unhandled error", extra={"fields": {"request_id": record.request_id}})
+            if record.status:  # the response started: a second head must never go into its body
+                record.status = 500
+                raise
             response = error_response(CelgateError("celgate: internal error"))
             record.status = response.status
         finally:

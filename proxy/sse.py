@@ -18,13 +18,12 @@ from typing import Any
 
 from .jsontext import compact_json
 
-__all__ = ["DONE_EVENT", "SSEEvent", "SSESplitter", "data_event", "encode_data_event", "named_event", "parse_event"]
+__all__ = ["DONE_EVENT", "SSEEvent", "SSESplitter", "data_event", "encode_data_event", "named_event"]
 
 DONE_EVENT = b"data: [DONE]\n\n"  # chat completions' end of stream
 
 # An empty line: a line terminator directly followed by another one.
 _BOUNDARY = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
-_LINE = re.compile(r"\r\n|\r|\n")
 
 
 class SSESplitter:
@@ -79,23 +78,6 @@ class SSESplitter:
 class SSEEvent:
     event: str | None
     data: str | None
-
-
-def parse_event(raw: bytes) -> SSEEvent:
-    """Parse one raw event's fields; multi-line ``data:`` joins with ``\\n``."""
-    event: str | None = None
-    data: list[str] = []
-    for line in _LINE.split(raw.decode("utf-8", "replace")):
-        if not line or line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-    return SSEEvent(event, "\n".join(data) if data else None)
 
 
 def encode_data_event(data: str) -> bytes:

@@ -70,6 +70,9 @@ async def forward_sse(
     except UpstreamError as exc:
         metrics.upstream_fault(exc.code)
         await end_with_error(request, response, exc)
+    except Exception:  # a bug of celgate's own: the stream still ends in-band, never with a second HTTP head
+        log.exception("stream failed", extra={"fields": {"request_id": request[RECORD].request_id}})
+        await end_with_error(request, response, CelgateError("celgate: internal error"))
     except asyncio.CancelledError as exc:
         if is_drain(exc):  # celgate is stopping, not the client leaving: say so in-band
             await end_with_error(request, response, ShuttingDown("celgate is shutting down; the stream was cut"))

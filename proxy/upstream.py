@@ -10,8 +10,8 @@ crosses in here leaves as an ``UpstreamUnavailable`` or ``UpstreamTimeout``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -105,14 +105,14 @@ class UpstreamResponse:
 
     async def read(self) -> bytes:
         """The whole body."""
-        with _translated():
+        with _translated:
             return await self._pooled.content.read()
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive."""
         content = self._pooled.content
         while True:
-            with _translated():
+            with _translated:
                 data = await content.readany()
             if not data:
                 return
@@ -150,7 +150,7 @@ class Upstream:
         """
         origin, base_path = self._origin(base_url.rstrip("/") if base_url else self.base_url)
         target = base_path + (v1_path[3:] if v1_path.startswith("/v1") else v1_path) + (f"?{query}" if query else "")
-        with _translated():
+        with _translated:
             pooled = await self._pool.send(method, origin, target or "/", headers, body)
         try:
             yield UpstreamResponse(pooled)
@@ -182,13 +182,20 @@ class Upstream:
 FAULTS = (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError, OSError, TimeoutError)
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """The one place upstream faults become celgate errors."""
-    try:
-        yield
-    except FAULTS as exc:
-        raise translate(exc) from exc
+class _Translated:
+    """The one place upstream faults become celgate errors (a class: cheaper than a generator per use)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and isinstance(exc, FAULTS):
+            raise translate(exc) from exc
+
+
+_translated = _Translated()
 
 
 def translate(exc: BaseException) -> CelgateError:

@@ -12,9 +12,19 @@ from aiohttp import web
 from celgate.proxy.keys import SETTINGS
 from celgate.proxy.server import Server
 
-__all__ = ["REPO", "Celgate", "assert_openai_error", "free_port", "write_policy"]
+__all__ = ["ALLOW_REQUESTS", "REPO", "Celgate", "assert_openai_error", "free_port", "write_policy"]
 
 REPO = Path(__file__).resolve().parents[2]
+# The head of most test policies: deny by default, every request admitted; tool rules follow.
+ALLOW_REQUESTS = """\
+version: 1
+defaults:
+  decision: deny
+rules:
+  - name: requests
+    on: request
+    effect: allow
+"""
 
 
 @dataclasses.dataclass

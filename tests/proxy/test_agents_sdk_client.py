@@ -11,21 +11,14 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.helpers import Celgate, write_policy
+from tests.helpers import ALLOW_REQUESTS, Celgate, write_policy
 from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import FakeUpstream, Script
 
 agents = pytest.importorskip("agents")
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
-POLICY = """\
-version: 1
-defaults:
-  decision: deny
-rules:
-  - name: requests
-    on: request
-    effect: allow
+POLICY = ALLOW_REQUESTS + """\
   - name: weather
     on: tool_call
     tools: ["get_weather"]

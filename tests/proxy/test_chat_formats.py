@@ -11,20 +11,13 @@ import aiohttp
 import openai
 import pytest
 
-from tests.helpers import Celgate, write_policy
+from tests.helpers import ALLOW_REQUESTS, Celgate, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 MESSAGES = [{"role": "user", "content": "hi"}]
-POLICY = """\
-version: 1
-defaults:
-  decision: deny
-rules:
-  - name: requests
-    on: request
-    effect: allow
+POLICY = ALLOW_REQUESTS + """\
   - name: safe-tools
     on: tool_call
     tools: ["get_weather", "grammar_check"]

@@ -17,19 +17,12 @@ import aiohttp
 import openai
 import pytest
 
-from tests.helpers import Celgate, write_policy
+from tests.helpers import ALLOW_REQUESTS, Celgate, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 MESSAGES = [{"role": "user", "content": "hi"}]
-POLICY = """\
-version: 1
-defaults:
-  decision: deny
-rules:
-  - name: requests
-    on: request
-    effect: allow
+POLICY = ALLOW_REQUESTS + """\
   - name: weather-in-paris-only
     on: tool_call
     tools: ["get_weather"]

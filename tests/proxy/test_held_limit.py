@@ -9,19 +9,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import Celgate, write_policy
+from tests.helpers import ALLOW_REQUESTS, Celgate, write_policy
 from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, sse
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
-POLICY = """\
-version: 1
-defaults:
-  decision: deny
-rules:
-  - name: requests
-    on: request
-    effect: allow
+POLICY = ALLOW_REQUESTS + """\
   - name: small-writes
     on: tool_call
     tools: ["write_file"]

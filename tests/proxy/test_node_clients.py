@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Celgate, write_policy
+from tests.helpers import ALLOW_REQUESTS, Celgate, write_policy
 from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import FakeUpstream, Script, text_stream, tool_call_stream
 from tests.helpers.node import NodeEnv, node_env, run_node
@@ -21,14 +21,7 @@ __all__ = ["node_env"]
 pytestmark = pytest.mark.timeout(240)
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
-POLICY = """\
-version: 1
-defaults:
-  decision: deny
-rules:
-  - name: requests
-    on: request
-    effect: allow
+POLICY = ALLOW_REQUESTS + """\
   - name: weather-in-paris-only
     on: tool_call
     tools: ["get_weather"]

@@ -12,19 +12,12 @@ import pytest
 
 from celgate.proxy.errors import BadRequest
 from celgate.proxy.route_table import Kind, classify
-from tests.helpers import Celgate, assert_openai_error, write_policy
+from tests.helpers import ALLOW_REQUESTS, Celgate, assert_openai_error, write_policy
 from tests.helpers.fakeupstream import FakeUpstream
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 
-POLICY = """\
-version: 1
-defaults:
-  decision: deny
-rules:
-  - name: requests
-    on: request
-    effect: allow
+POLICY = ALLOW_REQUESTS + """\
   - name: no-shell
     on: tool_call
     tools: ["shell.exec"]

@@ -11,7 +11,8 @@ import pytest
 from tests.helpers.fakeupstream import USAGE, chat_chunk, completion, sse, text_stream, tool_call_stream
 from celgate.proxy.chat_calls import ChatStreamInterceptor as StreamInterceptor, filter_completion
 from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict
-from celgate.proxy.sse import SSESplitter, encode_data_event, parse_event
+from celgate.proxy.sse import SSESplitter, encode_data_event
+from celgate.proxy.strict import parse_event_strict as parse_event
 
 # --------------------------------------------------------------------------------------------- SSE
 

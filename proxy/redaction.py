@@ -1,0 +1,97 @@
+"""``redact(text)``: mask secrets in text celgate records or shows (logs, admin JSON, error messages).
+
+Two kinds of secret are masked. Known *shapes* (API keys, bearer tokens,
+``Authorization`` values, URL passwords, ``password=``-style values, AWS
+access keys, PEM private keys) are matched by pattern. Known *values* are the
+secrets a running app holds: its upstream key, its admin token, its internal
+gateway token, and every principal key its policy knows. Principal keys are
+known only by their SHA-256, so each key-like token of the text is hashed and
+checked against the active policy.
+
+The values are registered process-wide (``holding_secrets``) because logging,
+which needs them, is process-wide too; an app registers its values while it
+runs. Registration swaps immutable tuples, so a thread logging meanwhile sees
+a consistent set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+__all__ = ["REDACTED", "holding_secrets", "redact", "redact_json"]
+
+REDACTED = "[redacted]"
+
+KeyCheck = Callable[[str], bool]
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S),
+     f"-----BEGIN PRIVATE KEY----- {REDACTED}"),  # no END (a cut message): the rest of the text goes
+    (re.compile(r"(?i)((?<![\w-])(?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)[^\r\n'\",}]+"), rf"\1{REDACTED}"),
+    (re.compile(r"(?i)\b(bearer\s+)[\w.~+/=-]+"), rf"\1{REDACTED}"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@"), rf"\1{REDACTED}@"),
+    (re.compile(r"(?i)((?<![a-z0-9])(?:password|passwd|pwd|secret|token|api[_-]?key|apikey)['\"]?\s*[:=]\s*['\"]?)"
+                r"[^\s&;,'\"})\]]+"), rf"\1{REDACTED}"),
+    (re.compile(r"(?<![\w-])sk-[\w-]{8,}"), REDACTED),
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
+)
+# Tokens that may be a principal's key: hashed and checked against the policy. Keys are header-safe strings.
+_KEY_LIKE = re.compile(r"[\w.~+/=-]{8,512}")
+_KEY_PARTS = re.compile(r"[=/:]")
+
+_values: tuple[str, ...] = ()
+_key_checks: tuple[KeyCheck, ...] = ()
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret shape and every secret value of a running app replaced by ``[redacted]``."""
+    for value in _values:
+        text = text.replace(value, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    checks = _key_checks
+    if checks:
+        text = _KEY_LIKE.sub(lambda match: _mask_key(match.group(), checks), text)
+    return text
+
+
+def redact_json(value: Any) -> Any:
+    """A JSON-ready value with every string in it (keys of objects too) redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): redact_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_json(item) for item in value]
+    return value
+
+
+@contextlib.contextmanager
+def holding_secrets(values: Iterable[str], is_key: KeyCheck) -> Iterator[None]:
+    """While open, ``redact`` also masks ``values`` and every token ``is_key`` says is a principal's key."""
+    global _values, _key_checks
+    held = tuple(sorted({v for v in values if v}, key=len, reverse=True))  # longest first: no partial masks
+    _values = tuple(sorted((*_values, *held), key=len, reverse=True))
+    _key_checks = (*_key_checks, is_key)
+    try:
+        yield
+    finally:
+        remaining = list(_values)
+        for value in held:
+            remaining.remove(value)
+        _values = tuple(remaining)
+        checks = list(_key_checks)
+        checks.remove(is_key)
+        _key_checks = tuple(checks)
+
+
+def _mask_key(token: str, checks: tuple[KeyCheck, ...]) -> str:
+    """``token`` masked if it, or a piece of it between ``=``, ``/`` or ``:``, is a known principal key."""
+    pieces = {token, token.strip("."), *_KEY_PARTS.split(token)}
+    hits = sorted((p for p in pieces if p and any(check(p) for check in checks)), key=len, reverse=True)
+    for piece in hits:
+        token = token.replace(piece, REDACTED)
+    return token
