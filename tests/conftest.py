@@ -1,4 +1,7 @@
-"""Shared fixtures: the scripted fake upstream and celgate itself, on real sockets."""
+"""Shared fixtures: the scripted fake upstream and celgate itself, on real sockets.
+
+``serve`` (celgate as a subprocess) and ``node_env`` (the Node clients) live in tests/helpers.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,12 @@ from typing import Any
 import pytest
 
 from tests.helpers.fakeupstream import FakeUpstream
+from tests.helpers.node import node_env
+from tests.helpers.process import serve
 from tests.helpers.harness import Celgate
+
+
+__all__ = ["node_env", "serve"]  # fixtures defined in tests/helpers, offered to every test
 
 
 @pytest.fixture

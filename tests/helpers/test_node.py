@@ -19,9 +19,7 @@ from tests.helpers.fakeupstream import (
     text_stream,
     tool_call_stream,
 )
-from tests.helpers.node import NODE_PACKAGES, NodeEnv, node_env, run_node
-
-__all__ = ["node_env"]  # the session fixture, imported so pytest finds it here
+from tests.helpers.node import NODE_PACKAGES, NodeEnv, run_node
 
 pytestmark = pytest.mark.timeout(180)  # the first test may pay for the one npm install
 

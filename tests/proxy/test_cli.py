@@ -1,6 +1,5 @@
 """The ``celgate`` command (real subprocesses) and settings precedence (``load_settings``)."""
 
-# serve: the fixture, imported so pytest finds it here
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ import pytest
 
 from tests.helpers import REPO, free_port
 from tests.helpers.fakeupstream import FakeUpstream
-from tests.helpers.process import CELGATE, STARTUP_SECONDS, Running, clean_env, serve, stop, wait_healthy
+from tests.helpers.process import CELGATE, STARTUP_SECONDS, Running, clean_env, stop, wait_healthy
 from celgate.proxy import __version__
 from celgate.proxy.settings import DEFAULT_UPSTREAM, Secret, Settings, SettingsError, UpstreamTimeouts, load_settings
 

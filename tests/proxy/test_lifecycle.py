@@ -13,9 +13,7 @@ import pytest
 
 from tests.helpers import Celgate, assert_openai_error, free_port, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, text_stream
-from tests.helpers.process import Running, clean_env, serve
-
-__all__ = ["serve"]
+from tests.helpers.process import Running, clean_env
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 KEY = "sk-limited-principal-123456"

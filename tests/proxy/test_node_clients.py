@@ -14,9 +14,7 @@ import pytest
 from tests.helpers import ALLOW_REQUESTS, Celgate, write_policy
 from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import FakeUpstream, Script, text_stream, tool_call_stream
-from tests.helpers.node import NodeEnv, node_env, run_node
-
-__all__ = ["node_env"]
+from tests.helpers.node import NodeEnv, run_node
 
 pytestmark = pytest.mark.timeout(240)
 
