@@ -45,7 +45,7 @@ class _Entry:
     file: tuple[int, int, int, int] | None  # device, inode, size, mtime of the file reached; None when dangling
 
 
-# The directory's policy entries by name, or None when the directory is missing.
+# The directory's policy entries by name, or None when it cannot be listed (e.g. it is missing).
 _Snapshot = tuple[_Entry, ...] | None
 
 
@@ -86,7 +86,7 @@ def _snapshot(directory: Path) -> _Snapshot:
     """A few ``stat`` calls' worth of what a reload would read; cheap enough to compare on every poll."""
     try:
         names = sorted(entry.name for entry in os.scandir(directory) if is_policy_name(entry.name))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, not a directory, or unreadable: the reload reports which
         return None
     base = Path(os.path.abspath(directory))
     return tuple(_entry(base / name) for name in names)
