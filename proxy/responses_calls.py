@@ -185,6 +185,9 @@ class ResponsesStreamInterceptor:
             raise UnreadableUpstream("upstream Responses event has no type")
         if parsed.event is not None and parsed.event != event["type"]:
             raise UnreadableUpstream(f"upstream event name {parsed.event!r} differs from its type {event['type']!r}")
+        if self._next is None and isinstance(event.get("sequence_number"), int):
+            # the events before this one passed as sent: the client's numbering continues from here
+            self._next = event["sequence_number"]
         return self._on_event(raw, event)
 
     def finish(self) -> list[bytes]:

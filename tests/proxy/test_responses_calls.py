@@ -173,3 +173,11 @@ def test_non_stream_filter_and_error() -> None:
     assert [i["type"] for i in response["output"]] == ["message", "function_call", "reasoning", "message"]
     with pytest.raises(ToolCallRejected):
         filter_response(rw.response_object([rw.function_call_item("c", "explode", "{}")]), Hook(set()))
+
+
+def test_the_deny_message_continues_the_numbering_of_events_passed_as_sent() -> None:
+    """Events before the first call pass byte-identical; what celgate writes after them is numbered on from there."""
+    events = rw.response_stream([rw.message_item("hi"), rw.function_call_item("c", "shell.exec", "{}")],
+                                id="r", created_at=1)
+    numbers = [e["sequence_number"] for e in client_view(run(events, Hook({"shell.exec"})))]
+    assert numbers == sorted(set(numbers)) and len(numbers) > 8
