@@ -25,7 +25,9 @@ __all__ = [
     "GatewayHooks",
     "LoadedAgent",
     "run_completion",
+    "run_response",
     "stream_completion",
+    "stream_response",
 ]
 
 
@@ -44,5 +46,25 @@ def stream_completion(
     Closing the iterator (or cancelling the task iterating it) cancels the run.
     """
     from .runner import stream_completion as stream
+
+    return stream(agent, body, caller)
+
+
+async def run_response(agent: LoadedAgent, body: dict[str, Any], caller: CallerContext) -> dict[str, Any]:
+    """Run the drop-in for one non-streamed ``POST /v1/responses``; returns a ``response`` dict."""
+    from .runner import run_response as run
+
+    return await run(agent, body, caller)
+
+
+def stream_response(
+    agent: LoadedAgent, body: dict[str, Any], caller: CallerContext
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Run the drop-in for one streamed ``POST /v1/responses``; yields Responses stream event dicts.
+
+    Each event's ``type`` is its SSE event name. Closing the iterator (or
+    cancelling the task iterating it) cancels the run.
+    """
+    from .runner import stream_response as stream
 
     return stream(agent, body, caller)

@@ -102,8 +102,9 @@ def output_text(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, dict) and isinstance(value.get("output_text"), str):
-        return value["output_text"]
+    text = value.get("output_text") if isinstance(value, dict) else None
+    if isinstance(text, str):
+        return text
     dump = getattr(value, "model_dump_json", None)
     if callable(dump):
         return str(dump())
@@ -128,9 +129,8 @@ class EventTranslator:
             self._plain_text = event.new_agent.output_type in (None, str)
         elif kind == "raw_response_event":
             data = event.data
-            if self._plain_text and getattr(data, "type", None) == "response.output_text.delta":
-                if data.delta:
-                    yield data.delta
+            if self._plain_text and getattr(data, "type", None) == "response.output_text.delta" and data.delta:
+                yield data.delta
         elif kind == "run_item_stream_event":
             payload = self._item_payload(event.name, event.item)
             if payload is not None:

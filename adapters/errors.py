@@ -33,10 +33,10 @@ class AgentRunError(Exception):
 
 
 class MessageError(AgentRunError):
-    """The request's ``messages`` cannot be converted for the agent: the client's 400."""
+    """The request's conversation (chat ``messages``, Responses ``input``) cannot be given to the agent: a 400."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(400, "invalid_request_error", "invalid_messages", message)
+    def __init__(self, message: str, code: str = "invalid_messages") -> None:
+        super().__init__(400, "invalid_request_error", code, message)
 
 
 class LoadError(Exception):

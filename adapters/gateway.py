@@ -67,7 +67,10 @@ def gateway_client(base_url: str, api_key: str) -> AsyncOpenAI:
 
 
 class GatewayProvider(ModelProvider):
-    """Resolves model names for one run: ``__celgate__['model']`` > the agent's > the default."""
+    """Resolves model names for one run: ``__celgate__['model']`` > the agent's > the default.
+
+    The model speaks the registry's ``AgentSettings.api`` to celgate.
+    """
 
     def __init__(self, client: AsyncOpenAI, agent: LoadedAgent) -> None:
         self._client = client
@@ -83,6 +86,8 @@ class GatewayProvider(ModelProvider):
                 f"agent {self._agent.name!r} has no model; set --agents-model "
                 "(CELGATE_AGENTS_MODEL) or __celgate__['model']",
             )
+        if self._agent.runtime.settings.api == "responses":
+            return OpenAIResponsesModel(model=name, openai_client=self._client)
         return OpenAIChatCompletionsModel(model=name, openai_client=self._client)
 
 

@@ -25,7 +25,9 @@ class AgentSettings:
 
     When known at start-up, ``gateway_url`` becomes ``OPENAI_BASE_URL`` for
     clients that drop-in modules build themselves; runs always use the
-    per-request ``CallerContext.gateway_url``.
+    per-request ``CallerContext.gateway_url``. ``api`` is the API of the
+    agents' own model calls to celgate: ``"chat"`` (Chat Completions) or
+    ``"responses"``; celgate governs tool calls on both.
     """
 
     directory: Path
@@ -33,6 +35,7 @@ class AgentSettings:
     max_turns: int = 10
     watch: bool = True
     gateway_url: str | None = None
+    api: str = "chat"
 
 
 @dataclass(frozen=True, slots=True)

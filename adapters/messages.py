@@ -24,13 +24,27 @@ Historical tool calls are context only; the SDK never re-executes them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from agents.models.fake_id import FAKE_RESPONSES_ID
 
 from .errors import MessageError
 
-__all__ = ["last_user_text", "to_input_items"]
+__all__ = ["ChatConversation", "last_user_text", "to_input_items"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConversation:
+    """A chat request's ``messages`` as a run takes them; converted only on use (a workflow needs one text)."""
+
+    messages: Any
+
+    def input_items(self) -> list[dict[str, Any]]:
+        return to_input_items(self.messages)
+
+    def last_user_text(self) -> str:
+        return last_user_text(self.messages)
 
 
 def to_input_items(messages: Any) -> list[dict[str, Any]]:

@@ -123,7 +123,7 @@ class AgentRegistry:
 
     def _ensure_runtime(self) -> Runtime:
         if self._runtime is None:
-            prepare_sdk(self._settings.gateway_url)
+            prepare_sdk(self._settings.gateway_url, self._settings.api)
             from .gateway import GatewayClients  # imports openai; only once a drop-in exists
 
             self._runtime = Runtime(self._settings, self._hooks, GatewayClients(PLACEHOLDER_API_KEY))

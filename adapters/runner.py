@@ -1,4 +1,4 @@
-"""Run a loaded drop-in for one chat completion request, streamed or not.
+"""Run a loaded drop-in for one chat completion or Responses request, streamed or not.
 
 Every run is a coroutine on celgate's event loop. Plain agents and Agent
 Builder workflows take the same path: each top-level ``Runner.run`` goes
@@ -12,7 +12,8 @@ through ``CelgateRunner``, installed as the SDK's default runner, which
 - adds each run's usage to the request's total.
 
 Runs started inside a run (agents-as-tools) inherit the parent's settings and
-are neither reconfigured nor forwarded.
+are neither reconfigured nor forwarded. Both APIs share the run; only the
+formatting differs (``chunks`` for chat, ``responses`` for the Responses API).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncGenerator
-from typing import Any
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import openai
 from agents import Agent, ModelSettings, RunConfig, Usage
 from agents.exceptions import MaxTurnsExceeded
 from agents.run import AgentRunner
 
-from . import chunks, messages, workflow
+from . import chunks, messages, responses, responses_input, workflow
 from .dropin import LoadedAgent
 from .errors import AgentRunError
 from .exports import prepare_agents
@@ -36,11 +39,40 @@ from .gateway import GatewayProvider, routable_model
 from .host import CallerContext
 from .scope import CURRENT_RUN, RunScope
 
-__all__ = ["RUNNER", "CelgateRunner", "run_completion", "stream_completion"]
+__all__ = [
+    "RUNNER",
+    "CelgateRunner",
+    "Conversation",
+    "run_completion",
+    "run_response",
+    "stream_completion",
+    "stream_response",
+]
 
 logger = logging.getLogger("celgate.agents")
 
 _WITH_USAGE = ModelSettings(include_usage=True)
+
+
+class Conversation(Protocol):
+    """A request's conversation as a run takes it.
+
+    Chat's is ``messages.ChatConversation``, the Responses API's ``responses_input.ResponsesConversation``.
+    """
+
+    def input_items(self) -> list[dict[str, Any]]:
+        """The whole conversation as SDK input items, for an agent."""
+
+    def last_user_text(self) -> str:
+        """The last user message's text, for an Agent Builder workflow."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    """The last piece of a streamed run: its final output and the usage of every model call."""
+
+    output: Any
+    usage: Usage
 
 
 class CelgateRunner(AgentRunner):
@@ -104,8 +136,16 @@ RUNNER = CelgateRunner()
 async def run_completion(agent: LoadedAgent, body: dict[str, Any], caller: CallerContext) -> dict[str, Any]:
     """One ``chat.completion`` with the run's final output and total usage."""
     scope = _new_scope(agent, caller, sink=None)
-    output = await _run(scope, body)
+    output = await _run(scope, messages.ChatConversation(body.get("messages")))
     return chunks.completion(agent.name, chunks.output_text(output), chunks.usage_dict(scope.usage))
+
+
+async def run_response(agent: LoadedAgent, body: dict[str, Any], caller: CallerContext) -> dict[str, Any]:
+    """One Responses ``response`` with the run's final output and total usage."""
+    conversation = responses_input.ResponsesConversation(body)
+    scope = _new_scope(agent, caller, sink=None)
+    output = await _run(scope, conversation)
+    return responses.response_object(agent.name, body, chunks.output_text(output), responses.usage_dict(scope.usage))
 
 
 async def stream_completion(
@@ -120,27 +160,59 @@ async def stream_completion(
     returns a value), the final output follows as one content delta. Closing
     the generator, or cancelling the task iterating it, cancels the run.
     """
-    queue: asyncio.Queue[str | dict[str, Any] | None] = asyncio.Queue()
-    scope = _new_scope(agent, caller, sink=queue)
     factory = chunks.ChunkFactory(agent.name)
-    task = asyncio.create_task(_run(scope, body), name=f"celgate-agent-{agent.name}")
-    task.add_done_callback(lambda _: queue.put_nowait(None))
     started = streamed_text = False
-    try:
-        while (piece := await queue.get()) is not None:
+    async with aclosing(_stream(agent, messages.ChatConversation(body.get("messages")), caller)) as pieces:
+        async for piece in pieces:
             if not started:
                 started = True
                 yield factory.role()
-            streamed_text |= isinstance(piece, str)
-            yield factory.text(piece) if isinstance(piece, str) else factory.event(piece)
-        output = task.result()
-        if not started:
-            yield factory.role()
-        if not streamed_text and (text := chunks.output_text(output)):
-            yield factory.text(text)
-        yield factory.finish()
-        if (body.get("stream_options") or {}).get("include_usage"):
-            yield factory.usage(chunks.usage_dict(scope.usage))
+            if isinstance(piece, _Finished):
+                if not streamed_text and (text := chunks.output_text(piece.output)):
+                    yield factory.text(text)
+                yield factory.finish()
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    yield factory.usage(chunks.usage_dict(piece.usage))
+            else:
+                streamed_text |= isinstance(piece, str)
+                yield factory.text(piece) if isinstance(piece, str) else factory.event(piece)
+
+
+async def stream_response(
+    agent: LoadedAgent, body: dict[str, Any], caller: CallerContext
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Responses stream events as the run produces them (see ``responses``); first and last as ``stream_completion``.
+
+    ``response.created`` is yielded with the first output, so a failure before
+    it raises from the first ``__anext__``; a failure later raises mid-stream,
+    and no ``response.completed`` follows.
+    """
+    stream = responses.ResponseStream(agent.name, body)
+    conversation = responses_input.ResponsesConversation(body)
+    async with aclosing(_stream(agent, conversation, caller)) as pieces:
+        async for piece in pieces:
+            if isinstance(piece, str):
+                events = stream.text(piece)
+            elif isinstance(piece, _Finished):
+                events = stream.complete(chunks.output_text(piece.output), responses.usage_dict(piece.usage))
+            else:
+                events = stream.tool_activity()
+            for event in events:
+                yield event
+
+
+async def _stream(
+    agent: LoadedAgent, conversation: Conversation, caller: CallerContext
+) -> AsyncGenerator[str | dict[str, Any] | _Finished, None]:
+    """Text deltas and tool events of the run as they happen, then ``_Finished``; closing it cancels the run."""
+    queue: asyncio.Queue[str | dict[str, Any] | None] = asyncio.Queue()
+    scope = _new_scope(agent, caller, sink=queue)
+    task = asyncio.create_task(_run(scope, conversation), name=f"celgate-agent-{agent.name}")
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        while (piece := await queue.get()) is not None:
+            yield piece
+        yield _Finished(task.result(), scope.usage)
     finally:
         await _stop(task)
 
@@ -152,11 +224,11 @@ def _new_scope(
     return RunScope(caller, agent, GatewayProvider(client, agent), Usage(), sink)
 
 
-async def _run(scope: RunScope, body: dict[str, Any]) -> Any:
+async def _run(scope: RunScope, conversation: Conversation) -> Any:
     """The run's final output; every failure leaves as ``AgentRunError``."""
     token = CURRENT_RUN.set(scope)
     try:
-        return await _invoke(scope.agent, body.get("messages"))
+        return await _invoke(scope.agent, conversation)
     except AgentRunError:
         raise
     except Exception as exc:
@@ -165,12 +237,12 @@ async def _run(scope: RunScope, body: dict[str, Any]) -> Any:
         CURRENT_RUN.reset(token)
 
 
-async def _invoke(agent: LoadedAgent, chat_messages: Any) -> Any:
+async def _invoke(agent: LoadedAgent, conversation: Conversation) -> Any:
     if agent.workflow is not None:
         assert agent.workflow_input is not None
-        return await agent.workflow(workflow.build_input(agent.workflow_input, chat_messages))
+        return await agent.workflow(workflow.build_input(agent.workflow_input, conversation.last_user_text()))
     assert agent.entry is not None
-    result = await RUNNER.run(agent.entry, messages.to_input_items(chat_messages))
+    result = await RUNNER.run(agent.entry, conversation.input_items())
     return result.final_output
 
 

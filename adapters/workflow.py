@@ -3,8 +3,8 @@
 An export looks like ``async def run_workflow(workflow_input: WorkflowInput)``
 with ``class WorkflowInput(BaseModel): input_as_text: str``. That shape
 carries one text and no history: a drop-in of this kind gets the text of the
-request's last user message only. Its output is normalised by
-``chunks.output_text``.
+request's last user message only (``Conversation.last_user_text``). Its
+output is normalised by ``chunks.output_text``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any, TypeGuard
 from pydantic import BaseModel
 
 from .errors import LoadError
-from .messages import last_user_text
 
 __all__ = ["build_input", "input_model"]
 
@@ -47,8 +46,8 @@ def input_model(module: types.ModuleType, run_workflow: Any) -> type[BaseModel]:
     return candidate
 
 
-def build_input(model: type[BaseModel], messages: Any) -> BaseModel:
-    return model.model_validate({INPUT_FIELD: last_user_text(messages)})
+def build_input(model: type[BaseModel], text: str) -> BaseModel:
+    return model.model_validate({INPUT_FIELD: text})
 
 
 def _annotated_model(run_workflow: Any) -> type[BaseModel] | None:

@@ -4,7 +4,9 @@ An access line through ``logging`` costs ~35 µs per request, more than the
 rest of the proxy's handler, so access lines take a cheap path: one
 pre-formatted JSON line appended to a buffer that is flushed to the stream
 every ``flush_interval`` seconds (and at shutdown). Diagnostic logs use
-``logging`` with a JSON or text formatter.
+``logging`` with a JSON or text formatter, and both pass every line through
+``redact``: log messages quote exceptions, tracebacks and upstream errors,
+which can carry keys and passwords.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import time
 from typing import IO, Any
 
 from .jsontext import compact_json
+from .redaction import redact, redact_json
 
-__all__ = ["AccessLog", "JsonLineWriter", "configure_logging"]
-
+__all__ = ["AccessLog", "JsonLineWriter", "configure_logging", "log_handler"]
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per record; each string is redacted before encoding, so masking never breaks the JSON."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": round(record.created, 3),
@@ -34,18 +38,28 @@ class _JsonFormatter(logging.Formatter):
             entry.update(extra)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return compact_json(entry)
+        return compact_json(redact_json(entry))
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def log_handler(fmt: str, stream: IO[str]) -> logging.Handler:
+    """A handler writing celgate's diagnostic lines (``json`` or ``text``, redacted) to ``stream``."""
+    handler = logging.StreamHandler(stream)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
 
 
 def configure_logging(level: str, fmt: str) -> None:
     """Diagnostics go to stderr; stdout is kept for access and audit lines."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [log_handler(fmt, sys.stderr)]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").disabled = True  # celgate writes its own access lines
     for chatty in ("httpx", "httpx2", "openai", "openai.agents"):  # a line per agent model call otherwise
@@ -66,7 +80,8 @@ class JsonLineWriter:
         self._buffer.append(line)
 
     def write(self, record: dict[str, Any]) -> None:
-        self._buffer.append(compact_json(record) + "\n")
+        """Append ``record``, redacted: audit records can quote tool arguments and policy reasons."""
+        self._buffer.append(compact_json(redact_json(record)) + "\n")
 
     def start(self) -> None:
         """Open the target (``-``: stdout) and flush every ``flush_interval`` seconds until ``close``."""
@@ -95,10 +110,26 @@ class JsonLineWriter:
 
 
 class AccessLog:
-    """One JSON line per request: time, id, method, path, model, principal, status, duration."""
+    """One JSON line per request: time, id, method, path, model, principal, status, duration.
+
+    The client chooses path and model (a key pasted as a model name must not be
+    logged), so both are redacted; they repeat, so each distinct value is
+    redacted once (up to ``_MEMO`` of them, then on every line).
+    """
+
+    _MEMO = 4096
 
     def __init__(self, writer: JsonLineWriter) -> None:
         self.writer = writer
+        self._redacted: dict[str, str] = {}
+
+    def _clean(self, value: str) -> str:
+        clean = self._redacted.get(value)
+        if clean is None:
+            clean = redact(value)
+            if len(self._redacted) < self._MEMO:
+                self._redacted[value] = clean
+        return clean
 
     def log(
         self,
@@ -113,7 +144,7 @@ class AccessLog:
     ) -> None:
         self.writer.write_line(
             f'{{"ts":{time.time():.3f},"type":"access","request_id":{compact_json(request_id)},'
-            f'"method":"{method}","path":{compact_json(path)},"status":{status},'
-            f'"duration_ms":{duration * 1000:.2f},"model":{compact_json(model)},'
+            f'"method":"{method}","path":{compact_json(self._clean(path))},"status":{status},'
+            f'"duration_ms":{duration * 1000:.2f},"model":{compact_json(self._clean(model))},'
             f'"principal":{compact_json(principal)},"stream":{"true" if stream else "false"}}}\n'
         )

@@ -1,14 +1,32 @@
-"""Health, readiness, metrics and read-only admin views of the app's state."""
+"""Health, readiness, metrics and read-only admin views of the app's state.
+
+``/healthz`` and ``/readyz`` are always open (probes carry no credentials and
+learn nothing secret). ``/metrics`` and ``/admin/*`` show the policy, agents'
+errors and traffic figures: with ``--admin-token-env`` they answer only
+``Authorization: Bearer <admin token>`` (others get a 401), and celgate
+refuses to listen off loopback without one. The policy and agent views pass
+every string through ``redact``: their errors quote exception messages, which
+can hold connection strings and keys (metric labels are redacted where they
+are made, in ``metrics``).
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import time
+from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from .errors import Unauthorized
 from .keys import AGENTS, ENFORCER, METRICS, SETTINGS, UPSTREAM
 from .metrics import CONTENT_TYPE_LATEST
+from .redaction import redact_json
 from .router import add_route
+from .settings import Secret
 
 __all__ = ["add_admin_routes"]
 
@@ -18,16 +36,45 @@ _PROBE = web.AppKey("upstream_probe_cache", dict)
 
 def add_admin_routes(app: web.Application) -> None:
     app[_PROBE] = {}
+    add_route(app, "GET", "/healthz", healthz)
+    add_route(app, "GET", "/readyz", readyz)
     for path, handler in (
-        ("/healthz", healthz),
-        ("/readyz", readyz),
         ("/metrics", metrics),
         ("/admin/metrics", admin_metrics),
         ("/admin/policies", admin_policies),
         ("/admin/agents", admin_agents),
         ("/admin/agents/errors", admin_agent_errors),
     ):
-        add_route(app, "GET", path, handler)
+        add_route(app, "GET", path, _admin_only(handler))
+
+
+def _admin_only(handler: Handler) -> Handler:
+    """``handler`` behind the admin token, when one is set."""
+
+    @functools.wraps(handler)
+    async def checked(request: web.Request) -> web.StreamResponse:
+        token = request.app[SETTINGS].admin_token
+        if token is not None and not _bears(request, token):
+            refused = Unauthorized(
+                "celgate: this endpoint needs Authorization: Bearer <admin token>", code="invalid_admin_token"
+            )
+            refused.headers = {"WWW-Authenticate": 'Bearer realm="celgate admin"'}
+            raise refused
+        return await handler(request)
+
+    return checked
+
+
+def _bears(request: web.Request, token: Secret) -> bool:
+    """Whether the request's bearer token is ``token``; hashed first, so the comparison leaks not even its length."""
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(_digest(presented.strip()), _digest(token.value))
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -52,7 +99,8 @@ async def _upstream_state(request: web.Request) -> str:
     if now - cache.get("at", -1e9) > _PROBE_CACHE_SECONDS:
         cache["state"] = "reachable" if await app[UPSTREAM].probe() else "unreachable"
         cache["at"] = now
-    return cache["state"]
+    state: str = cache["state"]
+    return state
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -68,15 +116,18 @@ async def admin_metrics(request: web.Request) -> web.Response:
 
 
 async def admin_policies(request: web.Request) -> web.Response:
-    return web.json_response(request.app[ENFORCER].source.status())
+    return _redacted_json(request.app[ENFORCER].source.status())
 
 
 async def admin_agents(request: web.Request) -> web.Response:
     registry = request.app.get(AGENTS)
-    return web.json_response({"agents": registry.agents() if registry else []})
+    return _redacted_json({"agents": registry.agents() if registry else []})
 
 
 async def admin_agent_errors(request: web.Request) -> web.Response:
     registry = request.app.get(AGENTS)
-    return web.json_response({"errors": [failure.as_json() for failure in registry.failures()] if registry else []})
+    return _redacted_json({"errors": [failure.as_json() for failure in registry.failures()] if registry else []})
 
+
+def _redacted_json(body: dict[str, Any]) -> web.Response:
+    return web.json_response(redact_json(body))

@@ -5,8 +5,9 @@ auth, the policy source (loaded now, so a missing or broken policy stops
 ``celgate serve`` before it listens) and the enforcer. Resources with a
 lifetime each get their own ``cleanup_ctx`` entry, set up in order and torn
 down in reverse, so one that fails to start never leaks the ones before it:
-the access log, the audit log, the demo model (``--upstream demo``), the
-upstream pool, the policy watcher, the drop-in agent registry.
+the secrets ``redact`` masks, the access log, the audit log, the demo model
+(``--upstream demo``), the upstream pool, the policy watcher, the drop-in
+agent registry. A listener off loopback without an admin token is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from celgate.adapters import AgentRegistry, AgentSettings
-from celgate.policy import PolicyStore, ReloadResult
+from celgate.policy import ANONYMOUS, PolicyStore, ReloadResult
 
 from .accesslog import AccessLog, JsonLineWriter
 from .admin import add_admin_routes
@@ -33,9 +34,10 @@ from .keys import ACCESS_LOG, AGENTS, AUTH, ENFORCER, GATEWAY_TOKEN, LIFECYCLE, 
 from .lifecycle import Lifecycle
 from .limits import Limits
 from .metrics import Metrics
+from .redaction import holding_secrets
 from .router import add_catch_all, add_request_id_header
 from .routes import add_routes
-from .settings import DEMO_UPSTREAM, Settings, SettingsError
+from .settings import DEMO_UPSTREAM, Settings, SettingsError, check_listener
 from .upstream import Upstream
 
 __all__ = ["create_app"]
@@ -47,6 +49,7 @@ _AUDIT_WRITER = web.AppKey("audit_writer", JsonLineWriter)
 
 def create_app(settings: Settings) -> web.Application:
     """Build the app; raises ``SettingsError`` / ``PolicyLoadError`` on unusable config."""
+    check_listener(settings)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics = Metrics()
@@ -62,7 +65,7 @@ def create_app(settings: Settings) -> web.Application:
         app[ACCESS_LOG] = AccessLog(JsonLineWriter(settings.access_log))
     app[ENFORCER] = Enforcer(_policy_source(settings, metrics), metrics, audit, settings.max_held_call_bytes)
     app.on_response_prepare.append(add_request_id_header)
-    app.cleanup_ctx.extend([_access_log, _audit_log, _demo_model, _upstream, _policy_watcher, _agents])
+    app.cleanup_ctx.extend([_redaction, _access_log, _audit_log, _demo_model, _upstream, _policy_watcher, _agents])
     add_admin_routes(app)
     add_routes(app)
     add_catch_all(app)
@@ -90,6 +93,18 @@ def _policy_source(settings: Settings, metrics: Metrics) -> PolicyStore | NoPoli
     store = PolicyStore(settings.policies, backend=settings.cel_backend, on_reload=on_reload)
     metrics.set_policy_version(store.current.version)
     return store
+
+
+async def _redaction(app: web.Application) -> AsyncIterator[None]:
+    """From start-up to shutdown, ``redact`` masks this app's secrets and its policy's principal keys."""
+    settings, enforcer = app[SETTINGS], app[ENFORCER]
+    held = [secret.value for secret in (settings.upstream_api_key, settings.admin_token) if secret is not None]
+
+    def is_principal_key(token: str) -> bool:
+        return enforcer.policy().resolve_principal(token) is not ANONYMOUS
+
+    with holding_secrets([*held, app[GATEWAY_TOKEN]], is_principal_key):
+        yield
 
 
 def _writer_lifetime(
@@ -146,6 +161,7 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
         directory=settings.agents,
         default_model=settings.agents_model or (DEMO_MODEL if settings.upstream == DEMO_UPSTREAM else None),
         max_turns=settings.agents_max_turns,
+        api=settings.agents_api,
         watch=settings.watch,
         gateway_url=_own_url(settings),
     )

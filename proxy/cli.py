@@ -48,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .accesslog import configure_logging
     from .app import create_app
+    from .redaction import redact
     from .server import serve
     from .settings import SettingsError, load_settings
 
@@ -57,10 +58,10 @@ def _serve(args: argparse.Namespace) -> int:
         configure_logging(settings.log_level, settings.log_format)
         app = create_app(settings)
     except SettingsError as exc:
-        print(f"celgate: {exc}", file=sys.stderr)
+        print(redact(f"celgate: {exc}"), file=sys.stderr)  # messages quote the values given
         return 2
     except PolicyLoadError as exc:
-        print(f"celgate: the policy does not load; not starting:\n{exc}", file=sys.stderr)
+        print(redact(f"celgate: the policy does not load; not starting:\n{exc}"), file=sys.stderr)
         return 1
     try:
         serve(app, settings.host, settings.port, banner=f"celgate {__version__} (upstream {settings.upstream})",

@@ -219,7 +219,9 @@ class DemoServer:
         choice = _message_choice(reply)
         return web.json_response({**base, "object": "chat.completion", "choices": [choice], "usage": _usage(reply)})
 
-    async def _stream(self, request: web.Request, base: dict[str, Any], reply: Reply, usage: bool) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, base: dict[str, Any], reply: Reply, usage: bool
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers=_SSE_HEADERS)
         await response.prepare(request)
         for delta, finish in _deltas(reply):
@@ -406,9 +408,11 @@ def _response_object(body: dict[str, Any], output: list[dict[str, Any]], usage: 
     """A completed ``response`` with every top-level field the API sends, in its order, echoing the request."""
 
     def given(key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        """The request's value if well-typed (a bool is no number here), else the API's default."""
         value = body.get(key)
-        return value if isinstance(value, kind) and not isinstance(value, bool) or kind is bool and isinstance(
-            value, bool) else default
+        if kind is bool:
+            return value if isinstance(value, bool) else default
+        return value if isinstance(value, kind) and not isinstance(value, bool) else default
 
     created = int(time.time())
     model = body.get("model")

@@ -1,5 +1,10 @@
 """Serving drop-in agents: routing a model name to its agent, running it, and governing its tool calls.
 
+A drop-in is served on ``/v1/chat/completions`` and on ``/v1/responses``
+(``run_dropin(..., api=...)``); ``celgate.adapters`` formats each API's
+answers, this module only frames them (``data:`` chunks and ``[DONE]`` for
+chat, ``event:`` + ``data:`` events for Responses).
+
 The agent runs in-process (``celgate.adapters``); its own model calls come
 back to celgate over loopback, carrying the caller's ``Authorization``,
 ``x-celgate-agent`` and the internal token, so they pass the same policy,
@@ -12,11 +17,20 @@ the proxy).
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Literal
 
 from aiohttp import web
 
-from celgate.adapters import AgentRunError, CallerContext, LoadedAgent, run_completion, stream_completion
+from celgate.adapters import (
+    AgentRunError,
+    CallerContext,
+    LoadedAgent,
+    run_completion,
+    run_response,
+    stream_completion,
+    stream_response,
+)
 from celgate.policy import Decision, RequestInfo, ToolCall
 
 from .caller import Caller, is_internal_call
@@ -24,7 +38,8 @@ from .enforcement import Enforcer
 from .errors import AgentFailed
 from .keys import AGENTS, GATEWAY_TOKEN, METRICS, RECORD
 from .metrics import Metrics
-from .sse import DONE_EVENT, data_event
+from .redaction import redact
+from .sse import DONE_EVENT, data_event, named_event
 from .streaming import end_with_error, start_stream
 
 __all__ = ["PolicyGatewayHooks", "find_dropin", "list_agents_as_models", "run_dropin"]
@@ -41,8 +56,8 @@ def find_dropin(request: web.Request, caller: Caller) -> LoadedAgent | None:
     agent = registry.get(model)
     if agent is None and (failure := registry.failure(model)) is not None:
         raise AgentFailed(
-            f"celgate: agent {model!r} failed to load ({failure.kind}): {failure.summary}"
-            " (details: GET /admin/agents/errors)",
+            redact(f"celgate: agent {model!r} failed to load ({failure.kind}): {failure.summary}"
+                   " (details: GET /admin/agents/errors)"),
             status=503, error_type="agent_error", code="agent_unavailable",
         )
     return agent
@@ -66,8 +81,13 @@ def _listing_probe(name: str) -> RequestInfo:
 
 
 async def run_dropin(
-    request: web.Request, agent: LoadedAgent, body: dict[str, Any], caller: Caller
+    request: web.Request,
+    agent: LoadedAgent,
+    body: dict[str, Any],
+    caller: Caller,
+    api: Literal["chat", "responses"] = "chat",
 ) -> web.StreamResponse:
+    """Run the drop-in for an admitted request of ``api`` (``POST /v1/chat/completions`` or ``/v1/responses``)."""
     context = CallerContext(
         principal=caller.principal,
         request=caller.info,
@@ -77,43 +97,57 @@ async def run_dropin(
         internal_token=request.app[GATEWAY_TOKEN],
     )
     if body.get("stream") is True:
-        return await _stream(request, agent, body, context)
+        if api == "responses":
+            return await _stream(request, stream_response(agent, body, context), _response_event, b"")
+        return await _stream(request, stream_completion(agent, body, context), data_event, DONE_EVENT)
+    run = run_response if api == "responses" else run_completion
     try:
-        completion = await run_completion(agent, body, context)
+        answer = await run(agent, body, context)
     except AgentRunError as exc:
         raise _as_celgate_error(exc) from exc
-    return web.json_response(completion)
+    return web.json_response(answer)
 
 
 async def _stream(
-    request: web.Request, agent: LoadedAgent, body: dict[str, Any], context: CallerContext
+    request: web.Request,
+    events: AsyncGenerator[dict[str, Any], None],
+    frame: Callable[[dict[str, Any]], bytes],
+    trailer: bytes,
 ) -> web.StreamResponse:
-    """Stream the run; a failure before its first chunk is a plain HTTP error, later ones go in-band."""
+    """Stream the run; a failure before its first event is a plain HTTP error, later ones go in-band.
+
+    ``trailer`` ends a stream that completed (chat's ``[DONE]``; Responses has none).
+    """
     metrics = request.app[METRICS]
-    chunks = stream_completion(agent, body, context)
     try:
-        first = await anext(chunks)
+        first = await anext(events)
     except StopAsyncIteration:
         first = None
     except AgentRunError as exc:
-        await chunks.aclose()
+        await events.aclose()
         raise _as_celgate_error(exc) from exc
     response = await start_stream(request, 200, _SSE_HEADERS)
     metrics.active_streams.inc()
     try:
         if first is not None:
-            await response.write(data_event(first))
+            await response.write(frame(first))
             metrics.stream_ttfb.observe(time.perf_counter() - request[RECORD].started)
-            async for chunk in chunks:
-                await response.write(data_event(chunk))
-        await response.write(DONE_EVENT)
+            async for event in events:
+                await response.write(frame(event))
+        if trailer:
+            await response.write(trailer)
     except AgentRunError as exc:
         await end_with_error(request, response, _as_celgate_error(exc))
     finally:
         metrics.active_streams.dec()
-        await chunks.aclose()  # cancels the run if the client left mid-stream
+        await events.aclose()  # cancels the run if the client left mid-stream
     await response.write_eof()
     return response
+
+
+def _response_event(event: dict[str, Any]) -> bytes:
+    """A Responses stream event, named by its type as the API sends them."""
+    return named_event(event["type"], event)
 
 
 def _as_celgate_error(exc: AgentRunError) -> AgentFailed:

@@ -4,6 +4,12 @@ Each app gets its own ``CollectorRegistry`` (two apps in one process, as in
 tests, never collide). ``/metrics`` renders it in the text format and
 ``/admin/metrics`` renders the very same collected samples as JSON, so the
 two can never disagree.
+
+Label values fed by clients and models (model, tool) are bounded in size and
+in number: past ``_MAX_DISTINCT`` values of one label, new ones count as
+``other``, so a client sending random model names cannot grow the registry
+(and every scrape) without end. Every label value is redacted once, when its
+series is made: a key sent as a model name never becomes a label.
 """
 
 from __future__ import annotations
@@ -11,13 +17,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+from .redaction import redact
+
+__all__ = ["CONTENT_TYPE_LATEST", "OTHER", "Metrics"]
 
 _MAX_MEMOIZED = 10_000  # children remembered per family; label values come from clients
 _MAX_LABEL = 64  # label values (model, tool, agent names) come from clients and models: bound their size
+# Distinct values kept per client-fed label; later new values fold into OTHER. The first ones seen keep
+# their series: legitimate names arrive early and often, and an unbounded label is a memory and scrape DoS.
+_MAX_DISTINCT = 100
+OTHER = "other"
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _EVAL_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2)
@@ -28,22 +39,35 @@ class _Family:
 
     prometheus-client's own ``labels()`` validates, stringifies and locks on
     every call (~1.5 µs); the request path calls it several times per request.
-    Label values are cut to ``_MAX_LABEL`` characters here, once for all callers.
+    Label values are redacted and cut to ``_MAX_LABEL`` characters here, once
+    for all callers; the client-fed label at position ``bounded`` keeps at
+    most ``_MAX_DISTINCT`` values, then folds new ones into ``OTHER``.
     """
 
-    __slots__ = ("collector", "_children")
+    __slots__ = ("_bounded", "_children", "_seen", "collector")
 
-    def __init__(self, collector: Any) -> None:
+    def __init__(self, collector: Any, bounded: int | None = None) -> None:
         self.collector = collector
         self._children: dict[tuple[str, ...], Any] = {}
+        self._bounded = bounded
+        self._seen: set[str] = set()
 
     def labels(self, *values: str) -> Any:
         child = self._children.get(values)
         if child is None:
-            child = self.collector.labels(*(value[:_MAX_LABEL] for value in values))
+            child = self.collector.labels(*self._label_values(values))
             if len(self._children) < _MAX_MEMOIZED:
                 self._children[values] = child
         return child
+
+    def _label_values(self, values: tuple[str, ...]) -> list[str]:
+        labels = [redact(value)[:_MAX_LABEL] for value in values]
+        if self._bounded is not None and (value := labels[self._bounded]) not in self._seen:
+            if len(self._seen) >= _MAX_DISTINCT:
+                labels[self._bounded] = OTHER
+            else:
+                self._seen.add(value)
+        return labels
 
 
 class Metrics:
@@ -52,36 +76,59 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         latency: dict[str, Any] = {"buckets": _LATENCY_BUCKETS, "registry": r}
-        self.requests = _Family(Counter(
-            "celgate_requests", "Requests by route, model and status.", ["route", "model", "status"], registry=r))
-        self.request_duration = _Family(Histogram(
-            "celgate_request_duration_seconds", "Whole request time in celgate.", ["route"], **latency))
-        self.upstream_duration = _Family(Histogram(
-            "celgate_upstream_duration_seconds", "Upstream time to response headers.", ["route"], **latency))
+        self.requests = _Family(
+            Counter(
+                "celgate_requests", "Requests by route, model and status.", ["route", "model", "status"], registry=r
+            ),
+            bounded=1,
+        )
+        self.request_duration = _Family(
+            Histogram("celgate_request_duration_seconds", "Whole request time in celgate.", ["route"], **latency)
+        )
+        self.upstream_duration = _Family(
+            Histogram("celgate_upstream_duration_seconds", "Upstream time to response headers.", ["route"], **latency)
+        )
         self.stream_ttfb = Histogram(
-            "celgate_stream_ttfb_seconds", "Time to the first streamed byte sent to the client.", **latency)
+            "celgate_stream_ttfb_seconds", "Time to the first streamed byte sent to the client.", **latency
+        )
         self.active_streams = Gauge("celgate_active_streams", "Streams being forwarded now.", registry=r)
-        self.upstream_errors = _Family(Counter(
-            "celgate_upstream_errors", "Upstream faults by kind.", ["kind"], registry=r))
-        self.tool_calls = _Family(Counter(
-            "celgate_tool_calls", "Tool calls seen, by tool, decision and source (upstream model or agent).",
-            ["tool", "decision", "source"], registry=r))
-        self.policy_decisions = _Family(Counter(
-            "celgate_policy_decisions", "Policy decisions.", ["point", "effect", "rule"], registry=r))
+        self.upstream_errors = _Family(
+            Counter("celgate_upstream_errors", "Upstream faults by kind.", ["kind"], registry=r)
+        )
+        self.tool_calls = _Family(
+            Counter(
+                "celgate_tool_calls",
+                "Tool calls seen, by tool, decision and source (upstream model or agent).",
+                ["tool", "decision", "source"],
+                registry=r,
+            ),
+            bounded=0,
+        )
+        self.policy_decisions = _Family(
+            Counter("celgate_policy_decisions", "Policy decisions.", ["point", "effect", "rule"], registry=r)
+        )
         self.policy_eval = Histogram(
-            "celgate_policy_eval_seconds", "Time to reach one policy decision.", buckets=_EVAL_BUCKETS, registry=r)
-        self.policy_eval_errors = _Family(Counter(
-            "celgate_policy_eval_errors", "CEL runtime errors while evaluating rules.", ["rule"], registry=r))
+            "celgate_policy_eval_seconds", "Time to reach one policy decision.", buckets=_EVAL_BUCKETS, registry=r
+        )
+        self.policy_eval_errors = _Family(
+            Counter("celgate_policy_eval_errors", "CEL runtime errors while evaluating rules.", ["rule"], registry=r)
+        )
         self.policy_reloads = Counter("celgate_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
         self.policy_info = Gauge("celgate_policy_info", "The active policy set (value 1).", ["version"], registry=r)
-        self.tool_duration = _Family(Histogram(
-            "celgate_tool_duration_seconds", "Drop-in agent tool execution time.", ["tool"], **latency))
-        self.tool_failures = _Family(Counter(
-            "celgate_tool_failures", "Drop-in agent tool executions that raised.", ["tool"], registry=r))
-        self.agent_load_failures = _Family(Counter(
-            "celgate_agent_load_failures", "Drop-in agents that failed to load.", ["agent", "kind"], registry=r))
+        self.tool_duration = _Family(
+            Histogram("celgate_tool_duration_seconds", "Drop-in agent tool execution time.", ["tool"], **latency),
+            bounded=0,
+        )
+        self.tool_failures = _Family(
+            Counter("celgate_tool_failures", "Drop-in agent tool executions that raised.", ["tool"], registry=r),
+            bounded=0,
+        )
+        self.agent_load_failures = _Family(
+            Counter("celgate_agent_load_failures", "Drop-in agents that failed to load.", ["agent", "kind"], registry=r)
+        )
         self.limited = Counter(
-            "celgate_limited", "Requests shed with a 429 by a concurrency limit.", ["kind", "scope"], registry=r)
+            "celgate_limited", "Requests shed with a 429 by a concurrency limit.", ["kind", "scope"], registry=r
+        )
 
     def upstream_fault(self, kind: str | None) -> None:
         self.upstream_errors.labels(kind or "upstream_error").inc()
@@ -101,8 +148,7 @@ class Metrics:
                 "type": family.type,
                 "help": family.documentation,
                 "samples": [
-                    {"name": s.name, "labels": dict(s.labels), "value": _json_number(s.value)}
-                    for s in family.samples
+                    {"name": s.name, "labels": dict(s.labels), "value": _json_number(s.value)} for s in family.samples
                 ],
             }
         return families

@@ -5,8 +5,8 @@ Two kinds of secret are masked. Known *shapes* (API keys, bearer tokens,
 access keys, PEM private keys) are matched by pattern. Known *values* are the
 secrets a running app holds: its upstream key, its admin token, its internal
 gateway token, and every principal key its policy knows. Principal keys are
-known only by their SHA-256, so each key-like token of the text is hashed and
-checked against the active policy.
+known only by their SHA-256, so each key-like token of the text (8 to 512
+URL-safe characters) is hashed and checked against the active policy.
 
 The values are registered process-wide (``holding_secrets``) because logging,
 which needs them, is process-wide too; an app registers its values while it
@@ -28,19 +28,28 @@ REDACTED = "[redacted]"
 KeyCheck = Callable[[str], bool]
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S),
-     f"-----BEGIN PRIVATE KEY----- {REDACTED}"),  # no END (a cut message): the rest of the text goes
+    (
+        re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S),
+        f"-----BEGIN PRIVATE KEY----- {REDACTED}",
+    ),  # no END (a cut message): the rest of the text goes
     (re.compile(r"(?i)((?<![\w-])(?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)[^\r\n'\",}]+"), rf"\1{REDACTED}"),
     (re.compile(r"(?i)\b(bearer\s+)[\w.~+/=-]+"), rf"\1{REDACTED}"),
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@"), rf"\1{REDACTED}@"),
-    (re.compile(r"(?i)((?<![a-z0-9])(?:password|passwd|pwd|secret|token|api[_-]?key|apikey)['\"]?\s*[:=]\s*['\"]?)"
-                r"[^\s&;,'\"})\]]+"), rf"\1{REDACTED}"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s]+@"), rf"\1{REDACTED}@"),  # up to the last @
+    (
+        re.compile(
+            r"(?i)((?<![a-z0-9])(?:password|passwd|pwd|secret|token|api[_-]?key|apikey)['\"]?\s*[:=]\s*)"
+            r"(?:(['\"])(?:.*?\2|.*)|[^\s&;,'\"})\[\]]+)"
+        ),
+        rf"\1\2{REDACTED}\2",
+    ),  # quoted: to its quote or EOL
     (re.compile(r"(?<![\w-])sk-[\w-]{8,}"), REDACTED),
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
 )
+# Text none of the shapes can match is common (model names, paths): one search of its lowercase form skips them.
+_SHAPE_HINTS = re.compile(r"private key|authorization|bearer|://|passw|pwd|secret|token|api[_-]?key|sk-|akia|asia")
 # Tokens that may be a principal's key: hashed and checked against the policy. Keys are header-safe strings.
 _KEY_LIKE = re.compile(r"[\w.~+/=-]{8,512}")
-_KEY_PARTS = re.compile(r"[=/:]")
+_KEY_PARTS = re.compile(r"[=/]")
 
 _values: tuple[str, ...] = ()
 _key_checks: tuple[KeyCheck, ...] = ()
@@ -49,9 +58,11 @@ _key_checks: tuple[KeyCheck, ...] = ()
 def redact(text: str) -> str:
     """``text`` with every secret shape and every secret value of a running app replaced by ``[redacted]``."""
     for value in _values:
-        text = text.replace(value, REDACTED)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+        if value in text:
+            text = text.replace(value, REDACTED)
+    if _SHAPE_HINTS.search(text.lower()):
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
     checks = _key_checks
     if checks:
         text = _KEY_LIKE.sub(lambda match: _mask_key(match.group(), checks), text)
@@ -89,8 +100,13 @@ def holding_secrets(values: Iterable[str], is_key: KeyCheck) -> Iterator[None]:
 
 
 def _mask_key(token: str, checks: tuple[KeyCheck, ...]) -> str:
-    """``token`` masked if it, or a piece of it between ``=``, ``/`` or ``:``, is a known principal key."""
-    pieces = {token, token.strip("."), *_KEY_PARTS.split(token)}
+    """``token`` masked if it, or a piece between ``=`` or ``/`` (trailing dots dropped), is a principal key."""
+    if any(check(token) for check in checks):
+        return REDACTED
+    stripped = token.strip(".")
+    if stripped == token and not _KEY_PARTS.search(token):
+        return token
+    pieces = {stripped, *_KEY_PARTS.split(stripped)} - {token}
     hits = sorted((p for p in pieces if p and any(check(p) for check in checks)), key=len, reverse=True)
     for piece in hits:
         token = token.replace(piece, REDACTED)

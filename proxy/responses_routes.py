@@ -27,6 +27,7 @@ from celgate.policy import ToolCall
 
 from .caller import Caller, admit
 from .client_request import INTERNAL_HEADERS, json_body_or_none, read_body, responses_body
+from .dropins import find_dropin, run_dropin
 from .errors import BadRequest, UpstreamError
 from .forwarding import relay_stored, relay_ungoverned, upstream_request
 from .governed import BodyFilter, relay_governed
@@ -68,6 +69,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     raw = await read_body(request)
     body = responses_body(raw)
     caller = admit(request, body)
+    dropin = find_dropin(request, caller)
+    if dropin is not None:
+        return await run_dropin(request, dropin, body, caller, api="responses")
     hook = caller.tool_hook("upstream")
     changed = _without_unusable_tools(caller, body)
     if hook is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ __all__ = [
     "SettingsError",
     "UpstreamTimeouts",
     "add_serve_arguments",
+    "check_listener",
+    "is_loopback",
     "load_settings",
 ]
 
@@ -35,6 +38,7 @@ DEFAULT_UPSTREAM = "https://api.openai.com/v1"
 DEMO_UPSTREAM = "demo"
 DEFAULT_CONFIG_FILE = "celgate.yaml"
 ENV_PREFIX = "CELGATE_"
+MIN_ADMIN_TOKEN_CHARS = 16
 
 
 class SettingsError(ValueError):
@@ -81,9 +85,12 @@ class Settings:
     agents: Path = Path("agents")
     agents_model: str | None = None
     agents_max_turns: int = 10
+    agents_api: str = "chat"
     watch: bool = True
     upstream_api_key_env: str | None = None
     upstream_api_key: Secret | None = field(default=None, repr=False)
+    admin_token_env: str | None = None
+    admin_token: Secret | None = field(default=None, repr=False)
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
     max_body_bytes: int = 10 * 1024 * 1024
     client_timeout: float = 30.0
@@ -145,8 +152,12 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "agents": (Path, "drop-in agents directory (default ./agents)"),
     "agents_model": (_optional_str, "model for drop-in agents that set none"),
     "agents_max_turns": (int, "max turns of a drop-in agent run (default 10)"),
+    "agents_api": (_choice("chat", "responses"), "API of drop-in agents' own model calls through celgate: chat "
+                                                 "(default) or responses"),
     "watch": (_bool, "hot-reload policies and agents on change (default on)"),
     "upstream_api_key_env": (_optional_str, "sidecar-key mode: env var holding the upstream API key"),
+    "admin_token_env": (_optional_str, "env var holding the bearer token /admin/* and /metrics require "
+                                       "(required to listen off loopback)"),
     "connect_timeout": (float, "upstream connect timeout, seconds (default 10)"),
     "first_byte_timeout": (float, "upstream time to response headers, seconds (default 300)"),
     "idle_timeout": (float, "longest upstream silence mid-body, seconds (default 120)"),
@@ -257,7 +268,43 @@ def _build(values: dict[str, Any], environ: Mapping[str, str]) -> Settings:
                 f"upstream_api_key_env: environment variable {settings.upstream_api_key_env} is not set or empty"
             )
         settings = dataclasses.replace(settings, upstream_api_key=Secret(key))
+    if settings.admin_token_env:
+        settings = dataclasses.replace(settings, admin_token=_admin_token(settings.admin_token_env, environ))
     return settings
+
+
+def _admin_token(name: str, environ: Mapping[str, str]) -> Secret:
+    """The admin token from ``$name``; a short one is refused, since it guards an exposed listener."""
+    token = environ.get(name, "").strip()
+    if len(token) < MIN_ADMIN_TOKEN_CHARS:
+        raise SettingsError(
+            f"admin_token_env: environment variable {name} must hold a token of at least {MIN_ADMIN_TOKEN_CHARS}"
+            " characters (for example: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return Secret(token)
+
+
+def check_listener(settings: Settings) -> None:
+    """Refuse a non-loopback listener without an admin token: /admin/* and /metrics would be open to the network."""
+    if settings.admin_token is None and not is_loopback(settings.host):
+        raise SettingsError(
+            f"host {settings.host!r} is not a loopback address, and /admin/* and /metrics would be open on it:"
+            " set --admin-token-env NAME (CELGATE_ADMIN_TOKEN_ENV) to an environment variable holding an admin"
+            " token, or listen on 127.0.0.1"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ``::1`` (IPv4-mapped too); anything else, names included, is not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip().strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def _validate(settings: Settings) -> None:

@@ -75,7 +75,9 @@ def test_missing_tool_arguments_become_an_empty_object() -> None:
 def test_malformed_messages_are_rejected_with_their_index(messages: object, error: str) -> None:
     with pytest.raises(MessageError, match=error) as raised:
         to_input_items(messages)
-    assert (raised.value.status, raised.value.type, raised.value.code) == (400, "invalid_request_error", "invalid_messages")
+    assert (raised.value.status, raised.value.type, raised.value.code) == (
+        400, "invalid_request_error", "invalid_messages"
+    )
 
 
 def test_last_user_text_takes_the_last_user_message_text_parts() -> None:

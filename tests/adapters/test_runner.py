@@ -113,7 +113,8 @@ async def test_model_calls_carry_the_callers_identity(tmp_path: Path, gateway: F
     ],
 )
 async def test_sdk_reasoning_defaults_are_not_sent(
-    tmp_path: Path, gateway: FakeGateway, make_registry: Any, model_line: str, default_model: str | None, sent_model: str
+    tmp_path: Path, gateway: FakeGateway, make_registry: Any, model_line: str, default_model: str | None,
+    sent_model: str,
 ) -> None:
     write_agent(tmp_path, "Five", f'from agents import Agent\nagent = Agent(name="f", {model_line})\n')
     registry = await make_registry(tmp_path, default_model=default_model)
@@ -141,7 +142,9 @@ async def test_explicit_model_settings_are_kept(tmp_path: Path, gateway: FakeGat
     assert gateway.requests[0].body["temperature"] == 0.2
 
 
-async def test_celgate_model_overrides_the_agents_model(tmp_path: Path, gateway: FakeGateway, make_registry: Any) -> None:
+async def test_celgate_model_overrides_the_agents_model(
+    tmp_path: Path, gateway: FakeGateway, make_registry: Any
+) -> None:
     write_agent(
         tmp_path, "Pinned",
         'from agents import Agent\n__celgate__ = {"model": "local-llm"}\nagent = Agent(name="p", model="gpt-4.1")\n',
@@ -455,7 +458,9 @@ async def test_workflow_output_is_sent_when_nothing_was_streamed(
             return Answer(value=len(workflow_input.input_as_text))
         """)
     registry = await make_registry(tmp_path)
-    chunks = await collect(stream_completion(registry.get("Fixed"), chat("Fixed", stream=True), caller_for(gateway, "Fixed")))
+    chunks = await collect(
+        stream_completion(registry.get("Fixed"), chat("Fixed", stream=True), caller_for(gateway, "Fixed"))
+    )
     assert content(chunks) == '{"value":2}'
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"

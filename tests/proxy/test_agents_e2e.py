@@ -34,7 +34,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from celgate.adapters.sdkenv import prepare_sdk
 from tests.helpers import REPO, Celgate, assert_openai_error
-from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, text_stream, tool_call_stream
+from tests.helpers.fakeupstream import (
+    FakeUpstream,
+    Script,
+    Step,
+    chat_chunk,
+    completion,
+    sse,
+    text_stream,
+    tool_call_stream,
+)
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 OpenAIFactory = Callable[..., openai.AsyncOpenAI]

@@ -256,3 +256,72 @@ async def test_two_apps_side_by_side_keep_separate_metrics(
     second_samples, _ = await scrape(http, second)
     assert values(first_samples, "celgate_requests_total", model="only-first") == [1]
     assert values(second_samples, "celgate_requests_total", model="only-first") == []
+
+
+# ---------------------------------------------------------------------------------- label bounds
+
+
+async def test_distinct_models_past_the_limit_fold_into_other(celgate: Celgate, http: aiohttp.ClientSession) -> None:
+    """200 model names a client made up: at most ``_MAX_DISTINCT`` series, plus one ``other``."""
+    from celgate.proxy.metrics import _MAX_DISTINCT, OTHER
+
+    for n in range(200):
+        async with http.post(celgate.url + "/chat/completions", json={"model": f"m-{n}", "messages": MESSAGES}) as r:
+            assert r.status == 200
+    samples, _ = await scrape(http, celgate)
+    chat = {labels: v for (name, labels), v in samples.items()
+            if name == "celgate_requests_total" and ("route", "/v1/chat/completions") in labels}
+    models = {dict(labels)["model"] for labels in chat}
+    assert len(chat) == len(models) == _MAX_DISTINCT + 1
+    assert models == {f"m-{n}" for n in range(_MAX_DISTINCT)} | {OTHER}  # the first ones seen keep their series
+    assert value(samples, "celgate_requests_total", route="/v1/chat/completions", model=OTHER, status="200") == (
+        200 - _MAX_DISTINCT
+    )
+    assert sum(chat.values()) == 200
+
+
+def test_distinct_tools_past_the_limit_fold_into_other() -> None:
+    from celgate.proxy.metrics import _MAX_DISTINCT, OTHER, Metrics
+
+    metrics = Metrics()
+    for n in range(200):
+        metrics.tool_calls.labels(f"tool-{n}", "allow", "upstream").inc()
+        metrics.tool_calls.labels(f"tool-{n}", "deny", "agent").inc()  # a known tool keeps its series in any decision
+        metrics.tool_duration.labels(f"tool-{n}").observe(0.01)
+        metrics.tool_failures.labels(f"tool-{n}").inc()
+    families = metrics.as_json()
+    for family, sample_name in (("celgate_tool_calls", "celgate_tool_calls_total"),
+                                ("celgate_tool_duration_seconds", "celgate_tool_duration_seconds_count"),
+                                ("celgate_tool_failures", "celgate_tool_failures_total")):
+        samples = [s for s in families[family]["samples"] if s["name"] == sample_name]
+        tools = {s["labels"]["tool"] for s in samples}
+        assert tools == {f"tool-{n}" for n in range(_MAX_DISTINCT)} | {OTHER}, family
+        assert sum(s["value"] for s in samples) == (400 if family == "celgate_tool_calls" else 200)
+    calls = [s for s in families["celgate_tool_calls"]["samples"] if s["name"] == "celgate_tool_calls_total"]
+    assert len(calls) == 2 * (_MAX_DISTINCT + 1)
+    other = {(s["labels"]["decision"], s["labels"]["source"]): s["value"]
+             for s in calls if s["labels"]["tool"] == OTHER}
+    assert other == {("allow", "upstream"): 200 - _MAX_DISTINCT, ("deny", "agent"): 200 - _MAX_DISTINCT}
+
+
+def test_bounded_labels_leave_other_labels_alone() -> None:
+    """Only the client-fed label folds: routes, statuses, decisions and rules keep every value."""
+    from celgate.proxy.metrics import Metrics
+
+    metrics = Metrics()
+    for n in range(150):
+        metrics.requests.labels(f"/route-{n}", "m", str(n)).inc()
+        metrics.policy_decisions.labels("request", "allow", f"rule-{n}").inc()
+    families = metrics.as_json()
+    assert len([s for s in families["celgate_requests"]["samples"] if s["name"] == "celgate_requests_total"]) == 150
+    assert len([s for s in families["celgate_policy_decisions"]["samples"]
+                if s["name"] == "celgate_policy_decisions_total"]) == 150
+
+
+async def test_a_key_sent_as_a_model_name_is_not_a_label(celgate: Celgate, http: aiohttp.ClientSession) -> None:
+    key = "sk-pasted-into-model-0123456789"
+    async with http.post(celgate.url + "/chat/completions", json={"model": key, "messages": MESSAGES}) as r:
+        assert r.status == 200
+    async with http.get(celgate.root + "/metrics") as response:
+        text = await response.text()
+    assert key not in text and 'model="[redacted]"' in text
