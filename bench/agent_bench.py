@@ -35,18 +35,16 @@ import contextlib
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from processes import REPO, free_port, process  # bench/ is on sys.path when a benchmark runs
+
 MOCK_MODEL = "bench-mock"
 REPLY = "Benchmark reply: the quick brown fox jumps over the lazy dog."
 AGENT_SOURCE = """\
@@ -146,38 +144,6 @@ def serve_mock(port: int) -> None:
 
 
 # --- processes -----------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def process(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a process in its own group, wait until ``port`` accepts, stop it (by its group id) at the end."""
-    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a chatty process never blocks on it
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    stderr.seek(0)
-                    raise RuntimeError(f"{' '.join(args[:4])} did not start: {stderr.read().decode()[-2000:]}")
-                time.sleep(0.05)
-            yield proc
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 # --- (a) added time per model call ------------------------------------------------------------------

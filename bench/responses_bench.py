@@ -38,20 +38,19 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+from processes import REPO, free_port, process  # bench/ is on sys.path when a benchmark runs
 from typing import Any, ClassVar
 
 __all__ = ["main"]
 
-REPO = Path(__file__).resolve().parents[1]
 BENCH_POLICY = REPO / "tests" / "policy" / "corpus" / "bench"  # holds bench.yaml (key sk-bench -> bench-app)
 PROXY_CPU, LOAD_CPU = 1, 0  # as ../shared/bench/run.sh pins them
 MODEL, KEY = "bench-mock", "sk-bench"
@@ -377,43 +376,11 @@ def load_main(spec: str) -> None:
 # --- processes -----------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def pinned(cpu: int, args: list[str]) -> list[str]:
     """``args`` under ``taskset -c cpu`` when the machine has that core and taskset (else unpinned)."""
     if shutil.which("taskset") and cpu < (os.cpu_count() or 1):
         return ["taskset", "-c", str(cpu), *args]
     return args
-
-
-@contextlib.contextmanager
-def process(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a process in its own group, wait until ``port`` accepts, stop it (by its group id) at the end."""
-    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a chatty process never blocks on it
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    stderr.seek(0)
-                    raise RuntimeError(f"{' '.join(args[:6])} did not start: {stderr.read().decode()[-2000:]}")
-                time.sleep(0.05)
-            yield proc
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def measure(mock_port: int, policy_args: list[str], plan: dict[str, Any]) -> dict[str, Any]:
