@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .host import AgentSettings, GatewayHooks
 
 if TYPE_CHECKING:
-    from agents import Agent
     from openai import AsyncOpenAI
+
+    from agents import Agent
 
 __all__ = ["ClientPool", "DropinConfig", "LoadedAgent", "Runtime"]
 

@@ -78,9 +78,7 @@ def _agent_export(kind: str, entry: Agent[Any]) -> Export:
     return Export(kind, entry, None, None, tool_names(iter_agents([entry])))
 
 
-def _workflow_export(
-    module: types.ModuleType, run_workflow: Any, module_agents: list[Agent[Any]]
-) -> Export:
+def _workflow_export(module: types.ModuleType, run_workflow: Any, module_agents: list[Agent[Any]]) -> Export:
     if not inspect.iscoroutinefunction(run_workflow):
         raise LoadError("bad_export", "run_workflow must be an `async def` taking one input model")
     input_model = workflow.input_model(module, run_workflow)

@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import httpx2
-from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel
 from agents.models import get_default_model_settings
 from agents.models.interface import Model, ModelProvider
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+
+from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel
 
 from .errors import AgentRunError
 from .scope import CURRENT_RUN

@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from agents.handoffs import Handoff
+
 from agents import (
     Agent,
     FunctionTool,
@@ -31,7 +33,6 @@ from agents import (
     ToolInputGuardrailData,
     tool_input_guardrail,
 )
-from agents.handoffs import Handoff
 from celgate.policy import ToolCall
 
 from .scope import CURRENT_RUN

@@ -73,10 +73,7 @@ class AgentRegistry:
 
     def agents(self) -> list[dict[str, Any]]:
         """Loaded versions; ``stale`` marks one whose newer version failed to load."""
-        return [
-            {**self._agents[name].describe(), "stale": name in self._failures}
-            for name in sorted(self._agents)
-        ]
+        return [{**self._agents[name].describe(), "stale": name in self._failures} for name in sorted(self._agents)]
 
     def failures(self) -> list[AgentLoadFailure]:
         """Every current failure, by agent name (``as_json()`` each for ``/admin/agents/errors``)."""
@@ -101,8 +98,14 @@ class AgentRegistry:
         verb = "reloaded" if name in self._agents else "loaded"
         self._agents[name] = loaded
         self._failures.pop(name, None)
-        logger.info("agent %s %s from %s (%s; tools: %s)", name, verb, loaded.source, loaded.kind,
-                    ", ".join(loaded.tools) or "none")
+        logger.info(
+            "agent %s %s from %s (%s; tools: %s)",
+            name,
+            verb,
+            loaded.source,
+            loaded.kind,
+            ", ".join(loaded.tools) or "none",
+        )
 
     def _drop(self, name: str) -> None:
         self._agents.pop(name, None)
@@ -117,8 +120,7 @@ class AgentRegistry:
             return
         self._failures[failure.agent] = failure
         serving = "; the previous version keeps serving" if failure.agent in self._agents else ""
-        logger.error("agent %s failed to load (%s)%s: %s", failure.agent, failure.kind, serving,
-                     failure.message)
+        logger.error("agent %s failed to load (%s)%s: %s", failure.agent, failure.kind, serving, failure.message)
         self._hooks.load_failed(failure.agent, failure.kind)
 
     def _ensure_runtime(self) -> Runtime:

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import openai
-from agents import Agent, ModelSettings, RunConfig, Usage
 from agents.exceptions import MaxTurnsExceeded
 from agents.run import AgentRunner
+
+from agents import Agent, ModelSettings, RunConfig, Usage
 
 from . import chunks, messages, responses, responses_input, workflow
 from .dropin import LoadedAgent
@@ -105,9 +106,7 @@ class CelgateRunner(AgentRunner):
         _configure(scope, starting_agent, kwargs)  # export code streaming a run itself
         return self._start_streamed(dataclasses.replace(scope, nested=True), starting_agent, input, kwargs)
 
-    def _start_streamed(
-        self, inner: RunScope, starting_agent: Agent[Any], input: Any, kwargs: dict[str, Any]
-    ) -> Any:
+    def _start_streamed(self, inner: RunScope, starting_agent: Agent[Any], input: Any, kwargs: dict[str, Any]) -> Any:
         token = CURRENT_RUN.set(inner)  # the run's background task copies the context now
         try:
             return super().run_streamed(starting_agent, input, **kwargs)
@@ -217,9 +216,7 @@ async def _stream(
         await _stop(task)
 
 
-def _new_scope(
-    agent: LoadedAgent, caller: CallerContext, sink: asyncio.Queue[Any] | None
-) -> RunScope:
+def _new_scope(agent: LoadedAgent, caller: CallerContext, sink: asyncio.Queue[Any] | None) -> RunScope:
     client = agent.runtime.clients.get(caller.gateway_url)
     return RunScope(caller, agent, GatewayProvider(client, agent), Usage(), sink)
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agents import Usage
     from agents.models.interface import ModelProvider
+
+    from agents import Usage
 
     from .dropin import LoadedAgent
     from .host import CallerContext

@@ -41,8 +41,9 @@ def prepare_sdk(gateway_url: str | None, api: str) -> None:
     os.environ["OPENAI_BASE_URL"] = base_url
     os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
 
-    import agents
     from agents.run import set_default_agent_runner
+
+    import agents
 
     from .gateway import gateway_client
     from .runner import RUNNER

@@ -58,18 +58,34 @@ agent = Agent(name="BenchAgent", instructions="Reply briefly.")
 
 
 def _completion() -> bytes:
-    return json.dumps({
-        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1700000000, "model": MOCK_MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "logprobs": None,
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 12, "total_tokens": 24},
-    }).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": MOCK_MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": REPLY},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 12, "total_tokens": 24},
+        }
+    ).encode()
 
 
 def _stream(include_usage: bool) -> bytes:
     def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> bytes:
-        body = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000,
-                "model": MOCK_MODEL, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        body = {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": MOCK_MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         if usage is not None:
             body["choices"], body["usage"] = [], usage
         return b"data: " + json.dumps(body).encode() + b"\n\n"
@@ -84,8 +100,9 @@ def _stream(include_usage: bool) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"  # chunked framing
 
 
-_MODELS = json.dumps({"object": "list", "data": [{"id": MOCK_MODEL, "object": "model", "created": 0,
-                                                  "owned_by": "mock"}]}).encode()
+_MODELS = json.dumps(
+    {"object": "list", "data": [{"id": MOCK_MODEL, "object": "model", "created": 0, "owned_by": "mock"}]}
+).encode()
 
 
 class _MockProtocol(asyncio.Protocol):
@@ -123,15 +140,18 @@ class _MockProtocol(asyncio.Protocol):
         request = json.loads(body or b"{}")
         if request.get("stream"):
             payload = _stream(bool((request.get("stream_options") or {}).get("include_usage")))
-            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                                 b"Transfer-Encoding: chunked\r\n\r\n" + payload)
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" + payload
+            )
         else:
             self._send(b"application/json", _completion())
 
     def _send(self, content_type: bytes, payload: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-                             % (content_type, len(payload), payload))
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (content_type, len(payload), payload)
+        )
 
 
 def serve_mock(port: int) -> None:
@@ -156,8 +176,12 @@ async def time_paths(direct_url: str, celgate_url: str, runs: int, warmup: int) 
     direct = openai.AsyncOpenAI(base_url=direct_url, api_key="sk-bench", max_retries=0, timeout=30)
     proxy = openai.AsyncOpenAI(base_url=celgate_url, api_key="sk-bench", max_retries=0, timeout=30)
     messages = [{"role": "user", "content": "Say something."}]
-    paths = {"direct": (direct, MOCK_MODEL), "proxied": (proxy, MOCK_MODEL), "sdk": (None, MOCK_MODEL),
-             "agent": (proxy, "BenchAgent")}
+    paths = {
+        "direct": (direct, MOCK_MODEL),
+        "proxied": (proxy, MOCK_MODEL),
+        "sdk": (None, MOCK_MODEL),
+        "agent": (proxy, "BenchAgent"),
+    }
     sdk_agent, sdk_config = _sdk_agent(direct)
 
     async def once(client: openai.AsyncOpenAI | None, model: str) -> float:
@@ -220,8 +244,9 @@ def _sdk_agent(client: object) -> tuple[object, object]:
 
 
 async def _sdk_deltas(agent: object, config: object, messages: list[dict[str, str]]):  # type: ignore[no-untyped-def]
-    from agents import Runner
     from openai.types.responses import ResponseTextDeltaEvent
+
+    from agents import Runner
 
     result = Runner.run_streamed(agent, messages, run_config=config)  # type: ignore[arg-type]
     async for event in result.stream_events():
@@ -234,18 +259,26 @@ def p90(values: list[float]) -> float:
 
 
 def overhead_table(samples: dict[str, list[float]], runs: int) -> list[str]:
-    rows = [f"(a) added time per model call, {runs} sequential runs per path and mode (ms)",
-            f"    {'mode':<11} {'metric':<6} {'path':<8} {'median':>8} {'p90':>8} {'added med':>10} {'added p90':>10}"]
+    rows = [
+        f"(a) added time per model call, {runs} sequential runs per path and mode (ms)",
+        f"    {'mode':<11} {'metric':<6} {'path':<8} {'median':>8} {'p90':>8} {'added med':>10} {'added p90':>10}",
+    ]
     for key in samples:
         mode, metric, path = key.split("|")
         values = samples[key]
         base = samples[f"{mode}|{metric}|direct"]
-        added = "" if path == "direct" else (
-            f"{(statistics.median(values) - statistics.median(base)) * 1e3:>10.2f} "
-            f"{(p90(values) - p90(base)) * 1e3:>10.2f}"
+        added = (
+            ""
+            if path == "direct"
+            else (
+                f"{(statistics.median(values) - statistics.median(base)) * 1e3:>10.2f} "
+                f"{(p90(values) - p90(base)) * 1e3:>10.2f}"
+            )
         )
-        rows.append(f"    {mode:<11} {metric:<6} {path:<8} {statistics.median(values) * 1e3:>8.2f} "
-                    f"{p90(values) * 1e3:>8.2f} {added}")
+        rows.append(
+            f"    {mode:<11} {metric:<6} {path:<8} {statistics.median(values) * 1e3:>8.2f} "
+            f"{p90(values) * 1e3:>8.2f} {added}"
+        )
     rows.append("    added = path minus direct (median minus median, p90 minus p90); agent = 1 model call per run")
     rows.append("    sdk = the same agent run by the Agents SDK in the client process, straight to the mock")
     rows.append("  celgate's own cost per agent model call, medians in ms: agent - sdk - direct")
@@ -266,17 +299,36 @@ def measure_overhead(runs: int, warmup: int, policies: Path | None) -> list[str]
         (folder / "agent.py").write_text(AGENT_SOURCE)
         policy_args = ["--policies", str(policies)] if policies else ["--no-policy"]
         serve = [
-            sys.executable, "-m", "celgate.proxy", "serve", "--host", "127.0.0.1", "--port", str(celgate_port),
-            "--upstream", f"http://127.0.0.1:{mock_port}/v1", *policy_args, "--agents", tmp,
-            "--agents-model", MOCK_MODEL, "--no-watch", "--access-log", "off", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "celgate.proxy",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(celgate_port),
+            "--upstream",
+            f"http://127.0.0.1:{mock_port}/v1",
+            *policy_args,
+            "--agents",
+            tmp,
+            "--agents-model",
+            MOCK_MODEL,
+            "--no-watch",
+            "--access-log",
+            "off",
+            "--log-level",
+            "warning",
             "--no-upstream-check",
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CELGATE_"))}
-        with (process([sys.executable, __file__, "--serve-mock", str(mock_port)], mock_port),
-              process(serve, celgate_port, env=env)):
-            samples = asyncio.run(time_paths(
-                f"http://127.0.0.1:{mock_port}/v1", f"http://127.0.0.1:{celgate_port}/v1", runs, warmup
-            ))
+        with (
+            process([sys.executable, __file__, "--serve-mock", str(mock_port)], mock_port),
+            process(serve, celgate_port, env=env),
+        ):
+            samples = asyncio.run(
+                time_paths(f"http://127.0.0.1:{mock_port}/v1", f"http://127.0.0.1:{celgate_port}/v1", runs, warmup)
+            )
     return overhead_table(samples, runs)
 
 
@@ -312,7 +364,8 @@ def write_agents(directory: Path, count: int) -> None:
         folder = directory / f"Agent{index:02d}"
         folder.mkdir()
         (folder / "helpers.py").write_text(f"UNIT = {index}\n")
-        (folder / "agent.py").write_text(textwrap.dedent(f"""\
+        (folder / "agent.py").write_text(
+            textwrap.dedent(f"""\
             from agents import Agent, function_tool
 
             from .helpers import UNIT
@@ -333,7 +386,8 @@ def write_agents(directory: Path, count: int) -> None:
 
 
             agent = Agent(name="Agent{index:02d}", instructions="Help.", tools=[lookup_{index}, convert_{index}])
-        """))
+        """)
+        )
 
 
 def measure_loading(count: int, repeats: int) -> list[str]:
@@ -344,8 +398,14 @@ def measure_loading(count: int, repeats: int) -> list[str]:
         env["PYTHONPATH"] = str(REPO)
         for _ in range(repeats):
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-c", LOAD_PROBE, tmp, str(count)], cwd=tmp, env=env,
-                                  capture_output=True, text=True, timeout=120)
+            done = subprocess.run(
+                [sys.executable, "-c", LOAD_PROBE, tmp, str(count)],
+                cwd=tmp,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             wall = time.perf_counter() - started
             if done.returncode != 0:
                 raise RuntimeError(done.stderr)
@@ -355,7 +415,8 @@ def measure_loading(count: int, repeats: int) -> list[str]:
     return [
         f"(b) loading {count} drop-in agents in a fresh process, median of {repeats} (each: 2 tools + a helper)",
         f"    SDK import + registry start: {med[0] * 1e3:8.1f} ms   (runs: "
-        + ", ".join(f"{r[0] * 1e3:.0f}" for r in results) + ")",
+        + ", ".join(f"{r[0] * 1e3:.0f}" for r in results)
+        + ")",
         f"      of which `import agents`:  {med[1] * 1e3:8.1f} ms",
         f"      of which {count} agents load:    {med[2] * 1e3:8.1f} ms   ({med[2] / count * 1e3:.1f} ms per agent)",
         f"    whole process (interpreter start to exit): {med[4] * 1e3:.0f} ms; peak RSS {med[3]:.0f} MiB",
@@ -377,8 +438,7 @@ def machine() -> list[str]:
     return [
         f"machine: nproc {len(os.sched_getaffinity(0))} ({model}); Python {platform.python_version()} "
         f"({platform.python_implementation()}) on {platform.system()} {platform.release()}",
-        f"versions: openai-agents {version('openai-agents')}, openai {version('openai')}, "
-        f"aiohttp {version('aiohttp')}",
+        f"versions: openai-agents {version('openai-agents')}, openai {version('openai')}, aiohttp {version('aiohttp')}",
     ]
 
 
@@ -396,8 +456,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     lines = machine()
     policy = None if args.no_policy else REPO / "policies"
-    lines.append(f"celgate: {'--no-policy' if policy is None else f'--policies {policy}'}, access log off, "
-                 "no watch; mock upstream: raw asyncio, fixed reply")
+    lines.append(
+        f"celgate: {'--no-policy' if policy is None else f'--policies {policy}'}, access log off, "
+        "no watch; mock upstream: raw asyncio, fixed reply"
+    )
     lines.append("")
     lines += measure_overhead(args.runs, args.warmup, policy)
     lines.append("")

@@ -27,8 +27,9 @@ def free_port() -> int:
 def process(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Start a process in its own group, wait until ``port`` accepts, stop it (by its group id) at the end."""
     with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a chatty process never blocks on it
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + 30
             while True:

@@ -45,24 +45,28 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, ClassVar
 
 from processes import REPO, free_port, process  # bench/ is on sys.path when a benchmark runs
-from typing import Any, ClassVar
 
 __all__ = ["main"]
 
 BENCH_POLICY = REPO / "tests" / "policy" / "corpus" / "bench"  # holds bench.yaml (key sk-bench -> bench-app)
 PROXY_CPU, LOAD_CPU = 1, 0  # as ../shared/bench/run.sh pins them
 MODEL, KEY = "bench-mock", "sk-bench"
-TEXT = ("Benchmark reply: the quick brown fox jumps over the lazy dog while the "
-        "proxy under test forwards every byte unchanged.")
+TEXT = (
+    "Benchmark reply: the quick brown fox jumps over the lazy dog while the "
+    "proxy under test forwards every byte unchanged."
+)
 TEXT_DELTAS = 20
 TOOL_NAME, TOOL_CALL_ID = "get_weather", "call_bench_0001"
 TOOL_ARGS_PARTS = ('{"location": "Par', 'is, FR", "unit": "celsius"}')  # bench.yaml's weather-tool reads both
 TOOL_ARGS = "".join(TOOL_ARGS_PARTS)
-PARAMETERS = {"type": "object", "properties": {"location": {"type": "string"},
-                                               "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-              "required": ["location"]}
+PARAMETERS = {
+    "type": "object",
+    "properties": {"location": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    "required": ["location"],
+}
 CPU_TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -80,11 +84,23 @@ def _pieces() -> list[str]:
 
 def chat_events() -> list[bytes]:
     """The shared mock's chat stream: a role chunk, the text deltas, the call in 3 chunks, finish, [DONE]."""
+
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + _compact({"id": "chatcmpl-bench-1", "object": "chat.completion.chunk",
-                                     "created": 1732460000, "model": MODEL, "system_fingerprint": "fp_bench",
-                                     "choices": [choice]}) + b"\n\n"
+        return (
+            b"data: "
+            + _compact(
+                {
+                    "id": "chatcmpl-bench-1",
+                    "object": "chat.completion.chunk",
+                    "created": 1732460000,
+                    "model": MODEL,
+                    "system_fingerprint": "fp_bench",
+                    "choices": [choice],
+                }
+            )
+            + b"\n\n"
+        )
 
     call = {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": TOOL_NAME, "arguments": ""}}
     events = [chunk({"role": "assistant", "content": ""}), *(chunk({"content": p}) for p in _pieces())]
@@ -94,64 +110,123 @@ def chat_events() -> list[bytes]:
 
 
 def chat_completion() -> bytes:
-    message = {"role": "assistant", "content": TEXT, "refusal": None, "tool_calls": [
-        {"id": TOOL_CALL_ID, "type": "function", "function": {"name": TOOL_NAME, "arguments": TOOL_ARGS}}]}
-    return _compact({"id": "chatcmpl-bench-1", "object": "chat.completion", "created": 1732460000, "model": MODEL,
-                     "system_fingerprint": "fp_bench",
-                     "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}],
-                     "usage": {"prompt_tokens": 19, "completion_tokens": 36, "total_tokens": 55}})
+    message = {
+        "role": "assistant",
+        "content": TEXT,
+        "refusal": None,
+        "tool_calls": [
+            {"id": TOOL_CALL_ID, "type": "function", "function": {"name": TOOL_NAME, "arguments": TOOL_ARGS}}
+        ],
+    }
+    return _compact(
+        {
+            "id": "chatcmpl-bench-1",
+            "object": "chat.completion",
+            "created": 1732460000,
+            "model": MODEL,
+            "system_fingerprint": "fp_bench",
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 19, "completion_tokens": 36, "total_tokens": 55},
+        }
+    )
 
 
 _PART: dict[str, Any] = {"type": "output_text", "annotations": [], "logprobs": [], "text": "".join(_pieces())}
-_MESSAGE: dict[str, Any] = {"id": "msg_bench0001", "type": "message", "status": "completed", "role": "assistant",
-            "content": [_PART]}
-_CALL: dict[str, Any] = {"id": "fc_bench0001", "type": "function_call", "status": "completed", "arguments": TOOL_ARGS,
-         "call_id": TOOL_CALL_ID, "name": TOOL_NAME}
+_MESSAGE: dict[str, Any] = {
+    "id": "msg_bench0001",
+    "type": "message",
+    "status": "completed",
+    "role": "assistant",
+    "content": [_PART],
+}
+_CALL: dict[str, Any] = {
+    "id": "fc_bench0001",
+    "type": "function_call",
+    "status": "completed",
+    "arguments": TOOL_ARGS,
+    "call_id": TOOL_CALL_ID,
+    "name": TOOL_NAME,
+}
 
 
 def response_object(status: str = "completed") -> dict[str, Any]:
     """A response with every top-level field the API sends; in progress it has no output and no usage."""
     done = status == "completed"
     return {
-        "id": "resp_bench0001", "object": "response", "created_at": 1732460000, "status": status,
-        "background": False, "completed_at": 1732460001 if done else None, "error": None,
-        "incomplete_details": None, "instructions": None, "max_output_tokens": None, "max_tool_calls": None,
-        "model": MODEL, "output": [_MESSAGE, _CALL] if done else [], "parallel_tool_calls": True,
-        "previous_response_id": None, "prompt_cache_key": None, "reasoning": {"effort": None, "summary": None},
-        "safety_identifier": None, "service_tier": "default" if done else "auto", "store": True,
-        "temperature": 1.0, "text": {"format": {"type": "text"}, "verbosity": "medium"}, "tool_choice": "auto",
-        "tools": [{"type": "function", "name": TOOL_NAME, "description": None, "parameters": PARAMETERS,
-                   "strict": False}],
-        "top_logprobs": 0, "top_p": 1.0, "truncation": "disabled",
-        "usage": {"input_tokens": 19, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-                  "output_tokens": 36, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 55}
-        if done else None,
-        "user": None, "metadata": {},
+        "id": "resp_bench0001",
+        "object": "response",
+        "created_at": 1732460000,
+        "status": status,
+        "background": False,
+        "completed_at": 1732460001 if done else None,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "max_tool_calls": None,
+        "model": MODEL,
+        "output": [_MESSAGE, _CALL] if done else [],
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "prompt_cache_key": None,
+        "reasoning": {"effort": None, "summary": None},
+        "safety_identifier": None,
+        "service_tier": "default" if done else "auto",
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": "auto",
+        "tools": [
+            {"type": "function", "name": TOOL_NAME, "description": None, "parameters": PARAMETERS, "strict": False}
+        ],
+        "top_logprobs": 0,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": 19,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": 36,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 55,
+        }
+        if done
+        else None,
+        "user": None,
+        "metadata": {},
     }
 
 
 def responses_events() -> list[bytes]:
     """The API's event sequence for the same reply: snapshots, the message item, the call item."""
-    events: list[tuple[str, dict[str, Any]]] = [("response.created", {"response": response_object("in_progress")}),
-                                                ("response.in_progress", {"response": response_object("in_progress")})]
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": response_object("in_progress")}),
+        ("response.in_progress", {"response": response_object("in_progress")}),
+    ]
     text = {"item_id": _MESSAGE["id"], "output_index": 0, "content_index": 0}
     part = _PART
-    events.append(("response.output_item.added",
-                   {"output_index": 0, "item": {**_MESSAGE, "status": "in_progress", "content": []}}))
+    events.append(
+        (
+            "response.output_item.added",
+            {"output_index": 0, "item": {**_MESSAGE, "status": "in_progress", "content": []}},
+        )
+    )
     events.append(("response.content_part.added", {**text, "part": {**part, "text": ""}}))
     events += [("response.output_text.delta", {**text, "delta": p, "logprobs": []}) for p in _pieces()]
     events.append(("response.output_text.done", {**text, "text": part["text"], "logprobs": []}))
     events.append(("response.content_part.done", {**text, "part": part}))
     events.append(("response.output_item.done", {"output_index": 0, "item": _MESSAGE}))
     at = {"item_id": _CALL["id"], "output_index": 1}
-    events.append(("response.output_item.added",
-                   {"output_index": 1, "item": {**_CALL, "status": "in_progress", "arguments": ""}}))
+    events.append(
+        ("response.output_item.added", {"output_index": 1, "item": {**_CALL, "status": "in_progress", "arguments": ""}})
+    )
     events += [("response.function_call_arguments.delta", {**at, "delta": p}) for p in TOOL_ARGS_PARTS]
     events.append(("response.function_call_arguments.done", {**at, "arguments": TOOL_ARGS}))
     events.append(("response.output_item.done", {"output_index": 1, "item": _CALL}))
     events.append(("response.completed", {"response": response_object()}))
-    return [b"event: " + kind.encode() + b"\ndata: " + _compact({"type": kind, "sequence_number": n, **fields})
-            + b"\n\n" for n, (kind, fields) in enumerate(events)]
+    return [
+        b"event: " + kind.encode() + b"\ndata: " + _compact({"type": kind, "sequence_number": n, **fields}) + b"\n\n"
+        for n, (kind, fields) in enumerate(events)
+    ]
 
 
 # --- the mock upstream (raw asyncio; run in its own process) -------------------------------------------
@@ -164,11 +239,15 @@ def _chunked(data: bytes) -> bytes:
 class _Mock(asyncio.Protocol):
     """HTTP/1.1 keep-alive, Content-Length request bodies; a stream is paced when its body says ``[pace=MS]``."""
 
-    STREAMS: ClassVar[dict[str, list[bytes]]] = {"chat": [_chunked(e) for e in chat_events()],
-                                                 "responses": [_chunked(e) for e in responses_events()]}
+    STREAMS: ClassVar[dict[str, list[bytes]]] = {
+        "chat": [_chunked(e) for e in chat_events()],
+        "responses": [_chunked(e) for e in responses_events()],
+    }
     BODIES: ClassVar[dict[str, bytes]] = {"chat": chat_completion(), "responses": _compact(response_object())}
-    STREAM_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                   b"Transfer-Encoding: chunked\r\n\r\n")
+    STREAM_HEAD = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
 
     def __init__(self) -> None:
         self.buffer = b""
@@ -193,8 +272,11 @@ class _Mock(asyncio.Protocol):
         assert self.transport is not None
         kind = "responses" if path.endswith("/responses") else "chat"
         if path.endswith("/models"):
-            self._send(_compact({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0,
-                                                              "owned_by": "bench"}]}))
+            self._send(
+                _compact(
+                    {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]}
+                )
+            )
         elif b'"stream":true' in body.replace(b" ", b""):
             knob = re.search(rb"\[(pace|gap)=(\d+(?:\.\d+)?)\]", body)
             if knob is None:
@@ -221,8 +303,10 @@ class _Mock(asyncio.Protocol):
 
     def _send(self, payload: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(payload), payload))
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(payload), payload)
+        )
 
 
 def serve_mock(port: int) -> None:
@@ -249,17 +333,37 @@ def request_body(api: str, stream: bool, knob: str = "") -> bytes:
     text = "What is the weather in Paris?" + (f" [{knob}]" if knob else "")
     if api == "chat":
         body: dict[str, Any] = {
-            "model": MODEL, "messages": [{"role": "system", "content": "You are a terse assistant."},
-                                         {"role": "user", "content": text}],
-            "max_tokens": 64, "temperature": 0,
-            "tools": [{"type": "function", "function": {"name": TOOL_NAME, "description": "Current weather",
-                                                        "parameters": PARAMETERS}}],
+            "model": MODEL,
+            "messages": [
+                {"role": "system", "content": "You are a terse assistant."},
+                {"role": "user", "content": text},
+            ],
+            "max_tokens": 64,
+            "temperature": 0,
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {"name": TOOL_NAME, "description": "Current weather", "parameters": PARAMETERS},
+                }
+            ],
         }
     else:
-        body = {"model": MODEL, "instructions": "You are a terse assistant.", "input": text,
-                "max_output_tokens": 64, "temperature": 0,
-                "tools": [{"type": "function", "name": TOOL_NAME, "description": "Current weather",
-                           "parameters": PARAMETERS, "strict": False}]}
+        body = {
+            "model": MODEL,
+            "instructions": "You are a terse assistant.",
+            "input": text,
+            "max_output_tokens": 64,
+            "temperature": 0,
+            "tools": [
+                {
+                    "type": "function",
+                    "name": TOOL_NAME,
+                    "description": "Current weather",
+                    "parameters": PARAMETERS,
+                    "strict": False,
+                }
+            ],
+        }
     if stream:
         body["stream"] = True
     return json.dumps(body).encode()
@@ -268,8 +372,12 @@ def request_body(api: str, stream: bool, knob: str = "") -> bytes:
 def check_stream(api: str, raw: bytes) -> int:
     """Events in a stream, after checking the text and the call arrived whole; raises if not."""
     frames = [frame for frame in raw.split(b"\n\n") if frame.strip()]
-    datas = [json.loads(line[6:]) for frame in frames for line in frame.split(b"\n")
-             if line.startswith(b"data: ") and line != b"data: [DONE]"]
+    datas = [
+        json.loads(line[6:])
+        for frame in frames
+        for line in frame.split(b"\n")
+        if line.startswith(b"data: ") and line != b"data: [DONE]"
+    ]
     if api == "chat":
         deltas = [c["choices"][0]["delta"] for c in datas if c.get("choices")]
         text = "".join(d.get("content") or "" for d in deltas)
@@ -294,8 +402,9 @@ async def _load(url: str, pid: int, plan: dict[str, Any]) -> dict[str, Any]:
 
         async def stream(api: str, body: bytes, ttfb: list[float] | None) -> tuple[int, int]:
             started = time.perf_counter()
-            async with session.post(f"{url}/{'chat/completions' if api == 'chat' else 'responses'}", data=body,
-                                    headers=headers) as response:
+            async with session.post(
+                f"{url}/{'chat/completions' if api == 'chat' else 'responses'}", data=body, headers=headers
+            ) as response:
                 chunks: list[bytes] = []
                 async for chunk in response.content.iter_any():
                     if not chunks and ttfb is not None:
@@ -386,14 +495,32 @@ def pinned(cpu: int, args: list[str]) -> list[str]:
 def measure(mock_port: int, policy_args: list[str], plan: dict[str, Any]) -> dict[str, Any]:
     """One celgate (pinned to PROXY_CPU) in front of the mock, loaded from a process on LOAD_CPU."""
     port = free_port()
-    serve = [sys.executable, "-m", "celgate.proxy", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--upstream", f"http://127.0.0.1:{mock_port}/v1", *policy_args]
+    serve = [
+        sys.executable,
+        "-m",
+        "celgate.proxy",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--upstream",
+        f"http://127.0.0.1:{mock_port}/v1",
+        *policy_args,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CELGATE_"))}
-    with tempfile.TemporaryDirectory(prefix="celgate-bench-responses-") as cwd, \
-            process(pinned(PROXY_CPU, serve), port, env={**env, "PWD": cwd}) as celgate:
+    with (
+        tempfile.TemporaryDirectory(prefix="celgate-bench-responses-") as cwd,
+        process(pinned(PROXY_CPU, serve), port, env={**env, "PWD": cwd}) as celgate,
+    ):
         spec = json.dumps({**plan, "url": f"http://127.0.0.1:{port}/v1", "pid": celgate.pid})
-        done = subprocess.run(pinned(LOAD_CPU, [sys.executable, __file__, "--load", spec]), cwd=REPO,
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            pinned(LOAD_CPU, [sys.executable, __file__, "--load", spec]),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-3000:])
         results: dict[str, Any] = json.loads(done.stdout)
@@ -425,13 +552,15 @@ def rows(results: dict[str, Any]) -> list[tuple[str, float, float]]:
         out.append(("stream TTFB p50, ms", pct(chat["ttfb"], 50) * 1e3, pct(resp["ttfb"], 50) * 1e3))
         out.append(("stream TTFB p90, ms", pct(chat["ttfb"], 90) * 1e3, pct(resp["ttfb"], 90) * 1e3))
         out.append(("burst: CPU µs per stream", chat["cpu"] / chat["n"] * 1e6, resp["cpu"] / resp["n"] * 1e6))
-        out.append(("burst: CPU µs per SSE event", chat["cpu"] / chat["events"] * 1e6,
-                    resp["cpu"] / resp["events"] * 1e6))
+        out.append(
+            ("burst: CPU µs per SSE event", chat["cpu"] / chat["events"] * 1e6, resp["cpu"] / resp["events"] * 1e6)
+        )
     if "paced|chat" in results:
         chat, resp = both("paced")
         out.append(("paced: CPU µs per stream", chat["cpu"] / chat["n"] * 1e6, resp["cpu"] / resp["n"] * 1e6))
-        out.append(("paced: CPU µs per SSE event", chat["cpu"] / chat["events"] * 1e6,
-                    resp["cpu"] / resp["events"] * 1e6))
+        out.append(
+            ("paced: CPU µs per SSE event", chat["cpu"] / chat["events"] * 1e6, resp["cpu"] / resp["events"] * 1e6)
+        )
     if "json|chat" in results:
         chat, resp = both("json")
         out.append(("non-stream: CPU µs per request", chat["cpu"] / chat["n"] * 1e6, resp["cpu"] / resp["n"] * 1e6))
@@ -442,8 +571,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, float, float]]:
 def table(name: str, results: dict[str, Any]) -> list[str]:
     lines = [f"| {name} | chat | responses | responses / chat |", "|---|---:|---:|---:|"]
     for metric, chat, resp in rows(results):
-        lines.append(f"| {metric} | {chat:,.{3 if chat < 10 else 1}f} | {resp:,.{3 if resp < 10 else 1}f} | "
-                     f"{resp / chat:.2f} |")
+        lines.append(
+            f"| {metric} | {chat:,.{3 if chat < 10 else 1}f} | {resp:,.{3 if resp < 10 else 1}f} | {resp / chat:.2f} |"
+        )
     return lines
 
 
@@ -451,8 +581,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=1500, help="burst streams per API (c=1; default 1500)")
     parser.add_argument("--paced", type=int, default=300, help="paced streams per API (c=8; default 300)")
-    parser.add_argument("--gap-ms", type=float, default=1.0,
-                        help="burst: mock pause after the first event, so TTFB is the first event's (default 1)")
+    parser.add_argument(
+        "--gap-ms",
+        type=float,
+        default=1.0,
+        help="burst: mock pause after the first event, so TTFB is the first event's (default 1)",
+    )
     parser.add_argument("--pace-ms", type=float, default=1.0, help="mock delay between paced events (default 1)")
     parser.add_argument("--requests", type=int, default=3000, help="non-stream requests per API (c=8; default 3000)")
     parser.add_argument("--rounds", type=int, default=6, help="alternating blocks per phase and API (default 6)")
@@ -466,21 +600,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.load:
         load_main(args.load)
         return 0
-    plan = {"burst": args.streams, "paced": args.paced, "json": args.requests, "rounds": args.rounds,
-            "pace_ms": args.pace_ms, "gap_ms": args.gap_ms}
+    plan = {
+        "burst": args.streams,
+        "paced": args.paced,
+        "json": args.requests,
+        "rounds": args.rounds,
+        "pace_ms": args.pace_ms,
+        "gap_ms": args.gap_ms,
+    }
     configs = {"bench.yaml (20 rules)": ["--policies", str(BENCH_POLICY)], "--no-policy": ["--no-policy"]}
     if args.only:
         configs = {k: v for k, v in configs.items() if (k == "--no-policy") == (args.only == "no-policy")}
     from importlib.metadata import version
 
-    print(f"date: {datetime.now(UTC).isoformat(timespec='seconds')}; command: python bench/responses_bench.py "
-          + " ".join(argv if argv is not None else sys.argv[1:]))
-    print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, aiohttp {version('aiohttp')}; "
-          f"celgate on CPU {PROXY_CPU}, mock + load on CPU {LOAD_CPU}")
-    print(f"plan: {args.streams} burst streams (c=1, {args.gap_ms:g} ms after the first event), "
-          f"{args.paced} paced streams (c=8, {args.pace_ms:g} ms/event), "
-          f"{args.requests} non-stream requests (c=8) per API, in {args.rounds} alternating blocks; "
-          f"{TEXT_DELTAS} text deltas + 1 get_weather call (2 argument deltas)")
+    print(
+        f"date: {datetime.now(UTC).isoformat(timespec='seconds')}; command: python bench/responses_bench.py "
+        + " ".join(argv if argv is not None else sys.argv[1:])
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, aiohttp {version('aiohttp')}; "
+        f"celgate on CPU {PROXY_CPU}, mock + load on CPU {LOAD_CPU}"
+    )
+    print(
+        f"plan: {args.streams} burst streams (c=1, {args.gap_ms:g} ms after the first event), "
+        f"{args.paced} paced streams (c=8, {args.pace_ms:g} ms/event), "
+        f"{args.requests} non-stream requests (c=8) per API, in {args.rounds} alternating blocks; "
+        f"{TEXT_DELTAS} text deltas + 1 get_weather call (2 argument deltas)"
+    )
     mock_port = free_port()
     with process(pinned(LOAD_CPU, [sys.executable, __file__, "--serve-mock", str(mock_port)]), mock_port):
         for name, policy_args in configs.items():

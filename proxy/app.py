@@ -27,7 +27,8 @@ from .accesslog import AccessLog, JsonLineWriter
 from .admin import add_admin_routes
 from .audit import AuditLog
 from .auth import Authenticator
-from .demo import MODEL as DEMO_MODEL, DemoServer
+from .demo import MODEL as DEMO_MODEL
+from .demo import DemoServer
 from .dropins import PolicyGatewayHooks
 from .enforcement import Enforcer, NoPolicy
 from .keys import ACCESS_LOG, AGENTS, AUTH, ENFORCER, GATEWAY_TOKEN, LIFECYCLE, LIMITS, METRICS, SETTINGS, UPSTREAM

@@ -26,8 +26,8 @@ from celgate.policy import Action, Decision, Effect, Mode, Point, PolicySet, Pri
 from .client_request import request_info
 from .enforcement import Enforcer
 from .errors import PolicyDenied
-from .toolcalls import ALLOWED, ProposedCall, ToolVerdict, Verdict
 from .keys import AGENTS, AUTH, ENFORCER, GATEWAY_TOKEN, LIMITS, RECORD
+from .toolcalls import ALLOWED, ProposedCall, ToolVerdict, Verdict
 
 __all__ = ["Caller", "PolicyToolHook", "admit", "is_internal_call", "open_route"]
 
@@ -79,8 +79,9 @@ class PolicyToolHook:
         return caller.policy.reads_arguments(caller.principal, caller.info, name)
 
     def decide(self, call: ProposedCall) -> ToolVerdict:
-        tool = ToolCall(name=call.name, raw_arguments=call.raw_arguments, id=call.call_id, source=self._source,
-                        type=call.type)
+        tool = ToolCall(
+            name=call.name, raw_arguments=call.raw_arguments, id=call.call_id, source=self._source, type=call.type
+        )
         decision = self._caller.check_tool(tool)
         if not decision.blocked:
             return ALLOWED
@@ -91,8 +92,20 @@ class PolicyToolHook:
         caller = self._caller
         tool = ToolCall(name=call.name, raw_arguments="", id=call.call_id, source=self._source, type=call.type)
         message = f"celgate: tool {call.name} denied: {reason}"
-        decision = Decision(Point.TOOL_CALL, Effect.DENY, Mode.ENFORCE, "celgate:held-call-limit", reason,
-                            Action.STRIP, (), (), 0.0, call.name, message, caller.policy.version)
+        decision = Decision(
+            Point.TOOL_CALL,
+            Effect.DENY,
+            Mode.ENFORCE,
+            "celgate:held-call-limit",
+            reason,
+            Action.STRIP,
+            (),
+            (),
+            0.0,
+            call.name,
+            message,
+            caller.policy.version,
+        )
         caller.enforcer.record(decision, caller.request_id, caller.principal, tool)
         return ToolVerdict(Verdict.STRIP, message)
 

@@ -163,8 +163,11 @@ class ChatStreamInterceptor:
     def _finish_changes(self, delta: _Delta) -> bool:
         """A finish must be looked at only if it completes held or stripped calls."""
         choice = self._choices.get(delta.index)
-        return (delta.finish is not None and choice is not None
-                and any(c.state is not _State.ALLOWED for c in choice.calls.values()))
+        return (
+            delta.finish is not None
+            and choice is not None
+            and any(c.state is not _State.ALLOWED for c in choice.calls.values())
+        )
 
     def _choice(self, index: int) -> _Choice:
         choice = self._choices.get(index)
@@ -251,8 +254,9 @@ class ChatStreamInterceptor:
         if verdict.verdict is Verdict.ALLOW:
             call.state = _State.ALLOWED
             if call.key != _LEGACY:
-                call.shift = sum(1 for c in choice.calls.values()
-                                 if c.state is _State.STRIPPED and _LEGACY != c.key < call.key)
+                call.shift = sum(
+                    1 for c in choice.calls.values() if c.state is _State.STRIPPED and _LEGACY != c.key < call.key
+                )
             return [_released(unit, call.shift) for unit in held]
         call.state = _State.STRIPPED
         call.arguments.clear()

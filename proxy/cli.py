@@ -64,8 +64,13 @@ def _serve(args: argparse.Namespace) -> int:
         print(redact(f"celgate: the policy does not load; not starting:\n{exc}"), file=sys.stderr)
         return 1
     try:
-        serve(app, settings.host, settings.port, banner=f"celgate {__version__} (upstream {settings.upstream})",
-              head_timeout=settings.client_timeout)
+        serve(
+            app,
+            settings.host,
+            settings.port,
+            banner=f"celgate {__version__} (upstream {settings.upstream})",
+            head_timeout=settings.client_timeout,
+        )
     except OSError as exc:
         print(f"celgate: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -36,7 +36,9 @@ __all__ = [
 
 # Headers celgate reads itself and never forwards or shows to policy.
 INTERNAL_HEADERS = frozenset({"x-celgate-agent", "x-celgate-internal", "x-celgate-upstream"})
-_SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "cookie", "proxy-authorization"}) | INTERNAL_HEADERS
+_SECRET_HEADERS = (
+    frozenset({"authorization", "api-key", "x-api-key", "cookie", "proxy-authorization"}) | INTERNAL_HEADERS
+)
 _MAX_REQUEST_ID = 128
 
 # field -> (accepted types, readable name); bool is excluded from ints explicitly below
@@ -184,8 +186,9 @@ def responses_body(raw: bytes) -> dict[str, Any]:
     return _checked(_json_object(raw), ("model",), _RESPONSES_TYPES)
 
 
-def _checked(body: dict[str, Any], required: tuple[str, ...], types: dict[str, tuple[tuple[type, ...], str]]
-             ) -> dict[str, Any]:
+def _checked(
+    body: dict[str, Any], required: tuple[str, ...], types: dict[str, tuple[tuple[type, ...], str]]
+) -> dict[str, Any]:
     for field in required:
         if body.get(field) is None:
             raise BadRequest(f"you must provide '{field}'", param=field, code="missing_required_parameter")
@@ -193,8 +196,7 @@ def _checked(body: dict[str, Any], required: tuple[str, ...], types: dict[str, t
         value = body[field]
         accepted, name = types[field]
         if value is not None and not _has_type(value, accepted):
-            raise BadRequest(f"'{field}' must be {name}, got {type(value).__name__}", param=field,
-                             code="invalid_type")
+            raise BadRequest(f"'{field}' must be {name}, got {type(value).__name__}", param=field, code="invalid_type")
     return body
 
 
@@ -228,8 +230,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(value) != len(pairs):
         seen: set[str] = set()
         repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise BadRequest(f"request body repeats the key {repeated!r}: celgate and the upstream could read "
-                         "different values", code="duplicate_key")
+        raise BadRequest(
+            f"request body repeats the key {repeated!r}: celgate and the upstream could read different values",
+            code="duplicate_key",
+        )
     return value
 
 
@@ -281,9 +285,17 @@ def request_info(request: web.Request, body: Mapping[str, Any] | None, agent: st
         tool_definitions=tuple(tool.definition for tool in offered),
         method=request.method,
     )
-    _readable(info.model, info.user, info.agent, *info.tools, *info.headers.values(), *info.headers,
-              *(v for v in info.scalars.values() if isinstance(v, str)), *_strings(info.metadata),
-              *(v for d in info.tool_definitions for v in d.values() if isinstance(v, str)))
+    _readable(
+        info.model,
+        info.user,
+        info.agent,
+        *info.tools,
+        *info.headers.values(),
+        *info.headers,
+        *(v for v in info.scalars.values() if isinstance(v, str)),
+        *_strings(info.metadata),
+        *(v for d in info.tool_definitions for v in d.values() if isinstance(v, str)),
+    )
     return info
 
 
@@ -312,5 +324,7 @@ def _readable(*texts: str | None) -> None:
     try:
         joined.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise BadRequest("request holds text that is not valid Unicode (a lone surrogate or a raw "
-                         "non-UTF-8 byte)", code="invalid_text") from exc
+        raise BadRequest(
+            "request holds text that is not valid Unicode (a lone surrogate or a raw non-UTF-8 byte)",
+            code="invalid_text",
+        ) from exc

@@ -249,8 +249,12 @@ class DemoServer:
         if previous is not None:
             stored = self._stored.get(previous) if isinstance(previous, str) else None
             if stored is None:
-                return _error(400, f"Previous response with id '{previous}' not found.",
-                              param="previous_response_id", code="previous_response_not_found")
+                return _error(
+                    400,
+                    f"Previous response with id '{previous}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
             unanswered = _unanswered_call(stored.response, body.get("input"))
             if unanswered is not None:
                 return _error(400, f"No tool output found for function call {unanswered}.", param="input")
@@ -283,8 +287,9 @@ class DemoServer:
         if stored is None:
             return _error(404, f"Response with id '{request.match_info['id']}' not found.")
         if request.query.get("stream") == "true":
-            return _error(400, "This response cannot be streamed because it was not created with background=true.",
-                          param="stream")
+            return _error(
+                400, "This response cannot be streamed because it was not created with background=true.", param="stream"
+            )
         return _json(stored.response)
 
     async def _delete(self, request: web.Request) -> web.Response:
@@ -324,8 +329,11 @@ def _message_choice(reply: Reply) -> dict[str, Any]:
     if reply.tool is None:
         return {"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": "stop"}
     function = {"name": reply.tool, "arguments": json.dumps(reply.arguments)}
-    message = {"role": "assistant", "content": None, "tool_calls": [{"id": reply.call_id, "type": "function",
-                                                                      "function": function}]}
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": reply.call_id, "type": "function", "function": function}],
+    }
     return {"index": 0, "message": message, "finish_reason": "tool_calls"}
 
 
@@ -368,9 +376,11 @@ def _chat_tools(tools: Any) -> list[dict[str, Any]] | None:
 
 def _unanswered_call(previous: dict[str, Any], items: Any) -> str | None:
     """The call id of a function call of ``previous`` that ``items`` leave unanswered (the API refuses those)."""
-    answered = {
-        item.get("call_id") for item in items if isinstance(item, dict) and item.get("type") == "function_call_output"
-    } if isinstance(items, list) else set()
+    answered = (
+        {item.get("call_id") for item in items if isinstance(item, dict) and item.get("type") == "function_call_output"}
+        if isinstance(items, list)
+        else set()
+    )
     for item in previous["output"]:
         if item["type"] == "function_call" and item["call_id"] not in answered:
             return str(item["call_id"])
@@ -383,17 +393,31 @@ def _text_part(text: str) -> dict[str, Any]:
 
 def _output_item(reply: Reply) -> dict[str, Any]:
     if reply.tool is None:
-        return {"id": _new_id("msg"), "type": "message", "status": "completed", "content": [_text_part(reply.text)],
-                "role": "assistant"}
-    return {"id": _new_id("fc"), "type": "function_call", "status": "completed",
-            "arguments": compact_json(reply.arguments), "call_id": reply.call_id, "name": reply.tool}
+        return {
+            "id": _new_id("msg"),
+            "type": "message",
+            "status": "completed",
+            "content": [_text_part(reply.text)],
+            "role": "assistant",
+        }
+    return {
+        "id": _new_id("fc"),
+        "type": "function_call",
+        "status": "completed",
+        "arguments": compact_json(reply.arguments),
+        "call_id": reply.call_id,
+        "name": reply.tool,
+    }
 
 
 def _responses_usage(reply: Reply) -> dict[str, Any]:
     output = _output_tokens(reply)
     return {
-        "input_tokens": 10, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-        "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 10 + output,
+        "input_tokens": 10,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 10 + output,
     }
 
 
@@ -454,8 +478,14 @@ def _response_object(body: dict[str, Any], output: list[dict[str, Any]], usage: 
 
 def _response_events(final: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], bool]]:
     """The stream of ``final``: (type, fields, is a delta); numbered by the writer, so numbers rise by one."""
-    pending = {**final, "status": "in_progress", "completed_at": None, "output": [], "usage": None,
-               "service_tier": "auto"}
+    pending = {
+        **final,
+        "status": "in_progress",
+        "completed_at": None,
+        "output": [],
+        "usage": None,
+        "service_tier": "auto",
+    }
     yield "response.created", {"response": pending}, False
     yield "response.in_progress", {"response": pending}, False
     for index, item in enumerate(final["output"]):
@@ -467,8 +497,11 @@ def _item_events(index: int, item: dict[str, Any]) -> Iterator[tuple[str, dict[s
     """One output item's events: added, its deltas and ``.done``, then done (the API's order per item type)."""
     at = {"item_id": item["id"], "output_index": index}
     if item["type"] == "message":
-        yield "response.output_item.added", {"output_index": index, "item": {**item, "status": "in_progress",
-                                                                               "content": []}}, False
+        yield (
+            "response.output_item.added",
+            {"output_index": index, "item": {**item, "status": "in_progress", "content": []}},
+            False,
+        )
         part = item["content"][0]
         text = {**at, "content_index": 0}
         yield "response.content_part.added", {**text, "part": {**part, "text": ""}}, False
@@ -477,8 +510,11 @@ def _item_events(index: int, item: dict[str, Any]) -> Iterator[tuple[str, dict[s
         yield "response.output_text.done", {**text, "text": part["text"], "logprobs": []}, False
         yield "response.content_part.done", {**text, "part": part}, False
     else:
-        yield "response.output_item.added", {"output_index": index, "item": {**item, "status": "in_progress",
-                                                                               "arguments": ""}}, False
+        yield (
+            "response.output_item.added",
+            {"output_index": index, "item": {**item, "status": "in_progress", "arguments": ""}},
+            False,
+        )
         for piece in _halves(item["arguments"]):
             yield "response.function_call_arguments.delta", {**at, "delta": piece}, True
         yield "response.function_call_arguments.done", {**at, "arguments": item["arguments"]}, False

@@ -56,9 +56,13 @@ def find_dropin(request: web.Request, caller: Caller) -> LoadedAgent | None:
     agent = registry.get(model)
     if agent is None and (failure := registry.failure(model)) is not None:
         raise AgentFailed(
-            redact(f"celgate: agent {model!r} failed to load ({failure.kind}): {failure.summary}"
-                   " (details: GET /admin/agents/errors)"),
-            status=503, error_type="agent_error", code="agent_unavailable",
+            redact(
+                f"celgate: agent {model!r} failed to load ({failure.kind}): {failure.summary}"
+                " (details: GET /admin/agents/errors)"
+            ),
+            status=503,
+            error_type="agent_error",
+            code="agent_unavailable",
         )
     return agent
 
@@ -76,8 +80,9 @@ def list_agents_as_models(request: web.Request, caller: Caller) -> list[dict[str
 
 
 def _listing_probe(name: str) -> RequestInfo:
-    return RequestInfo(model=name, agent=name, stream=False, path="/v1/chat/completions",
-                       headers={}, tools=(), scalars={})
+    return RequestInfo(
+        model=name, agent=name, stream=False, path="/v1/chat/completions", headers={}, tools=(), scalars={}
+    )
 
 
 async def run_dropin(

@@ -73,11 +73,19 @@ class Enforcer:
             metrics.tool_calls.labels(tool.name, _label(decision), tool.source).inc()
         for rule, message in decision.errors:
             metrics.policy_eval_errors.labels(rule).inc()
-            log.warning("rule %s failed to evaluate (counted as no match / deny): %s", rule, message,
-                        extra={"fields": {"request_id": request_id, "rule": rule}})
+            log.warning(
+                "rule %s failed to evaluate (counted as no match / deny): %s",
+                rule,
+                message,
+                extra={"fields": {"request_id": request_id, "rule": rule}},
+            )
         if decision.would_deny:
-            log.info("dry-run: would deny %s (%s)", decision.subject, decision.rule,
-                     extra={"fields": {"request_id": request_id, "rule": decision.rule}})
+            log.info(
+                "dry-run: would deny %s (%s)",
+                decision.subject,
+                decision.rule,
+                extra={"fields": {"request_id": request_id, "rule": decision.rule}},
+            )
         if self._audit is not None:
             self._audit.record(decision, request_id, principal, tool)
 

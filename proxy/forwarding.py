@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+
 from aiohttp import web
 
 from .caller import is_internal_call
@@ -69,8 +70,9 @@ async def relay_stored(
     async with upstream_request(request, request.method, raw) as response:
         if hook is None:
             return await relay_ungoverned(request, response)
-        return await relay_governed(request, response, stream=False, interceptor=_no_stream,
-                                    body_filter=filter_for(hook), keys=keys)
+        return await relay_governed(
+            request, response, stream=False, interceptor=_no_stream, body_filter=filter_for(hook), keys=keys
+        )
 
 
 def _no_stream() -> StreamInterceptor:

@@ -18,8 +18,8 @@ from aiohttp import web
 
 from .errors import PolicyDenied
 from .jsontext import compact_json
-from .strict import UnreadableUpstream, check_text, loads_strict, may_hold_calls
 from .streaming import forward_sse
+from .strict import UnreadableUpstream, check_text, loads_strict, may_hold_calls
 from .toolcalls import StreamInterceptor, ToolCallRejected
 from .upstream import UpstreamResponse, forwardable_response_headers
 

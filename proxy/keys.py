@@ -9,9 +9,9 @@ from celgate.adapters import AgentRegistry
 from .accesslog import AccessLog
 from .auth import Authenticator
 from .enforcement import Enforcer
-from .metrics import Metrics
 from .lifecycle import Lifecycle
 from .limits import Limits
+from .metrics import Metrics
 from .record import RequestRecord
 from .route_table import RouteMatch
 from .settings import Settings

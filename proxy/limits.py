@@ -49,11 +49,21 @@ class Limits:
 
     def take(self, principal: Principal, stream: bool) -> Slots:
         """Take a request slot (and a stream slot for a stream) or raise ``TooManyRequests`` (429)."""
-        self._check("requests", self.total_requests, self.max_requests, self.requests[principal.id],
-                    _own(principal, "max_concurrent_requests"))
+        self._check(
+            "requests",
+            self.total_requests,
+            self.max_requests,
+            self.requests[principal.id],
+            _own(principal, "max_concurrent_requests"),
+        )
         if stream:
-            self._check("streams", self.total_streams, self.max_streams, self.streams[principal.id],
-                        _own(principal, "max_concurrent_streams"))
+            self._check(
+                "streams",
+                self.total_streams,
+                self.max_streams,
+                self.streams[principal.id],
+                _own(principal, "max_concurrent_streams"),
+            )
             self.total_streams += 1
             self.streams[principal.id] += 1
         self.total_requests += 1
@@ -70,11 +80,19 @@ class Limits:
     @staticmethod
     def _check(kind: str, total: int, ceiling: int, own: int, own_ceiling: int) -> None:
         if ceiling and total >= ceiling:
-            raise TooManyRequests(f"celgate: too many concurrent {kind} (limit {ceiling}); retry shortly",
-                                  scope="global", kind=kind, retry_after=_RETRY_AFTER_SECONDS)
+            raise TooManyRequests(
+                f"celgate: too many concurrent {kind} (limit {ceiling}); retry shortly",
+                scope="global",
+                kind=kind,
+                retry_after=_RETRY_AFTER_SECONDS,
+            )
         if own_ceiling and own >= own_ceiling:
-            raise TooManyRequests(f"celgate: too many concurrent {kind} for this principal (limit {own_ceiling}); "
-                                  "retry shortly", scope="principal", kind=kind, retry_after=_RETRY_AFTER_SECONDS)
+            raise TooManyRequests(
+                f"celgate: too many concurrent {kind} for this principal (limit {own_ceiling}); retry shortly",
+                scope="principal",
+                kind=kind,
+                retry_after=_RETRY_AFTER_SECONDS,
+            )
 
 
 def _own(principal: Principal, attribute: str) -> int:

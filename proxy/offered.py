@@ -95,8 +95,7 @@ def _offered(entry: Any, field: str) -> OfferedTool:
 
 def _named(kind: str, name: Any, source: Mapping[str, Any], field: str) -> OfferedTool:
     if not isinstance(name, str) or not name:
-        raise BadRequest(f"every {kind} in '{field}' needs a non-empty string 'name'", param=field,
-                         code="invalid_type")
+        raise BadRequest(f"every {kind} in '{field}' needs a non-empty string 'name'", param=field, code="invalid_type")
     return OfferedTool(name, kind, _definition(kind, name, source))
 
 

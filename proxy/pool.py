@@ -195,8 +195,11 @@ class ConnectionPool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, protocol = await loop.create_connection(
-                    lambda: UpstreamProtocol(loop), origin.host, origin.port,
-                    ssl=tls, server_hostname=origin.host if tls else None,
+                    lambda: UpstreamProtocol(loop),
+                    origin.host,
+                    origin.port,
+                    ssl=tls,
+                    server_hostname=origin.host if tls else None,
                 )
         except TimeoutError as exc:
             raise aiohttp.ConnectionTimeoutError(f"connecting to {origin.host_header} timed out") from exc
@@ -212,9 +215,7 @@ class ConnectionPool:
     async def _exchange(
         self, protocol: UpstreamProtocol, method: str, head: bytes, body: bytes | StreamedBody | None
     ) -> PooledResponse:
-        protocol.set_response_params(
-            timer=_TIMER, skip_payload=method == "HEAD", read_timeout=self.first_byte_timeout
-        )
+        protocol.set_response_params(timer=_TIMER, skip_payload=method == "HEAD", read_timeout=self.first_byte_timeout)
         protocol.in_flight = True
         await _write_request(protocol, head, body)
         protocol.start_timeout()

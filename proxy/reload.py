@@ -19,8 +19,11 @@ async def reload_everything(app: web.Application) -> dict[str, Any]:
     """Re-read the policy directory (a broken set keeps the last good one) and rescan the agents."""
     outcome = await asyncio.to_thread(app[ENFORCER].source.reload)
     result: dict[str, Any] = {
-        "policy": {"ok": outcome.ok, "version": outcome.policy.version,
-                   "error": str(outcome.error) if outcome.error is not None else None},
+        "policy": {
+            "ok": outcome.ok,
+            "version": outcome.policy.version,
+            "error": str(outcome.error) if outcome.error is not None else None,
+        },
         "agents": None,
     }
     registry = app.get(AGENTS)

@@ -53,21 +53,46 @@ CLIENT_EXECUTED: dict[str, tuple[str, str | None, str]] = {
     "program": ("program", "program", "code"),  # JavaScript the client runs for programmatic tool calling
     "tool_search_call": ("tool_search", "tool_search", "arguments"),  # client-executed when execution == "client"
 }
-PROVIDER_EXECUTED = frozenset({
-    "file_search_call", "web_search_call", "code_interpreter_call", "image_generation_call", "mcp_call",
-    "mcp_list_tools", "mcp_approval_request",
-})
-PLAIN_OUTPUT = frozenset({
-    "message", "reasoning", "compaction", "additional_tools", "function_call_output", "computer_call_output",
-    "local_shell_call_output", "shell_call_output", "apply_patch_call_output", "custom_tool_call_output",
-    "program_output", "tool_search_output", "mcp_approval_response",
-})
+PROVIDER_EXECUTED = frozenset(
+    {
+        "file_search_call",
+        "web_search_call",
+        "code_interpreter_call",
+        "image_generation_call",
+        "mcp_call",
+        "mcp_list_tools",
+        "mcp_approval_request",
+    }
+)
+PLAIN_OUTPUT = frozenset(
+    {
+        "message",
+        "reasoning",
+        "compaction",
+        "additional_tools",
+        "function_call_output",
+        "computer_call_output",
+        "local_shell_call_output",
+        "shell_call_output",
+        "apply_patch_call_output",
+        "custom_tool_call_output",
+        "program_output",
+        "tool_search_output",
+        "mcp_approval_response",
+    }
+)
 # Quoted item types: an event that contains none of them (and no \u escape) cannot carry a call item.
 CALL_KEYS = tuple(f'"{item_type}"'.encode() for item_type in CLIENT_EXECUTED)
-_SNAPSHOT_EVENTS = frozenset({
-    "response.created", "response.in_progress", "response.queued", "response.completed",
-    "response.incomplete", "response.failed",
-})
+_SNAPSHOT_EVENTS = frozenset(
+    {
+        "response.created",
+        "response.in_progress",
+        "response.queued",
+        "response.completed",
+        "response.incomplete",
+        "response.failed",
+    }
+)
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
@@ -95,9 +120,16 @@ def proposed_call(item: dict[str, Any]) -> ProposedCall:
 
 
 def _deny_message(text: str, status: str = "completed") -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status == "completed" else []
-    return {"id": "msg_celgate" + os.urandom(12).hex(), "type": "message", "role": "assistant",
-            "status": status, "content": content}
+    content = (
+        [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status == "completed" else []
+    )
+    return {
+        "id": "msg_celgate" + os.urandom(12).hex(),
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": content,
+    }
 
 
 def _decide(hook: ToolCallHook, item: dict[str, Any]) -> str | None:
@@ -285,11 +317,14 @@ class ResponsesStreamInterceptor:
         before = entry.item
         if before.get("name") != item.get("name") and before.get("name"):
             raise UnreadableUpstream(f"upstream changed the name of output item {index}")
-        if entry.decided and not entry.stripped and entry.on_complete:
-            if proposed_call(item) != proposed_call(before):
-                raise UnreadableUpstream(f"upstream changed output item {index} after it was decided")
+        if entry.decided and not entry.stripped and entry.on_complete and proposed_call(item) != proposed_call(before):
+            raise UnreadableUpstream(f"upstream changed output item {index} after it was decided")
         streamed = "".join(entry.arguments)
-        if streamed and (entry.on_complete or not entry.decided) and item["type"] in ("function_call", "custom_tool_call"):
+        if (
+            streamed
+            and (entry.on_complete or not entry.decided)
+            and item["type"] in ("function_call", "custom_tool_call")
+        ):
             complete = item.get("arguments" if item["type"] == "function_call" else "input")
             if complete != streamed:
                 raise UnreadableUpstream(f"upstream's output item {index} differs from its streamed arguments")
@@ -349,14 +384,36 @@ class ResponsesStreamInterceptor:
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         events: list[dict[str, Any]] = [
             {"type": "response.output_item.added", "output_index": index, "item": _deny_message(text, "in_progress")},
-            {"type": "response.content_part.added", "item_id": item_id, "output_index": index, "content_index": 0,
-             "part": part},
-            {"type": "response.output_text.delta", "item_id": item_id, "output_index": index, "content_index": 0,
-             "delta": text, "logprobs": []},
-            {"type": "response.output_text.done", "item_id": item_id, "output_index": index, "content_index": 0,
-             "text": text, "logprobs": []},
-            {"type": "response.content_part.done", "item_id": item_id, "output_index": index, "content_index": 0,
-             "part": {**part, "text": text}},
+            {
+                "type": "response.content_part.added",
+                "item_id": item_id,
+                "output_index": index,
+                "content_index": 0,
+                "part": part,
+            },
+            {
+                "type": "response.output_text.delta",
+                "item_id": item_id,
+                "output_index": index,
+                "content_index": 0,
+                "delta": text,
+                "logprobs": [],
+            },
+            {
+                "type": "response.output_text.done",
+                "item_id": item_id,
+                "output_index": index,
+                "content_index": 0,
+                "text": text,
+                "logprobs": [],
+            },
+            {
+                "type": "response.content_part.done",
+                "item_id": item_id,
+                "output_index": index,
+                "content_index": 0,
+                "part": {**part, "text": text},
+            },
             {"type": "response.output_item.done", "output_index": index, "item": message},
         ]
         events[0]["item"]["id"] = item_id

@@ -56,11 +56,15 @@ _ANSWERS: dict[str, Callable[[str, str], dict[str, Any]]] = {
     "custom_tool_call": lambda call_id, text: {"type": "custom_tool_call_output", "call_id": call_id, "output": text},
     "local_shell_call": lambda call_id, text: {"type": "local_shell_call_output", "id": call_id, "output": text},
     "shell_call": lambda call_id, text: {
-        "type": "shell_call_output", "call_id": call_id,
+        "type": "shell_call_output",
+        "call_id": call_id,
         "output": [{"stdout": "", "stderr": text, "outcome": {"type": "exit", "exit_code": 1}}],
     },
     "apply_patch_call": lambda call_id, text: {
-        "type": "apply_patch_call_output", "call_id": call_id, "status": "failed", "output": text,
+        "type": "apply_patch_call_output",
+        "call_id": call_id,
+        "status": "failed",
+        "output": text,
     },
 }
 
@@ -82,8 +86,12 @@ async def create(request: web.Request) -> web.StreamResponse:
         if hook is None:
             return await relay_ungoverned(request, response)
         return await relay_governed(
-            request, response, stream=caller.info.stream, interceptor=lambda: ResponsesStreamInterceptor(hook, caller.max_held_bytes),
-            body_filter=_response_filter(hook), keys=CALL_KEYS,
+            request,
+            response,
+            stream=caller.info.stream,
+            interceptor=lambda: ResponsesStreamInterceptor(hook, caller.max_held_bytes),
+            body_filter=_response_filter(hook),
+            keys=CALL_KEYS,
         )
 
 
@@ -175,9 +183,12 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
         return await relay_stored(request, None, hook, _response_filter, CALL_KEYS)
     async with upstream_request(request, "GET", None) as response:
         return await relay_governed(
-            request, response, stream=True,
+            request,
+            response,
+            stream=True,
             interceptor=lambda: ResponsesStreamInterceptor(hook, caller.max_held_bytes),
-            body_filter=_response_filter(hook), keys=CALL_KEYS,
+            body_filter=_response_filter(hook),
+            keys=CALL_KEYS,
         )
 
 

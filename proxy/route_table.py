@@ -65,13 +65,39 @@ _TOOL_FREE_EXACT = {
     ("DELETE", "/v1/responses/{id}"),
     ("POST", "/v1/responses/input_tokens"),
 }
-_TOOL_FREE_PREFIXES = frozenset({
-    "models", "embeddings", "moderations", "images", "audio", "files", "uploads", "vector_stores", "completions",
-    "fine_tuning", "containers", "videos",
-})
-_KNOWN_WORDS = _TOOL_FREE_PREFIXES | {"chat", "responses", "realtime", "assistants", "threads", "batches",
-                                      "conversations", "evals", "chatkit", "organization", "messages", "cancel",
-                                      "input_items", "compact", "input_tokens"}
+_TOOL_FREE_PREFIXES = frozenset(
+    {
+        "models",
+        "embeddings",
+        "moderations",
+        "images",
+        "audio",
+        "files",
+        "uploads",
+        "vector_stores",
+        "completions",
+        "fine_tuning",
+        "containers",
+        "videos",
+    }
+)
+_KNOWN_WORDS = _TOOL_FREE_PREFIXES | {
+    "chat",
+    "responses",
+    "realtime",
+    "assistants",
+    "threads",
+    "batches",
+    "conversations",
+    "evals",
+    "chatkit",
+    "organization",
+    "messages",
+    "cancel",
+    "input_items",
+    "compact",
+    "input_tokens",
+}
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _UNSAFE = re.compile(r"[\\;\x00-\x1f\x7f]")
 

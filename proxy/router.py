@@ -22,12 +22,12 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .client_request import request_id_from
 from .errors import CelgateError, ShuttingDown, TooManyRequests, UpstreamError, error_body, error_response
 from .keys import ACCESS_LOG, LIFECYCLE, METRICS, RECORD
 from .record import RequestRecord
-from .client_request import request_id_from
 
-__all__ = ["GUARDED", "add_catch_all", "add_route", "add_request_id_header"]
+__all__ = ["GUARDED", "add_catch_all", "add_request_id_header", "add_route"]
 
 log = logging.getLogger("celgate")
 _CLIENT_CLOSED = 499  # nginx's code for "client closed request"
@@ -126,8 +126,16 @@ def _account(request: web.Request, record: RequestRecord) -> None:
     metrics.request_duration.labels(record.route).observe(duration)
     access = request.app.get(ACCESS_LOG)
     if access is not None:
-        access.log(record.request_id, request.method, request.path, status, duration, record.model,
-                   record.principal, record.stream)
+        access.log(
+            record.request_id,
+            request.method,
+            request.path,
+            status,
+            duration,
+            record.model,
+            record.principal,
+            record.stream,
+        )
 
 
 async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -20,19 +20,21 @@ from typing import Any
 from aiohttp import web
 
 from .caller import Caller, admit, open_route
-from .chat_calls import CALL_KEYS as CHAT_CALL_KEYS, ChatStreamInterceptor, filter_completion, filter_messages
+from .chat_calls import CALL_KEYS as CHAT_CALL_KEYS
+from .chat_calls import ChatStreamInterceptor, filter_completion, filter_messages
 from .client_request import bounded_body, chat_body, json_body_or_none, read_body
 from .dropins import find_dropin, list_agents_as_models, run_dropin
 from .forwarding import relay_stored, relay_ungoverned, upstream_request
 from .governed import BodyFilter, relay_governed
-from .toolcalls import ToolCallHook
 from .jsontext import compact_json
-from .keys import METRICS, RECORD, ROUTE_MATCH as _MATCH
+from .keys import METRICS, RECORD
+from .keys import ROUTE_MATCH as _MATCH
 from .offered import without_tools
 from .responses_routes import RESPONSES_HANDLERS
 from .route_table import Kind, classify
 from .router import add_route
 from .streaming import forward_body
+from .toolcalls import ToolCallHook
 from .upstream import forwardable_response_headers
 
 __all__ = ["add_routes"]
@@ -76,8 +78,12 @@ async def _forward_chat(request: web.Request, caller: Caller, raw: bytes) -> web
         if hook is None:
             return await relay_ungoverned(request, response)
         return await relay_governed(
-            request, response, stream=caller.info.stream, interceptor=lambda: ChatStreamInterceptor(hook, caller.max_held_bytes),
-            body_filter=lambda completion: filter_completion(completion, hook), keys=CHAT_CALL_KEYS,
+            request,
+            response,
+            stream=caller.info.stream,
+            interceptor=lambda: ChatStreamInterceptor(hook, caller.max_held_bytes),
+            body_filter=lambda completion: filter_completion(completion, hook),
+            keys=CHAT_CALL_KEYS,
         )
 
 
@@ -96,16 +102,18 @@ async def stored_chat(request: web.Request) -> web.StreamResponse:
     """Stored chat completions read back (list, retrieve, update, messages): their calls meet policy again."""
     raw = await read_body(request) if request.body_exists else None
     caller = admit(request, json_body_or_none(raw) if raw else None)
-    return await relay_stored(request, raw, caller.tool_hook("stored"), _STORED_CHAT_FILTERS[request[_MATCH].name],
-                              CHAT_CALL_KEYS)
+    return await relay_stored(
+        request, raw, caller.tool_hook("stored"), _STORED_CHAT_FILTERS[request[_MATCH].name], CHAT_CALL_KEYS
+    )
 
 
 _STORED_CHAT_FILTERS: dict[str, Callable[[ToolCallHook], BodyFilter]] = {
     "chat.retrieve": lambda hook: lambda completion: filter_completion(completion, hook),
     "chat.update": lambda hook: lambda completion: filter_completion(completion, hook),
     "chat.list": lambda hook: lambda listing: _each(listing, lambda completion: filter_completion(completion, hook)),
-    "chat.messages": lambda hook: lambda listing: filter_messages(
-        listing.get("data") if isinstance(listing, dict) else None, hook),
+    "chat.messages": lambda hook: (
+        lambda listing: filter_messages(listing.get("data") if isinstance(listing, dict) else None, hook)
+    ),
 }
 
 
@@ -124,7 +132,9 @@ async def models(request: web.Request) -> web.StreamResponse:
     async with upstream_request(request, "GET", None) as response:
         body = await response.read()
         if response.status != 200 or not agents:
-            return web.Response(body=body, status=response.status, headers=forwardable_response_headers(response.headers))
+            return web.Response(
+                body=body, status=response.status, headers=forwardable_response_headers(response.headers)
+            )
     try:
         listing = json.loads(body)
         listing["data"] = [*listing.get("data", []), *agents]

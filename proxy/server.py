@@ -66,8 +66,12 @@ class _GuardedHandler(RequestHandler):
         response = super().handle_error(request, status, exc, message)
         reason = getattr(exc, "message", None) or response.reason
         body = error_body(f"celgate: {reason}", "invalid_request_error", "bad_request" if status < 500 else None)
-        return web.Response(status=response.status, text=compact_json(body), content_type="application/json",
-                            headers={"Connection": "close"})
+        return web.Response(
+            status=response.status,
+            text=compact_json(body),
+            content_type="application/json",
+            headers={"Connection": "close"},
+        )
 
     def _arm(self) -> None:
         self._disarm()
@@ -122,8 +126,14 @@ class Server:
         self.app = app
         self._host = host
         self._port = port
-        self._runner = _Runner(app, head_timeout, access_log=None, handler_cancellation=True,
-                               shutdown_timeout=_SHUTDOWN_SECONDS, keepalive_timeout=_IDLE_KEEPALIVE_SECONDS)
+        self._runner = _Runner(
+            app,
+            head_timeout,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=_SHUTDOWN_SECONDS,
+            keepalive_timeout=_IDLE_KEEPALIVE_SECONDS,
+        )
 
     async def start(self) -> None:
         await self._runner.setup()
@@ -163,7 +173,7 @@ async def _serve_until_signalled(server: Server, banner: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    reloads: set[asyncio.Task[None]] = set()
+    reloads: set[asyncio.Task[Any]] = set()
     loop.add_signal_handler(signal.SIGHUP, lambda: _spawn(reloads, reload_everything(server.app)))
     await server.start()
     log.info("%s listening on %s", banner, server.url)
@@ -175,7 +185,7 @@ async def _serve_until_signalled(server: Server, banner: str) -> None:
         await server.stop()
 
 
-def _spawn(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+def _spawn(tasks: set[asyncio.Task[Any]], work: Coroutine[Any, Any, Any]) -> None:
     task = asyncio.get_running_loop().create_task(work)
     tasks.add(task)
     task.add_done_callback(tasks.discard)

@@ -152,23 +152,31 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "agents": (Path, "drop-in agents directory (default ./agents)"),
     "agents_model": (_optional_str, "model for drop-in agents that set none"),
     "agents_max_turns": (int, "max turns of a drop-in agent run (default 10)"),
-    "agents_api": (_choice("chat", "responses"), "API of drop-in agents' own model calls through celgate: chat "
-                                                 "(default) or responses"),
+    "agents_api": (
+        _choice("chat", "responses"),
+        "API of drop-in agents' own model calls through celgate: chat (default) or responses",
+    ),
     "watch": (_bool, "hot-reload policies and agents on change (default on)"),
     "upstream_api_key_env": (_optional_str, "sidecar-key mode: env var holding the upstream API key"),
-    "admin_token_env": (_optional_str, "env var holding the bearer token /admin/* and /metrics require "
-                                       "(required to listen off loopback)"),
+    "admin_token_env": (
+        _optional_str,
+        "env var holding the bearer token /admin/* and /metrics require (required to listen off loopback)",
+    ),
     "connect_timeout": (float, "upstream connect timeout, seconds (default 10)"),
     "first_byte_timeout": (float, "upstream time to response headers, seconds (default 300)"),
     "idle_timeout": (float, "longest upstream silence mid-body, seconds (default 120)"),
     "max_body_bytes": (int, "largest accepted request body (default 10 MiB)"),
-    "client_timeout": (float, "seconds a client may take to send a request head, and longest silence mid-body "
-                              "(default 30)"),
+    "client_timeout": (
+        float,
+        "seconds a client may take to send a request head, and longest silence mid-body (default 30)",
+    ),
     "drain_seconds": (float, "on SIGTERM, how long in-flight requests and streams may finish (default 30)"),
     "max_concurrent_requests": (int, "requests in flight before new ones get 429 (default 1024; 0: no limit)"),
     "max_concurrent_streams": (int, "streams in flight before new ones get 429 (default 512; 0: no limit)"),
-    "max_held_call_bytes": (int, "most a tool call held for a decision may buffer; past it the call is denied "
-                                 "(default 1 MiB)"),
+    "max_held_call_bytes": (
+        int,
+        "most a tool call held for a decision may buffer; past it the call is denied (default 1 MiB)",
+    ),
     "upstream_check": (_bool, "/readyz checks that the upstream accepts connections (default on)"),
     "log_level": (_choice("debug", "info", "warning", "error"), "log level (default info)"),
     "log_format": (_choice("json", "text"), "log format (default json)"),
@@ -216,9 +224,7 @@ def load_settings(
 def _layers(
     flags: Mapping[str, Any], environ: Mapping[str, str], config_file: Path | None
 ) -> Sequence[tuple[str, Mapping[str, Any]]]:
-    env_layer = {
-        name: environ[ENV_PREFIX + name.upper()] for name in _OPTIONS if ENV_PREFIX + name.upper() in environ
-    }
+    env_layer = {name: environ[ENV_PREFIX + name.upper()] for name in _OPTIONS if ENV_PREFIX + name.upper() in environ}
     flag_layer = {name: value for name, value in flags.items() if name in _OPTIONS}
     return [("flag", flag_layer), ("environment", env_layer), *_file_layer(config_file)]
 

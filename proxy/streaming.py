@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from .errors import CelgateError, PolicyDenied, ShuttingDown, UpstreamError, sse_error_event
-from .toolcalls import StreamInterceptor, ToolCallRejected
 from .keys import METRICS, RECORD
 from .lifecycle import is_drain
 from .sse import SSESplitter
+from .toolcalls import StreamInterceptor, ToolCallRejected
 from .upstream import UpstreamResponse, forwardable_response_headers
 
 __all__ = ["end_with_error", "forward_body", "forward_sse", "start_stream"]

@@ -11,8 +11,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["ALLOWED", "ProposedCall", "StreamInterceptor", "ToolCallHook", "ToolCallRejected", "ToolVerdict",
-           "Verdict"]
+__all__ = ["ALLOWED", "ProposedCall", "StreamInterceptor", "ToolCallHook", "ToolCallRejected", "ToolVerdict", "Verdict"]
 
 
 class Verdict(enum.Enum):

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from tests.helpers.fakeupstream import FakeUpstream
+from tests.helpers.harness import Celgate
 from tests.helpers.node import node_env
 from tests.helpers.process import serve
-from tests.helpers.harness import Celgate
-
 
 __all__ = ["node_env", "serve"]  # fixtures defined in tests/helpers, offered to every test
 

@@ -133,9 +133,13 @@ def test_every_module_declares_its_exports(path: Path) -> None:
         return
     tree = ast.parse(path.read_text())
     declared = [
-        node for node in tree.body
+        node
+        for node in tree.body
         if isinstance(node, (ast.Assign, ast.AnnAssign))
-        and any(isinstance(t, ast.Name) and t.id == "__all__" for t in getattr(node, "targets", [getattr(node, "target", None)]))
+        and any(
+            isinstance(t, ast.Name) and t.id == "__all__"
+            for t in getattr(node, "targets", [getattr(node, "target", None)])
+        )
     ]
     assert declared, f"{path.relative_to(REPO)} has no __all__"
 

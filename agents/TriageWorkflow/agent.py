@@ -10,9 +10,10 @@ celgate and tracing export is off. Agents set no model, so they run on
 
 from types import SimpleNamespace
 
-from agents import Agent, RunConfig, Runner, TResponseInputItem, function_tool, trace
 from openai import AsyncOpenAI
 from pydantic import BaseModel
+
+from agents import Agent, RunConfig, Runner, TResponseInputItem, function_tool, trace
 
 from .helpers import REFUND_LIMIT_EUR, describe_invoice
 
@@ -65,8 +66,6 @@ async def run_workflow(workflow_input: WorkflowInput):
         result = await Runner.run(
             triage,
             input=[*conversation_history],
-            run_config=RunConfig(
-                trace_metadata={"__trace_source__": "agent-builder", "workflow_id": "wf_triage_demo"}
-            ),
+            run_config=RunConfig(trace_metadata={"__trace_source__": "agent-builder", "workflow_id": "wf_triage_demo"}),
         )
         return {"output_text": result.final_output_as(str)}

@@ -103,7 +103,7 @@ class CelpyProgram:
             result = self._runner.evaluate(activation)
         except CELEvalError as exc:
             raise CelEvalError(str(exc.args[0]) if exc.args else "evaluation error") from None
-        except Exception as exc:  # noqa: BLE001  # celpy lets some Python errors escape (TypeError, ...): fail closed
+        except Exception as exc:  # celpy lets some Python errors escape (TypeError, ...): fail closed
             raise CelEvalError(f"{type(exc).__name__}: {exc}") from None
         if isinstance(result, CELEvalError):
             raise CelEvalError(str(result.args[0]) if result.args else "evaluation error")

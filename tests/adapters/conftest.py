@@ -100,7 +100,9 @@ class FakeGateway:
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {
-                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 1,
                 "model": body["model"],
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
@@ -121,8 +123,7 @@ class FakeGateway:
             await send(chunk({}, "stop"))
         else:
             for index, (call_id, name, arguments) in enumerate(step.calls):
-                first = {"index": index, "id": call_id, "type": "function",
-                         "function": {"name": name, "arguments": ""}}
+                first = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
                 await send(chunk({"tool_calls": [first]}))
                 await send(chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}))
             await send(chunk({}, "tool_calls"))
@@ -141,13 +142,15 @@ def _completion(model: str, step: Any) -> dict[str, Any]:
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
-                for i, n, a in step.calls
+                {"id": i, "type": "function", "function": {"name": n, "arguments": a}} for i, n, a in step.calls
             ],
         }
         finish = "tool_calls"
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": USAGE,
     }
@@ -217,16 +220,12 @@ def write_agent(root: Path, name: str, source: str, **files: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "agent.py").write_text(textwrap.dedent(source))
     for file_name, content in files.items():
-        (folder / file_name.replace("_py", ".py").replace("_txt", ".txt")).write_text(
-            textwrap.dedent(content)
-        )
+        (folder / file_name.replace("_py", ".py").replace("_txt", ".txt")).write_text(textwrap.dedent(content))
     return folder
 
 
 @pytest.fixture
-async def make_registry(
-    gateway: FakeGateway, hooks: FakeHooks
-) -> AsyncIterator[Callable[..., Any]]:
+async def make_registry(gateway: FakeGateway, hooks: FakeHooks) -> AsyncIterator[Callable[..., Any]]:
     """``await make_registry(directory, **settings)`` -> a started registry, closed at teardown."""
     registries: list[AgentRegistry] = []
 
@@ -244,8 +243,13 @@ async def make_registry(
 
 def caller_for(gateway: FakeGateway, agent: str, authorization: str | None = "Bearer sk-alice") -> CallerContext:
     request = policy.RequestInfo(
-        model=agent, agent=agent, stream=False, path="/v1/chat/completions",
-        headers={}, tools=(), scalars={},
+        model=agent,
+        agent=agent,
+        stream=False,
+        path="/v1/chat/completions",
+        headers={},
+        tools=(),
+        scalars={},
     )
     return CallerContext(
         principal=policy.Principal("alice", {}),

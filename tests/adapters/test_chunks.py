@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from agents import Usage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel
 
+from agents import Usage
 from celgate.adapters.chunks import ChunkFactory, completion, output_text, usage_dict
 
 

@@ -32,7 +32,8 @@ def test_every_folder_with_agent_py_is_a_model_named_by_its_path(tmp_path: Path)
 async def test_sibling_helper_modules_never_collide(tmp_path: Path, make_registry: Any) -> None:
     for name in ["One", "Two"]:
         write_agent(
-            tmp_path, name,
+            tmp_path,
+            name,
             f"""
             import helpers
             from .helpers import VALUE as RELATIVE
@@ -156,8 +157,14 @@ FAILURES = [
 
 @pytest.mark.parametrize(("name", "source", "files", "kind", "fragment"), FAILURES, ids=[f[0] for f in FAILURES])
 async def test_load_failures_are_diagnosed(
-    tmp_path: Path, make_registry: Any, hooks: FakeHooks,
-    name: str, source: str, files: dict[str, str], kind: str, fragment: str,
+    tmp_path: Path,
+    make_registry: Any,
+    hooks: FakeHooks,
+    name: str,
+    source: str,
+    files: dict[str, str],
+    kind: str,
+    fragment: str,
 ) -> None:
     write_agent(tmp_path, "Good", PLAIN)
     write_agent(tmp_path, name, source, **files)
@@ -189,7 +196,10 @@ async def test_import_traceback_shows_the_authors_code(tmp_path: Path, make_regi
 
 
 async def test_listing_describes_each_loaded_agent(tmp_path: Path, make_registry: Any) -> None:
-    write_agent(tmp_path, "Described", """
+    write_agent(
+        tmp_path,
+        "Described",
+        """
         from agents import Agent, function_tool
         __celgate__ = {"description": "Says hi.", "max_turns": 3, "upstream": "http://u/v1"}
         @function_tool
@@ -197,7 +207,8 @@ async def test_listing_describes_each_loaded_agent(tmp_path: Path, make_registry
             \"\"\"Hi.\"\"\"
             return "hi"
         agent = Agent(name="d", model="gpt-4.1-mini", tools=[hello])
-        """)
+        """,
+    )
     [listed] = (await make_registry(tmp_path)).agents()
     assert listed.pop("loaded_at").endswith("+00:00")
     assert listed == {
@@ -217,12 +228,16 @@ async def test_exports_import_with_placeholder_credentials_routed_to_celgate(
     tmp_path: Path, make_registry: Any, gateway: FakeGateway
 ) -> None:
     os.environ.pop("OPENAI_API_KEY", None)
-    write_agent(tmp_path, "Export", """
+    write_agent(
+        tmp_path,
+        "Export",
+        """
         from openai import AsyncOpenAI
         from agents import Agent
         client = AsyncOpenAI()
         agent = Agent(name="e")
-        """)
+        """,
+    )
     registry = await make_registry(tmp_path)
     client = registry.get("Export").module.client
     assert str(client.base_url).rstrip("/") == gateway.url

@@ -21,10 +21,12 @@ async def examples(make_registry: Any) -> AgentRegistry:
 async def test_the_examples_load_with_their_export_kinds(make_registry: Any) -> None:
     listed = {a["name"]: a for a in (await examples(make_registry)).agents()}
     assert (listed["WeatherAgent"]["kind"], listed["WeatherAgent"]["tools"]) == (
-        "agent", ["convert_units", "get_weather"]
+        "agent",
+        ["convert_units", "get_weather"],
     )
     assert (listed["TriageWorkflow"]["kind"], listed["TriageWorkflow"]["tools"]) == (
-        "run_workflow", ["get_invoice", "issue_refund"]
+        "run_workflow",
+        ["get_invoice", "issue_refund"],
     )
     assert listed["WeatherAgent"]["model"] == "test-model"  # sets none: the default applies
 
@@ -53,11 +55,13 @@ async def test_triage_workflow_hands_off_to_billing(make_registry: Any, gateway:
         ToolCalls([("c1", "get_invoice", '{"invoice_id": "INV-1001"}')]),
         Text("INV-1001 is paid."),
     )
-    chunks = await collect(stream_completion(
-        registry.get("TriageWorkflow"),
-        {"messages": [{"role": "user", "content": "Is INV-1001 paid?"}], "stream": True},
-        caller_for(gateway, "TriageWorkflow"),
-    ))
+    chunks = await collect(
+        stream_completion(
+            registry.get("TriageWorkflow"),
+            {"messages": [{"role": "user", "content": "Is INV-1001 paid?"}], "stream": True},
+            caller_for(gateway, "TriageWorkflow"),
+        )
+    )
     events = [c["celgate"] for c in chunks if "celgate" in c]
     assert events[0] == {"type": "handoff", "from": "Triage", "to": "Billing"}
     assert events[2]["output"] == "INV-1001: 49.00 EUR for ACME, paid"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agents import RunConfig, Runner
 from agents.testing import ScriptedModel, assistant_message, function_call
 
+from agents import RunConfig, Runner
 from celgate.adapters import run_completion
 from celgate.adapters.exports import prepare_agents
 from celgate.adapters.guardrails import OUTSIDE_RUN_MESSAGE, policy_gate

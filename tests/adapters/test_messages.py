@@ -49,7 +49,9 @@ def test_tool_calls_become_function_call_items() -> None:
     calls = [i for i in items if i.get("type") == "function_call"]
     outputs = [i for i in items if i.get("type") == "function_call_output"]
     assert [(c["call_id"], c["name"]) for c in calls] == [
-        ("c1", "get_weather"), ("c2", "get_weather"), ("c3", "convert_units")
+        ("c1", "get_weather"),
+        ("c2", "get_weather"),
+        ("c3", "convert_units"),
     ]
     assert [o["call_id"] for o in outputs] == ["c1", "c2", "c3"]
 
@@ -76,7 +78,9 @@ def test_malformed_messages_are_rejected_with_their_index(messages: object, erro
     with pytest.raises(MessageError, match=error) as raised:
         to_input_items(messages)
     assert (raised.value.status, raised.value.type, raised.value.code) == (
-        400, "invalid_request_error", "invalid_messages"
+        400,
+        "invalid_request_error",
+        "invalid_messages",
     )
 
 

@@ -122,9 +122,9 @@ async def test_a_run_in_flight_finishes_on_the_version_it_started_with(
     hold = asyncio.Event()
     gateway.reply(ToolCalls([("c1", "version", "{}")], hold=hold), Text("done"))
     run = asyncio.create_task(
-        collect(stream_completion(
-            started, {"messages": [{"role": "user", "content": "v?"}]}, caller_for(gateway, "Live")
-        ))
+        collect(
+            stream_completion(started, {"messages": [{"role": "user", "content": "v?"}]}, caller_for(gateway, "Live"))
+        )
     )
     await eventually(lambda: len(gateway.requests) == 1)
     (folder / "helpers.py").write_text('VERSION = "new"\n')

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents import Usage
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from agents import Usage
 from celgate.adapters.responses import ResponseStream, response_object, usage_dict
 from tests.helpers.responses_wire import check_stream
 

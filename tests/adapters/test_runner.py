@@ -87,7 +87,8 @@ async def test_whole_conversation_reaches_the_model(tmp_path: Path, gateway: Fak
 
 async def test_model_calls_carry_the_callers_identity(tmp_path: Path, gateway: FakeGateway, make_registry: Any) -> None:
     write_agent(
-        tmp_path, "Routed",
+        tmp_path,
+        "Routed",
         'from agents import Agent\n__celgate__ = {"upstream": "http://other:9000/v1"}\nagent = Agent(name="r")\n',
     )
     registry = await make_registry(tmp_path)
@@ -113,7 +114,11 @@ async def test_model_calls_carry_the_callers_identity(tmp_path: Path, gateway: F
     ],
 )
 async def test_sdk_reasoning_defaults_are_not_sent(
-    tmp_path: Path, gateway: FakeGateway, make_registry: Any, model_line: str, default_model: str | None,
+    tmp_path: Path,
+    gateway: FakeGateway,
+    make_registry: Any,
+    model_line: str,
+    default_model: str | None,
     sent_model: str,
 ) -> None:
     write_agent(tmp_path, "Five", f'from agents import Agent\nagent = Agent(name="f", {model_line})\n')
@@ -131,7 +136,8 @@ async def test_sdk_reasoning_defaults_are_not_sent(
 
 async def test_explicit_model_settings_are_kept(tmp_path: Path, gateway: FakeGateway, make_registry: Any) -> None:
     write_agent(
-        tmp_path, "Tuned",
+        tmp_path,
+        "Tuned",
         "from agents import Agent, ModelSettings\n"
         'agent = Agent(name="t", model="gpt-5", model_settings=ModelSettings(verbosity="high", temperature=0.2))\n',
     )
@@ -146,7 +152,8 @@ async def test_celgate_model_overrides_the_agents_model(
     tmp_path: Path, gateway: FakeGateway, make_registry: Any
 ) -> None:
     write_agent(
-        tmp_path, "Pinned",
+        tmp_path,
+        "Pinned",
         'from agents import Agent\n__celgate__ = {"model": "local-llm"}\nagent = Agent(name="p", model="gpt-4.1")\n',
     )
     registry = await make_registry(tmp_path)
@@ -217,7 +224,10 @@ async def test_failing_tool_is_reported_and_the_model_gets_the_sdk_error(
 async def test_tools_of_agents_as_tools_and_handoffs_are_governed(
     tmp_path: Path, gateway: FakeGateway, hooks: FakeHooks, make_registry: Any
 ) -> None:
-    write_agent(tmp_path, "Graph", """
+    write_agent(
+        tmp_path,
+        "Graph",
+        """
         from agents import Agent, function_tool
         RAN = []
 
@@ -230,7 +240,8 @@ async def test_tools_of_agents_as_tools_and_handoffs_are_governed(
         researcher = Agent(name="researcher", tools=[secret])
         billing = Agent(name="billing", tools=[secret])
         agent = Agent(name="triage", tools=[researcher.as_tool("research", "Research.")], handoffs=[billing])
-        """)
+        """,
+    )
     registry = await make_registry(tmp_path)
     hooks.deny.add("secret")
     gateway.reply(
@@ -362,7 +373,9 @@ async def test_tool_events_parse_with_the_openai_client(
     gateway.reply(ToolCalls([("c1", "safe", '{"x": 7}')]), Text("Seven."))
     async with openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key="k") as client:
         stream = await client.chat.completions.create(
-            model="Tools", messages=[{"role": "user", "content": "go"}], stream=True,
+            model="Tools",
+            messages=[{"role": "user", "content": "go"}],
+            stream=True,
             stream_options={"include_usage": True},
         )
         received = [chunk async for chunk in stream]
@@ -422,12 +435,19 @@ async def test_workflow_streams_its_runs_and_returns_its_output(
             Text("INV-1 is paid."),
         )
 
-    history = [{"role": "user", "content": "old question"}, {"role": "assistant", "content": "old answer"},
-               {"role": "user", "content": "Is INV-1 paid?"}]
+    history = [
+        {"role": "user", "content": "old question"},
+        {"role": "assistant", "content": "old answer"},
+        {"role": "user", "content": "Is INV-1 paid?"},
+    ]
     script()
-    chunks = await collect(stream_completion(
-        agent, chat("Flow", history, stream=True, stream_options={"include_usage": True}), caller_for(gateway, "Flow")
-    ))
+    chunks = await collect(
+        stream_completion(
+            agent,
+            chat("Flow", history, stream=True, stream_options={"include_usage": True}),
+            caller_for(gateway, "Flow"),
+        )
+    )
     assert content(chunks) == "INV-1 is paid. "  # the classifier's JSON is data, not streamed
     assert [e["type"] for e in events(chunks)] == ["handoff", "tool_call", "tool_result"]
     assert events(chunks)[0] == {"type": "handoff", "from": "Triage", "to": "Billing"}
@@ -445,7 +465,10 @@ async def test_workflow_streams_its_runs_and_returns_its_output(
 async def test_workflow_output_is_sent_when_nothing_was_streamed(
     tmp_path: Path, gateway: FakeGateway, make_registry: Any
 ) -> None:
-    write_agent(tmp_path, "Fixed", """
+    write_agent(
+        tmp_path,
+        "Fixed",
+        """
         from pydantic import BaseModel
 
         class Answer(BaseModel):
@@ -456,7 +479,8 @@ async def test_workflow_output_is_sent_when_nothing_was_streamed(
 
         async def run_workflow(workflow_input: WorkflowInput):
             return Answer(value=len(workflow_input.input_as_text))
-        """)
+        """,
+    )
     registry = await make_registry(tmp_path)
     chunks = await collect(
         stream_completion(registry.get("Fixed"), chat("Fixed", stream=True), caller_for(gateway, "Fixed"))
@@ -469,7 +493,10 @@ async def test_workflow_output_is_sent_when_nothing_was_streamed(
 async def test_runs_the_workflow_streams_itself_are_routed_too(
     tmp_path: Path, gateway: FakeGateway, make_registry: Any
 ) -> None:
-    write_agent(tmp_path, "SelfStream", """
+    write_agent(
+        tmp_path,
+        "SelfStream",
+        """
         from agents import Agent, Runner
         from pydantic import BaseModel
 
@@ -484,7 +511,8 @@ async def test_runs_the_workflow_streams_itself_are_routed_too(
             async for _ in result.stream_events():
                 pass
             return result.final_output
-        """)
+        """,
+    )
     registry = await make_registry(tmp_path, default_model="gpt-5")
     gateway.reply(ToolCalls([("c1", "ask_helper", '{"input": "q"}')]), Text("helped"), Text("all done"))
     result = await run_completion(registry.get("SelfStream"), chat("SelfStream"), caller_for(gateway, "SelfStream"))

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel
 from openai.types.responses import Response
 
+from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel
 from celgate.adapters import AgentRegistry, AgentRunError, run_response, stream_response
 from celgate.adapters.gateway import GatewayProvider
 from tests.helpers.responses_wire import check_stream

@@ -82,7 +82,9 @@ def sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj)}\n\n".encode()
 
 
-def chat_chunk(delta: dict[str, Any], finish: str | None = None, *, usage: dict[str, int] | None = None) -> dict[str, Any]:
+def chat_chunk(
+    delta: dict[str, Any], finish: str | None = None, *, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
     chunk: dict[str, Any] = {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
@@ -294,7 +296,9 @@ class FakeUpstream:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw
-        self.requests.append(Recorded(request.method, request.path_qs, dict(request.headers), body, raw, request.raw_path))
+        self.requests.append(
+            Recorded(request.method, request.path_qs, dict(request.headers), body, raw, request.raw_path)
+        )
         on_data: Callable[[bytes], None] | None = None
         if self.store is not None:
             answer = self._store_answer(request, body)
@@ -382,7 +386,12 @@ class FakeUpstream:
 
     def _default(self, request: web.Request, body: Any) -> Script:
         if request.path.endswith("/models"):
-            return Script(json={"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}]})
+            return Script(
+                json={
+                    "object": "list",
+                    "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}],
+                }
+            )
         if request.method == "POST" and request.path.endswith("/responses"):
             fields = rw.request_fields(body)
             output = [rw.message_item("Hello world")]

@@ -80,5 +80,3 @@ async def stop(running: Running) -> int:
             running.process.kill()
             await running.process.wait()
     return running.process.returncode  # type: ignore[return-value]
-
-

@@ -39,12 +39,19 @@ def json_response(obj: object, status: int = 200) -> bytes:
 def default_response(request: RawRequest) -> bytes:
     """A chat completion for chat, a model list for models, an echo of the body size for anything else."""
     if request.target.endswith("/chat/completions"):
-        return json_response({
-            "id": "chatcmpl-raw", "object": "chat.completion", "created": 1, "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-        })
+        return json_response(
+            {
+                "id": "chatcmpl-raw",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            }
+        )
     if request.target.endswith("/models"):
-        return json_response({"object": "list", "data": [{"id": "m", "object": "model", "created": 1, "owned_by": "x"}]})
+        return json_response(
+            {"object": "list", "data": [{"id": "m", "object": "model", "created": 1, "owned_by": "x"}]}
+        )
     return json_response({"target": request.target, "received": len(request.body)})
 
 

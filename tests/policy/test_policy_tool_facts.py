@@ -95,6 +95,6 @@ def test_case_builders_take_the_new_fields() -> None:
     assert (request.method, request.tool_definitions) == ("GET", ({"type": "x"},))
     with pytest.raises(CaseError, match="tool_definitions must be a list of mappings"):
         build_request({"model": "m", "tool_definitions": ["x"]})
-    with pytest.raises(CaseError, match="request.model must be a string"):
+    with pytest.raises(CaseError, match=r"request\.model must be a string"):
         build_request({"model": 1})
     assert build_request({"path": "/v1/batches"}).model == ""  # ungoverned: decided by routes, no model needed

@@ -171,8 +171,13 @@ async def test_the_whole_history_reaches_the_upstream_with_the_callers_identity(
     write_agent(tmp_path / "agents", "HistoryAgent", HISTORY_AGENT)
     audit = tmp_path / "audit.jsonl"
     celgate = await start_with_agents(
-        start_celgate, upstream, tmp_path / "agents",
-        no_policy=False, policies=write_policy(tmp_path, RECORD_AGENT_CALLS), audit_log=str(audit), audit_allows=True,
+        start_celgate,
+        upstream,
+        tmp_path / "agents",
+        no_policy=False,
+        policies=write_policy(tmp_path, RECORD_AGENT_CALLS),
+        audit_log=str(audit),
+        audit_allows=True,
     )
     upstream.push(Script(json=completion("39 F.")))
     reply = await oai(celgate.url, api_key=CLIENT_KEY).chat.completions.create(
@@ -189,7 +194,10 @@ async def test_the_whole_history_reaches_the_upstream_with_the_callers_identity(
     assert sent[0] == {"role": "system", "content": "You are the history agent."}  # the instructions, prepended
     assert [m["role"] for m in sent[1:]] == ["system", "user", "assistant", "tool", "user"]
     assert [m.get("content") for m in sent[1:]] == [
-        "Answer in English.", "What is the weather in Oslo?", "Let me look that up.", "Oslo: 4 C, snow",
+        "Answer in English.",
+        "What is the weather in Oslo?",
+        "Let me look that up.",
+        "Oslo: 4 C, snow",
         "And in Fahrenheit?",
     ]
     assert sent[3]["tool_calls"] == HISTORY[2]["tool_calls"]  # one assistant message: text and its tool call
@@ -228,7 +236,6 @@ async def test_the_history_reaches_the_upstream_on_a_stream_too(
     assert call.headers["Authorization"] == f"Bearer {CLIENT_KEY}"
 
 
-
 async def test_concurrent_runs_each_carry_their_own_callers_identity(
     upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, tmp_path: Path
 ) -> None:
@@ -242,7 +249,9 @@ async def test_concurrent_runs_each_carry_their_own_callers_identity(
 
     async def run(index: int) -> str:
         stream = await oai(celgate.url, api_key=f"sk-caller-{index}").chat.completions.create(
-            model="HistoryAgent", messages=[{"role": "user", "content": "Hi"}], stream=True,
+            model="HistoryAgent",
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
             extra_headers={"x-request-id": f"req-caller-{index}"},
         )
         return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
@@ -267,7 +276,11 @@ async def test_in_sidecar_key_mode_the_agent_call_goes_upstream_with_celgates_ke
 
     write_agent(tmp_path / "agents", "HistoryAgent", HISTORY_AGENT)
     celgate = await start_with_agents(
-        start_celgate, upstream, tmp_path / "agents", no_policy=False, upstream_api_key=Secret("sk-upstream"),
+        start_celgate,
+        upstream,
+        tmp_path / "agents",
+        no_policy=False,
+        upstream_api_key=Secret("sk-upstream"),
         policies=write_policy(tmp_path, RECORD_AGENT_CALLS),
     )
     with pytest.raises(openai.AuthenticationError):  # an unknown key never starts the agent
@@ -300,7 +313,9 @@ async def test_the_first_delta_reaches_the_client_while_the_upstream_still_holds
     upstream.push(Script(steps=steps))
 
     stream = await oai(celgate.url).chat.completions.create(
-        model="Streamer", messages=[{"role": "user", "content": "Hi"}], stream=True,
+        model="Streamer",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = aiter(stream)
@@ -343,7 +358,7 @@ async def test_a_raw_stream_is_valid_sse_ending_in_done(
     events = [e for e in raw.split("\n\n") if e]
     assert all(e.startswith("data: ") for e in events)
     assert events[-1] == "data: [DONE]"
-    chunks = [json.loads(e[len("data: "):]) for e in events[:-1]]
+    chunks = [json.loads(e[len("data: ") :]) for e in events[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "ab"
 
@@ -425,8 +440,12 @@ async def toolbox(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path:
     effects, audit = tmp_path / "effects.log", tmp_path / "audit.jsonl"
     write_agent(tmp_path / "agents", "Toolbox", TOOLBOX_AGENT.format(effects=str(effects)))
     celgate = await start_with_agents(
-        start_celgate, upstream, tmp_path / "agents",
-        no_policy=False, policies=write_policy(tmp_path, TOOL_POLICY), audit_log=str(audit),
+        start_celgate,
+        upstream,
+        tmp_path / "agents",
+        no_policy=False,
+        policies=write_policy(tmp_path, TOOL_POLICY),
+        audit_log=str(audit),
     )
     return celgate, effects, audit
 
@@ -491,7 +510,10 @@ async def test_governed_tools_on_a_stream_show_calls_results_and_the_denial(
     calls = {e["id"]: e for e in events if e["type"] == "tool_call"}
     results = {e["id"]: e for e in events if e["type"] == "tool_result"}
     assert calls["call_danger"] == {
-        "type": "tool_call", "id": "call_danger", "name": "danger_tool", "arguments": '{"target": "prod"}',
+        "type": "tool_call",
+        "id": "call_danger",
+        "name": "danger_tool",
+        "arguments": '{"target": "prod"}',
         "agent": "Toolbox",
     }
     assert results["call_danger"]["output"] == DENIAL
@@ -505,7 +527,10 @@ async def test_governed_tools_on_a_stream_show_calls_results_and_the_denial(
 
 
 async def test_broken_agents_are_reported_and_working_ones_served(
-    upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, http: aiohttp.ClientSession,
+    upstream: FakeUpstream,
+    start_celgate: StartCelgate,
+    oai: OpenAIFactory,
+    http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
     agents = tmp_path / "agents"
@@ -536,7 +561,10 @@ async def test_broken_agents_are_reported_and_working_ones_served(
     assert [a["name"] for a in listed] == ["Good", "labs/Nested"]
     good = listed[0]
     assert (good["kind"], good["model"], good["source"], good["stale"]) == (
-        "agent", "fake-model", str(agents / "Good" / "agent.py"), False
+        "agent",
+        "fake-model",
+        str(agents / "Good" / "agent.py"),
+        False,
     )
 
     models = (await oai(celgate.url).models.list()).data
@@ -577,13 +605,20 @@ LIVE_HELPER = """\
 
 
 async def test_watch_mode_reloads_adds_removes_and_keeps_the_last_good_version(
-    upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, http: aiohttp.ClientSession,
+    upstream: FakeUpstream,
+    start_celgate: StartCelgate,
+    oai: OpenAIFactory,
+    http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
     agents, imports = tmp_path / "agents", tmp_path / "imports.log"
     for name in ("Live", "Other"):
-        write_agent(agents, name, LIVE_AGENT.format(imports=str(imports), name=name),
-                    helpers_py=LIVE_HELPER.format(version="v1"))
+        write_agent(
+            agents,
+            name,
+            LIVE_AGENT.format(imports=str(imports), name=name),
+            helpers_py=LIVE_HELPER.format(version="v1"),
+        )
     celgate = await start_with_agents(start_celgate, upstream, agents, watch=True)
     client = oai(celgate.url)
 
@@ -610,8 +645,12 @@ async def test_watch_mode_reloads_adds_removes_and_keeps_the_last_good_version(
     assert await ask("Other") == "v1: hi"
 
     # A new folder appears as a model.
-    write_agent(agents, "Fresh", LIVE_AGENT.format(imports=str(imports), name="Fresh"),
-                helpers_py=LIVE_HELPER.format(version="fresh"))
+    write_agent(
+        agents,
+        "Fresh",
+        LIVE_AGENT.format(imports=str(imports), name="Fresh"),
+        helpers_py=LIVE_HELPER.format(version="fresh"),
+    )
 
     async def fresh_listed() -> bool:
         return any(m.id == "Fresh" and m.owned_by == "celgate-agent" for m in (await client.models.list()).data)
@@ -736,8 +775,10 @@ async def test_a_client_disconnect_mid_text_cancels_the_run_before_its_tool(
     await asyncio.wait_for(upstream.closed_early.wait(), DEADLINE)  # the agent's model stream was closed
 
     async def both_requests_ended_as_499() -> bool:
-        return (await requests_with_status(http, celgate, "Canceller", "499") == 1
-                and await requests_with_status(http, celgate, "fake-model", "499") == 1)
+        return (
+            await requests_with_status(http, celgate, "Canceller", "499") == 1
+            and await requests_with_status(http, celgate, "fake-model", "499") == 1
+        )
 
     await eventually(both_requests_ended_as_499, "the client's and the agent's requests to be recorded as 499")
     held.set()  # too late: nothing is listening any more
@@ -774,7 +815,6 @@ async def test_a_client_disconnect_cancels_a_running_tool(
         return await requests_with_status(http, celgate, "Canceller", "499") == 1
 
     await eventually(recorded_as_499, "the client's request to be recorded as 499")
-
 
 
 async def test_a_client_disconnect_before_any_output_cancels_the_run(
@@ -922,8 +962,9 @@ async def test_max_turns_exceeded_is_a_500_agent_error(
         assert b"data: [DONE]" not in raw
         last = raw.decode().strip().split("\n\n")[-1]
         assert last.startswith("event: error\ndata: ")
-        error = assert_openai_error(json.loads(last.split("data: ", 1)[1]), type_="agent_error",
-                                    code="max_turns_exceeded")
+        error = assert_openai_error(
+            json.loads(last.split("data: ", 1)[1]), type_="agent_error", code="max_turns_exceeded"
+        )
     assert "max_turns=2" in error["message"]
 
 
@@ -947,7 +988,6 @@ async def test_a_denied_model_call_of_the_agent_is_a_403_before_any_stream_bytes
         error = assert_openai_error(await response.json(), type_="policy_denied", code="policy_denied")
     assert "no-forbidden-models" in error["message"] and "not this model" in error["message"]
     assert upstream.requests == []
-
 
 
 PROPOSAL_POLICY = """\
@@ -1019,16 +1059,26 @@ async def test_the_weather_example_answers_with_its_tool(demo: Celgate, oai: Ope
     assert owners == {"demo": "celgate-demo", "TriageWorkflow": "celgate-agent", "WeatherAgent": "celgate-agent"}
 
     stream = await client.chat.completions.create(
-        model="WeatherAgent", messages=[{"role": "user", "content": "What is the weather in Paris?"}], stream=True,
+        model="WeatherAgent",
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = [chunk async for chunk in stream]
     call, result = celgate_events(chunks)
     assert (call["type"], call["name"], json.loads(call["arguments"]), call["agent"]) == (
-        "tool_call", "get_weather", {"location": "Paris"}, "WeatherAgent"
+        "tool_call",
+        "get_weather",
+        {"location": "Paris"},
+        "WeatherAgent",
     )
-    assert result == {"type": "tool_result", "id": call["id"], "name": "get_weather",
-                      "output": "Paris: 21.0 C, sunny", "agent": "WeatherAgent"}
+    assert result == {
+        "type": "tool_result",
+        "id": call["id"],
+        "name": "get_weather",
+        "output": "Paris: 21.0 C, sunny",
+        "agent": "WeatherAgent",
+    }
     assert content(chunks) == "Here is what the tool returned: Paris: 21.0 C, sunny"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
 
@@ -1042,14 +1092,17 @@ async def test_the_triage_example_hands_off_to_billing_and_refunds(
     demo: Celgate, oai: OpenAIFactory, http: aiohttp.ClientSession
 ) -> None:
     stream = await oai(demo.url).chat.completions.create(
-        model="TriageWorkflow", messages=[{"role": "user", "content": "Please refund INV-1001, it was wrong."}],
+        model="TriageWorkflow",
+        messages=[{"role": "user", "content": "Please refund INV-1001, it was wrong."}],
         stream=True,
     )
     chunks = [chunk async for chunk in stream]
     handoff, call, result = celgate_events(chunks)
     assert handoff == {"type": "handoff", "from": "Triage", "to": "Billing"}
     assert (call["name"], json.loads(call["arguments"]), call["agent"]) == (
-        "issue_refund", {"invoice_id": "INV-1001", "amount_eur": 21.0}, "Billing"
+        "issue_refund",
+        {"invoice_id": "INV-1001", "amount_eur": 21.0},
+        "Billing",
     )
     assert result["output"] == "Refunded 21.00 EUR on INV-1001."
     assert content(chunks) == "Here is what the tool returned: Refunded 21.00 EUR on INV-1001."
@@ -1061,15 +1114,19 @@ async def test_the_triage_example_hands_off_to_billing_and_refunds(
 
 
 async def test_a_model_named_like_a_broken_agent_is_a_503_not_a_trip_upstream(
-    start_celgate: Callable[..., Awaitable[Celgate]], upstream: FakeUpstream, tmp_path: Path,
+    start_celgate: Callable[..., Awaitable[Celgate]],
+    upstream: FakeUpstream,
+    tmp_path: Path,
     http: aiohttp.ClientSession,
 ) -> None:
     folder = tmp_path / "agents" / "BrokenAgent"
     folder.mkdir(parents=True)
     (folder / "agent.py").write_text("this is not python\n")
     celgate = await start_celgate(upstream=upstream.base_url, agents=tmp_path / "agents", agents_model="fake-model")
-    async with http.post(celgate.url + "/chat/completions",
-                         json={"model": "BrokenAgent", "messages": [{"role": "user", "content": "hi"}]}) as r:
+    async with http.post(
+        celgate.url + "/chat/completions",
+        json={"model": "BrokenAgent", "messages": [{"role": "user", "content": "hi"}]},
+    ) as r:
         body = await r.json()
     assert r.status == 503
     assert body["error"]["code"] == "agent_unavailable" and "BrokenAgent" in body["error"]["message"]
@@ -1077,7 +1134,9 @@ async def test_a_model_named_like_a_broken_agent_is_a_503_not_a_trip_upstream(
 
 
 async def test_models_lists_only_the_agents_the_caller_may_use(
-    start_celgate: Callable[..., Awaitable[Celgate]], upstream: FakeUpstream, tmp_path: Path,
+    start_celgate: Callable[..., Awaitable[Celgate]],
+    upstream: FakeUpstream,
+    tmp_path: Path,
     oai: Callable[..., openai.AsyncOpenAI],
 ) -> None:
     for name in ("PublicAgent", "SecretAgent"):
@@ -1086,14 +1145,21 @@ async def test_models_lists_only_the_agents_the_caller_may_use(
         (folder / "agent.py").write_text(f"from agents import Agent\n\nagent = Agent(name={name!r})\n")
     policies = tmp_path / "policies"
     policies.mkdir()
-    (policies / "p.yaml").write_text(textwrap.dedent("""\
+    (policies / "p.yaml").write_text(
+        textwrap.dedent("""\
         version: 1
         defaults: {decision: allow}
         rules:
           - {name: no-secrets, on: request, agents: ["Secret*"], effect: deny, reason: secret}
-    """))
-    celgate = await start_celgate(upstream=upstream.base_url, agents=tmp_path / "agents", agents_model="fake-model",
-                                  no_policy=False, policies=policies)
+    """)
+    )
+    celgate = await start_celgate(
+        upstream=upstream.base_url,
+        agents=tmp_path / "agents",
+        agents_model="fake-model",
+        no_policy=False,
+        policies=policies,
+    )
     listed = [m.id for m in (await oai(celgate.url).models.list()).data]
     assert "PublicAgent" in listed and "SecretAgent" not in listed
 
@@ -1104,12 +1170,16 @@ async def test_an_agents_own_upstream_gets_its_model_calls_through_celgate(
     other = FakeUpstream()
     await other.start()
     try:
-        write_agent(tmp_path / "agents", "ElsewhereAgent", f"""\
+        write_agent(
+            tmp_path / "agents",
+            "ElsewhereAgent",
+            f"""\
             from agents import Agent
 
             __celgate__ = {{"upstream": "{other.base_url}"}}
             agent = Agent(name="ElsewhereAgent", instructions="Be brief.")
-        """)
+        """,
+        )
         celgate = await start_with_agents(start_celgate, upstream, tmp_path / "agents")
         other.push(Script(json=completion("from the other upstream")))
         reply = await oai(celgate.url).chat.completions.create(

@@ -18,12 +18,15 @@ from tests.helpers.fakeupstream import FakeUpstream, Script
 agents = pytest.importorskip("agents")
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
-POLICY = ALLOW_REQUESTS + """\
+POLICY = (
+    ALLOW_REQUESTS
+    + """\
   - name: weather
     on: tool_call
     tools: ["get_weather"]
     effect: allow
 """
+)
 
 
 def make_agent(executed: list[str]) -> object:

@@ -12,9 +12,9 @@ import aiohttp
 import openai
 import pytest
 
+from celgate.proxy.settings import Secret, SettingsError
 from tests.helpers import Celgate, assert_openai_error
 from tests.helpers.fakeupstream import FakeUpstream
-from celgate.proxy.settings import Secret, SettingsError
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 ALICE_KEY = "sk-alice-0123456789abcdef"
@@ -52,7 +52,9 @@ async def test_passthrough_forwards_the_client_authorization_unchanged(
     stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
     [_ async for _ in stream]
     [_ async for _ in client.models.list()]
-    async with http.post(celgate.url + "/embeddings", json={"input": "x"}, headers={"Authorization": "Basic Zm9vOmJhcg=="}):
+    async with http.post(
+        celgate.url + "/embeddings", json={"input": "x"}, headers={"Authorization": "Basic Zm9vOmJhcg=="}
+    ):
         pass
     async with http.post(celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}):
         pass
@@ -61,14 +63,22 @@ async def test_passthrough_forwards_the_client_authorization_unchanged(
 
 
 async def test_passthrough_with_a_policy_resolves_principals_and_still_forwards_the_key(
-    upstream: FakeUpstream, start_celgate: StartCelgate, oai: Callable[..., openai.AsyncOpenAI],
-    policy_dir: Path, tmp_path: Path,
+    upstream: FakeUpstream,
+    start_celgate: StartCelgate,
+    oai: Callable[..., openai.AsyncOpenAI],
+    policy_dir: Path,
+    tmp_path: Path,
 ) -> None:
     access = tmp_path / "access.log"
-    celgate = await start_celgate(upstream=upstream.base_url, no_policy=False, policies=policy_dir, access_log=str(access))
+    celgate = await start_celgate(
+        upstream=upstream.base_url, no_policy=False, policies=policy_dir, access_log=str(access)
+    )
     await oai(celgate.url, api_key=ALICE_KEY).chat.completions.create(model="fake-model", messages=MESSAGES)
     await oai(celgate.url, api_key=UNKNOWN_KEY).chat.completions.create(model="fake-model", messages=MESSAGES)
-    assert [lower(r.headers)["authorization"] for r in upstream.requests] == [f"Bearer {ALICE_KEY}", f"Bearer {UNKNOWN_KEY}"]
+    assert [lower(r.headers)["authorization"] for r in upstream.requests] == [
+        f"Bearer {ALICE_KEY}",
+        f"Bearer {UNKNOWN_KEY}",
+    ]
     await celgate.stop()
     lines = [json.loads(line) for line in access.read_text().splitlines()]
     assert [line["principal"] for line in lines] == ["alice", "anonymous"]
@@ -76,8 +86,11 @@ async def test_passthrough_with_a_policy_resolves_principals_and_still_forwards_
 
 
 async def test_sidecar_keys_send_the_upstream_key(
-    upstream: FakeUpstream, start_celgate: StartCelgate, oai: Callable[..., openai.AsyncOpenAI],
-    http: aiohttp.ClientSession, policy_dir: Path,
+    upstream: FakeUpstream,
+    start_celgate: StartCelgate,
+    oai: Callable[..., openai.AsyncOpenAI],
+    http: aiohttp.ClientSession,
+    policy_dir: Path,
 ) -> None:
     celgate = await start_celgate(
         upstream=upstream.base_url, no_policy=False, policies=policy_dir, upstream_api_key=Secret(UPSTREAM_KEY)
@@ -88,7 +101,9 @@ async def test_sidecar_keys_send_the_upstream_key(
     stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
     assert [c async for c in stream]
     assert [m.id async for m in client.models.list()] == ["fake-model"]
-    async with http.post(celgate.url + "/embeddings", json={"input": "x"}, headers={"Authorization": f"Bearer {ALICE_KEY}"}) as response:
+    async with http.post(
+        celgate.url + "/embeddings", json={"input": "x"}, headers={"Authorization": f"Bearer {ALICE_KEY}"}
+    ) as response:
         assert response.status == 200
     assert [lower(r.headers)["authorization"] for r in upstream.requests] == [f"Bearer {UPSTREAM_KEY}"] * 4
     assert not any(ALICE_KEY in json.dumps(r.headers) for r in upstream.requests)
@@ -96,7 +111,10 @@ async def test_sidecar_keys_send_the_upstream_key(
 
 @pytest.mark.parametrize("authorization", [f"Bearer {UNKNOWN_KEY}", None, "Bearer ", f"Basic {UNKNOWN_KEY}"])
 async def test_sidecar_keys_refuse_unknown_client_keys_with_401(
-    upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession, policy_dir: Path,
+    upstream: FakeUpstream,
+    start_celgate: StartCelgate,
+    http: aiohttp.ClientSession,
+    policy_dir: Path,
     authorization: str | None,
 ) -> None:
     celgate = await start_celgate(
@@ -133,13 +151,21 @@ async def test_sidecar_keys_need_a_policy(start_celgate: StartCelgate, upstream:
 
 
 async def test_keys_never_appear_in_logs_or_metrics(
-    upstream: FakeUpstream, start_celgate: StartCelgate, oai: Callable[..., openai.AsyncOpenAI],
-    http: aiohttp.ClientSession, policy_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    upstream: FakeUpstream,
+    start_celgate: StartCelgate,
+    oai: Callable[..., openai.AsyncOpenAI],
+    http: aiohttp.ClientSession,
+    policy_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     access = tmp_path / "access.log"
     celgate = await start_celgate(
-        upstream=upstream.base_url, no_policy=False, policies=policy_dir, upstream_api_key=Secret(UPSTREAM_KEY),
+        upstream=upstream.base_url,
+        no_policy=False,
+        policies=policy_dir,
+        upstream_api_key=Secret(UPSTREAM_KEY),
         access_log=str(access),
     )
     await oai(celgate.url, api_key=ALICE_KEY).chat.completions.create(model="fake-model", messages=MESSAGES)
@@ -177,22 +203,28 @@ async def test_access_log_has_one_json_line_per_request(
 ) -> None:
     access = tmp_path / "access.log"
     celgate = await start_celgate(upstream=upstream.base_url, access_log=str(access))
-    async with http.post(celgate.url + "/chat/completions", json={"model": "fake-model", "messages": MESSAGES},
-                         headers={"x-request-id": "log-1"}):
+    async with http.post(
+        celgate.url + "/chat/completions",
+        json={"model": "fake-model", "messages": MESSAGES},
+        headers={"x-request-id": "log-1"},
+    ):
         pass
-    async with http.post(celgate.url + "/chat/completions", json={"model": "fake-model", "messages": MESSAGES,
-                                                                   "stream": True}, headers={"x-request-id": "log-2"}) as r:
+    async with http.post(
+        celgate.url + "/chat/completions",
+        json={"model": "fake-model", "messages": MESSAGES, "stream": True},
+        headers={"x-request-id": "log-2"},
+    ) as r:
         await r.read()
     async with http.post(celgate.url + "/chat/completions", data=b"{", headers={"x-request-id": "log-3"}):
         pass
     await celgate.stop()
     lines = [json.loads(line) for line in access.read_text().splitlines()]
-    assert [(l["request_id"], l["method"], l["path"], l["status"], l["model"], l["stream"]) for l in lines] == [
+    assert [(e["request_id"], e["method"], e["path"], e["status"], e["model"], e["stream"]) for e in lines] == [
         ("log-1", "POST", "/v1/chat/completions", 200, "fake-model", False),
         ("log-2", "POST", "/v1/chat/completions", 200, "fake-model", True),
         ("log-3", "POST", "/v1/chat/completions", 400, "", False),
     ]
-    assert all(isinstance(l["duration_ms"], float) and l["duration_ms"] >= 0 for l in lines)
+    assert all(isinstance(e["duration_ms"], float) and e["duration_ms"] >= 0 for e in lines)
 
 
 @pytest.mark.parametrize("header", ["api-key", "x-api-key"])
@@ -220,13 +252,15 @@ async def test_two_different_credentials_are_a_400(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
     headers = {"Authorization": f"Bearer {ALICE_KEY}", "api-key": UNKNOWN_KEY}
-    async with http.post(celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES},
-                         headers=headers) as response:
+    async with http.post(
+        celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}, headers=headers
+    ) as response:
         assert response.status == 400
         assert_openai_error(await response.json(), code="conflicting_credentials")
     same = {"Authorization": f"Bearer {ALICE_KEY}", "api-key": ALICE_KEY}
-    async with http.post(celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES},
-                         headers=same) as response:
+    async with http.post(
+        celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}, headers=same
+    ) as response:
         assert response.status == 200
     assert len(upstream.requests) == 1
 
@@ -237,8 +271,9 @@ async def test_sidecar_mode_removes_every_client_credential(
     celgate = await start_celgate(
         upstream=upstream.base_url, no_policy=False, policies=policy_dir, upstream_api_key=Secret(UPSTREAM_KEY)
     )
-    async with http.post(celgate.url + "/embeddings", json={"input": "x"},
-                         headers={"api-key": ALICE_KEY, "x-api-key": ALICE_KEY}) as response:
+    async with http.post(
+        celgate.url + "/embeddings", json={"input": "x"}, headers={"api-key": ALICE_KEY, "x-api-key": ALICE_KEY}
+    ) as response:
         assert response.status == 200
     sent = lower(upstream.requests[-1].headers)
     assert sent["authorization"] == f"Bearer {UPSTREAM_KEY}" and "api-key" not in sent and "x-api-key" not in sent

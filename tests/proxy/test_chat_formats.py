@@ -1,4 +1,7 @@
-"""Chat completions beyond ``tools``: legacy functions, custom tools, the role of a stripped first call, stored objects."""
+"""Chat completions beyond ``tools``.
+
+Legacy functions, custom tools, the role of a stripped first call, stored objects.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, c
 StartCelgate = Callable[..., Awaitable[Celgate]]
 OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 MESSAGES = [{"role": "user", "content": "hi"}]
-POLICY = ALLOW_REQUESTS + """\
+POLICY = (
+    ALLOW_REQUESTS
+    + """\
   - name: safe-tools
     on: tool_call
     tools: ["get_weather", "grammar_check"]
@@ -28,6 +33,7 @@ POLICY = ALLOW_REQUESTS + """\
     when: tool.type == "custom" && tool.raw_arguments.startsWith("SELECT")
     effect: allow
 """
+)
 
 
 @pytest.fixture
@@ -48,8 +54,12 @@ FUNCTIONS = [{"name": n, "parameters": {"type": "object", "properties": {}}} for
 async def test_legacy_functions_are_stripped_from_the_request(
     gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
-    await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, functions=FUNCTIONS,  # type: ignore[arg-type]
-                                                function_call={"name": "shell_exec"})
+    await oai(gate.url).chat.completions.create(
+        model="m",
+        messages=MESSAGES,
+        functions=FUNCTIONS,  # type: ignore[arg-type]
+        function_call={"name": "shell_exec"},
+    )
     sent = upstream.requests[-1].body
     assert [f["name"] for f in sent["functions"]] == ["get_weather"] and "function_call" not in sent
 
@@ -83,24 +93,35 @@ async def test_a_streamed_legacy_function_call_is_decided(
     gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, name: str, kept: bool
 ) -> None:
     upstream.push(Script(steps=legacy_stream(name)))
-    stream = await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, functions=FUNCTIONS,  # type: ignore[arg-type]
-                                                         stream=True)
+    stream = await oai(gate.url).chat.completions.create(
+        model="m",
+        messages=MESSAGES,
+        functions=FUNCTIONS,  # type: ignore[arg-type]
+        stream=True,
+    )
     chunks = [c async for c in stream]
-    names = [c.choices[0].delta.function_call.name for c in chunks
-             if c.choices and c.choices[0].delta.function_call and c.choices[0].delta.function_call.name]
+    names = [
+        c.choices[0].delta.function_call.name
+        for c in chunks
+        if c.choices and c.choices[0].delta.function_call and c.choices[0].delta.function_call.name
+    ]
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     roles = [c.choices[0].delta.role for c in chunks if c.choices and c.choices[0].delta.role]
     assert roles == ["assistant"]  # the role survives the strip
     assert (names, finishes) == (([name], ["function_call"]) if kept else ([], ["stop"]))
 
 
-CUSTOM_TOOLS = [{"type": "custom", "custom": {"name": "sql", "description": "run SQL"}},
-                {"type": "custom", "custom": {"name": "grammar_check"}}]
+CUSTOM_TOOLS = [
+    {"type": "custom", "custom": {"name": "sql", "description": "run SQL"}},
+    {"type": "custom", "custom": {"name": "grammar_check"}},
+]
 
 
 def custom_completion(name: str, text: str) -> dict[str, Any]:
     body = completion(None)
-    body["choices"][0]["message"]["tool_calls"] = [{"id": "c1", "type": "custom", "custom": {"name": name, "input": text}}]
+    body["choices"][0]["message"]["tool_calls"] = [
+        {"id": "c1", "type": "custom", "custom": {"name": name, "input": text}}
+    ]
     body["choices"][0]["finish_reason"] = "tool_calls"
     return body
 
@@ -123,9 +144,23 @@ async def test_streamed_custom_tool_calls_are_decided(
     gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, text: str, kept: bool
 ) -> None:
     steps = [
-        Step(sse(chat_chunk({"role": "assistant", "content": None, "tool_calls": [
-            {"index": 0, "id": "c1", "type": "custom", "custom": {"name": "sql", "input": ""}}]}))),
-        *[Step(sse(chat_chunk({"tool_calls": [{"index": 0, "custom": {"input": piece}}]}))) for piece in text.split(" ")],
+        Step(
+            sse(
+                chat_chunk(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"index": 0, "id": "c1", "type": "custom", "custom": {"name": "sql", "input": ""}}
+                        ],
+                    }
+                )
+            )
+        ),
+        *[
+            Step(sse(chat_chunk({"tool_calls": [{"index": 0, "custom": {"input": piece}}]})))
+            for piece in text.split(" ")
+        ],
         Step(sse(chat_chunk({}, "tool_calls"))),
         Step(b"data: [DONE]\n\n"),
     ]
@@ -145,12 +180,16 @@ async def test_stored_completions_are_filtered_when_read_back(
     upstream.push(
         Script(json=stored),
         Script(json={"object": "list", "data": [stored], "has_more": False}),
-        Script(json={"object": "list", "data": [{"id": "m1", "role": "assistant", "content": None,
-                                                 "tool_calls": message["tool_calls"]}]}),
+        Script(
+            json={
+                "object": "list",
+                "data": [{"id": "m1", "role": "assistant", "content": None, "tool_calls": message["tool_calls"]}],
+            }
+        ),
     )
     for path in ("/chat/completions/chatcmpl-1", "/chat/completions", "/chat/completions/chatcmpl-1/messages"):
         async with http.get(gate.url + path) as response:
             assert response.status == 200
             text = await response.text()
-        assert "shell_exec\"" not in text.replace("shell_exec denied", "") and "get_weather" in text, (path, text)
+        assert 'shell_exec"' not in text.replace("shell_exec denied", "") and "get_weather" in text, (path, text)
     assert json.loads(text)["data"][0]["tool_calls"][0]["function"]["name"] == "get_weather"

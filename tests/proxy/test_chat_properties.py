@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -36,7 +37,7 @@ def stream() -> bytes:
 def run(data: bytes, cuts: list[int], needs_arguments: bool) -> bytes:
     points = sorted({0, *(c for c in cuts if c < len(data)), len(data)})
     splitter, interceptor = SSESplitter(), ChatStreamInterceptor(Hook(needs_arguments=needs_arguments))
-    out = [p for a, b in zip(points, points[1:]) for raw in splitter.feed(data[a:b]) for p in interceptor.feed(raw)]
+    out = [p for a, b in itertools.pairwise(points) for raw in splitter.feed(data[a:b]) for p in interceptor.feed(raw)]
     out += [p for raw in splitter.flush() for p in interceptor.feed(raw)]
     return b"".join(out + interceptor.finish())
 
@@ -79,9 +80,9 @@ def test_random_mutations_never_deliver_a_denied_call(data: st.DataObject) -> No
         if action == "flip":
             raw[position] = data.draw(st.integers(min_value=0, max_value=255))
         elif action == "delete":
-            del raw[position:position + data.draw(st.integers(min_value=1, max_value=40))]
+            del raw[position : position + data.draw(st.integers(min_value=1, max_value=40))]
         elif action == "duplicate":
-            raw[position:position] = raw[position:position + data.draw(st.integers(min_value=1, max_value=300))]
+            raw[position:position] = raw[position : position + data.draw(st.integers(min_value=1, max_value=300))]
         elif action == "rename":
             raw[:] = raw.replace(b'"lookup"', b'"shell.exec"', 1)
         else:

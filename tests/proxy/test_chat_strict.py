@@ -22,7 +22,9 @@ from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, c
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 MESSAGES = [{"role": "user", "content": "hi"}]
-POLICY = ALLOW_REQUESTS + """\
+POLICY = (
+    ALLOW_REQUESTS
+    + """\
   - name: weather-in-paris-only
     on: tool_call
     tools: ["get_weather"]
@@ -33,6 +35,7 @@ POLICY = ALLOW_REQUESTS + """\
     tools: ["lookup"]
     effect: allow
 """
+)
 DENIED = "shell.exec"
 
 
@@ -41,8 +44,14 @@ async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Pa
     return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
 
 
-def call_delta(index: Any, *, call_id: str | None = None, name: str | None = None, arguments: str | None = None,
-               kind: str | None = "function") -> dict[str, Any]:
+def call_delta(
+    index: Any,
+    *,
+    call_id: str | None = None,
+    name: str | None = None,
+    arguments: str | None = None,
+    kind: str | None = "function",
+) -> dict[str, Any]:
     part: dict[str, Any] = {"index": index}
     if call_id is not None:
         part["id"] = call_id
@@ -62,8 +71,9 @@ def stream_of(*chunks: Any, done: bool = True) -> list[Step]:
     return steps
 
 
-async def post_stream(http: aiohttp.ClientSession, gate: Celgate, steps: list[Step], upstream: FakeUpstream,
-                      **headers: str) -> bytes:
+async def post_stream(
+    http: aiohttp.ClientSession, gate: Celgate, steps: list[Step], upstream: FakeUpstream, **headers: str
+) -> bytes:
     upstream.push(Script(steps=steps, headers=headers))
     body = {"model": "m", "messages": MESSAGES, "stream": True}
     async with http.post(gate.url + "/chat/completions", json=body) as response:
@@ -110,7 +120,11 @@ HOSTILE_STREAMS: dict[str, list[Any]] = {
         call_delta(0, call_id="c2", name=DENIED, arguments="{}"),
     ],
     "a delta without index": [
-        {**chat_chunk({"tool_calls": [{"id": "c1", "type": "function", "function": {"name": DENIED, "arguments": "{}"}}]})},
+        {
+            **chat_chunk(
+                {"tool_calls": [{"id": "c1", "type": "function", "function": {"name": DENIED, "arguments": "{}"}}]}
+            )
+        },
     ],
     "index 0.0": [call_delta(0.0, call_id="c1", name=DENIED, arguments="{}")],
     "index as a string": [call_delta("0", call_id="c1", name=DENIED, arguments="{}")],
@@ -121,16 +135,32 @@ HOSTILE_STREAMS: dict[str, list[Any]] = {
     ],
     "a repeated key": [
         sse(call_delta(0, call_id="c1", name="lookup", arguments="{}")).replace(
-            b'"name": "lookup"', b'"name": "lookup", "name": "shell.exec"'),
+            b'"name": "lookup"', b'"name": "lookup", "name": "shell.exec"'
+        ),
     ],
     "a chunk that mentions tool calls but is not JSON": [b'data: {"choices": [{"delta": {"tool_calls": [\n\n'],
-    "a byte-order mark before the field": [b"\xef\xbb\xbf" + sse(call_delta(0, call_id="c1", name=DENIED,
-                                                                          arguments="{}"))],
-    "an unknown field line": [b"dat\xc3\xa1: " + json.dumps(call_delta(0, call_id="c", name=DENIED)).encode()
-                              + b'\ndata: {"choices": [], "tool_calls": 1}\n\n'],
+    "a byte-order mark before the field": [
+        b"\xef\xbb\xbf" + sse(call_delta(0, call_id="c1", name=DENIED, arguments="{}"))
+    ],
+    "an unknown field line": [
+        b"dat\xc3\xa1: "
+        + json.dumps(call_delta(0, call_id="c", name=DENIED)).encode()
+        + b'\ndata: {"choices": [], "tool_calls": 1}\n\n'
+    ],
     "a function and a custom body in one delta": [
-        chat_chunk({"tool_calls": [{"index": 0, "id": "c", "type": "function", "function": {"name": "lookup"},
-                                    "custom": {"name": DENIED, "input": "x"}}]}),
+        chat_chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "c",
+                        "type": "function",
+                        "function": {"name": "lookup"},
+                        "custom": {"name": DENIED, "input": "x"},
+                    }
+                ]
+            }
+        ),
     ],
     "a call after its choice finished": [
         call_delta(0, call_id="c1", name="lookup", arguments="{}"),
@@ -152,8 +182,11 @@ async def test_an_escaped_key_is_read_as_clients_read_it(
     gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
     """``"tool\\u005fcalls"`` is ``tool_calls`` to every JSON parser: celgate decides it (and strips it)."""
-    escaped = sse(chat_chunk({})).replace(b'"delta": {}', b'"delta": {"tool\\u005fcalls": [{"index": 0, "id": "c1", '
-                                          b'"type": "function", "function": {"name": "shell.exec", "arguments": "{}"}}]}')
+    escaped = sse(chat_chunk({})).replace(
+        b'"delta": {}',
+        b'"delta": {"tool\\u005fcalls": [{"index": 0, "id": "c1", '
+        b'"type": "function", "function": {"name": "shell.exec", "arguments": "{}"}}]}',
+    )
     out = await post_stream(http, gate, stream_of(escaped, chat_chunk({}, "tool_calls")), upstream)
     assert_never_delivered(out)
     assert b"denied by policy" in out and out.endswith(b"data: [DONE]\n\n")
@@ -165,10 +198,12 @@ async def test_sse_under_any_label_is_intercepted(
     gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, content_type: str, status: int
 ) -> None:
     """A client that asked for a stream parses SSE whatever the headers say: so does celgate."""
-    upstream.push(Script(status=status, steps=tool_call_stream([("c1", DENIED, "{}")]),
-                         headers={"Content-Type": content_type}))
-    async with http.post(gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES,
-                                                              "stream": True}) as response:
+    upstream.push(
+        Script(status=status, steps=tool_call_stream([("c1", DENIED, "{}")]), headers={"Content-Type": content_type})
+    )
+    async with http.post(
+        gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}
+    ) as response:
         out = await response.read()
     assert_never_delivered(out)
     assert b"denied by policy" in out
@@ -177,8 +212,12 @@ async def test_sse_under_any_label_is_intercepted(
 async def test_tool_calls_after_done_are_a_fault(
     gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    out = await post_stream(http, gate, stream_of(b"data: [DONE]\n\n", call_delta(0, call_id="c1", name=DENIED,
-                                                                                  arguments="{}"), done=False), upstream)
+    out = await post_stream(
+        http,
+        gate,
+        stream_of(b"data: [DONE]\n\n", call_delta(0, call_id="c1", name=DENIED, arguments="{}"), done=False),
+        upstream,
+    )
     assert_never_delivered(out)
     assert out.rstrip().endswith(b'"status":502}}'), out
 
@@ -188,8 +227,13 @@ async def test_the_openai_client_never_sees_a_denied_call_in_a_text_plain_stream
 ) -> None:
     upstream.push(Script(steps=tool_call_stream([("c1", DENIED, "{}")]), headers={"Content-Type": "text/plain"}))
     stream = await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, stream=True)
-    names = [c.function.name for chunk in [x async for x in stream] for ch in chunk.choices
-             for c in ch.delta.tool_calls or [] if c.function]
+    names = [
+        c.function.name
+        for chunk in [x async for x in stream]
+        for ch in chunk.choices
+        for c in ch.delta.tool_calls or []
+        if c.function
+    ]
     assert DENIED not in names
 
 
@@ -197,12 +241,24 @@ HOSTILE_BODIES: dict[str, bytes] = {
     "utf-16": json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).encode("utf-16"),
     "utf-16-le without BOM": json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).encode("utf-16-le"),
     "a leading BOM": b"\xef\xbb\xbf" + json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).encode(),
-    "a repeated key": json.dumps(completion(None, tool_calls=[("c1", "lookup", "{}")])).replace(
-        '"name": "lookup"', '"name": "lookup", "name": "shell.exec"').encode(),
-    "NaN": json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).replace('"created": 1700000000',
-                                                                                  '"created": NaN').encode(),
-    "tool_calls not a list": json.dumps({**completion(None), "choices": [{"index": 0, "finish_reason": "stop",
-                                         "message": {"role": "assistant", "tool_calls": {"function": {"name": DENIED}}}}]}).encode(),
+    "a repeated key": json.dumps(completion(None, tool_calls=[("c1", "lookup", "{}")]))
+    .replace('"name": "lookup"', '"name": "lookup", "name": "shell.exec"')
+    .encode(),
+    "NaN": json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")]))
+    .replace('"created": 1700000000', '"created": NaN')
+    .encode(),
+    "tool_calls not a list": json.dumps(
+        {
+            **completion(None),
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "tool_calls": {"function": {"name": DENIED}}},
+                }
+            ],
+        }
+    ).encode(),
 }
 
 
@@ -211,7 +267,9 @@ HOSTILE_BODIES: dict[str, bytes] = {
 async def test_a_hostile_completion_is_a_502(
     gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, name: str, status: int
 ) -> None:
-    upstream.push(Script(status=status, steps=[Step(HOSTILE_BODIES[name])], headers={"Content-Type": "application/json"}))
+    upstream.push(
+        Script(status=status, steps=[Step(HOSTILE_BODIES[name])], headers={"Content-Type": "application/json"})
+    )
     async with http.post(gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}) as response:
         body = await response.read()
         assert response.status == 502, body
@@ -221,10 +279,14 @@ async def test_a_hostile_completion_is_a_502(
 async def test_an_escaped_key_in_a_completion_is_decided(
     gate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
 ) -> None:
-    body = json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).replace('"tool_calls"', '"tool\\u005fcalls"', 1)
+    body = json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).replace(
+        '"tool_calls"', '"tool\\u005fcalls"', 1
+    )
     upstream.push(Script(steps=[Step(body.encode())], headers={"Content-Type": "application/json"}))
     answer = await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES)
-    assert answer.choices[0].message.tool_calls is None and "denied by policy" in (answer.choices[0].message.content or "")
+    assert answer.choices[0].message.tool_calls is None and "denied by policy" in (
+        answer.choices[0].message.content or ""
+    )
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
@@ -233,8 +295,9 @@ async def test_a_redirect_on_a_governed_route_is_a_fault(
 ) -> None:
     """Following it, the client would fetch its answer from elsewhere, past celgate."""
     upstream.push(Script(status=status, json={}, headers={"Location": "http://evil.example/v1/chat/completions"}))
-    async with http.post(gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES},
-                         allow_redirects=False) as response:
+    async with http.post(
+        gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}, allow_redirects=False
+    ) as response:
         assert response.status == 502
         assert "Location" not in response.headers
 
@@ -242,8 +305,13 @@ async def test_a_redirect_on_a_governed_route_is_a_fault(
 async def test_an_upstream_error_status_passes_verbatim(
     gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    upstream.push(Script(status=429, json={"error": {"message": "slow down", "type": "rate_limit", "param": None,
-                                                     "code": None}}, headers={"Retry-After": "3"}))
+    upstream.push(
+        Script(
+            status=429,
+            json={"error": {"message": "slow down", "type": "rate_limit", "param": None, "code": None}},
+            headers={"Retry-After": "3"},
+        )
+    )
     async with http.post(gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}) as response:
         assert response.status == 429 and response.headers["Retry-After"] == "3"
         assert (await response.json())["error"]["message"] == "slow down"

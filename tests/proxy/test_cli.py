@@ -1,27 +1,22 @@
 """The ``celgate`` command (real subprocesses) and settings precedence (``load_settings``)."""
 
-
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
 import openai
 import pytest
 
-from tests.helpers import REPO, free_port
-from tests.helpers.fakeupstream import FakeUpstream
-from tests.helpers.process import CELGATE, STARTUP_SECONDS, Running, clean_env, stop, wait_healthy
 from celgate.proxy import __version__
 from celgate.proxy.settings import DEFAULT_UPSTREAM, Secret, Settings, SettingsError, UpstreamTimeouts, load_settings
+from tests.helpers import REPO, free_port
+from tests.helpers.fakeupstream import FakeUpstream
+from tests.helpers.process import CELGATE, STARTUP_SECONDS, Running, clean_env, stop
+
 
 def allow_all_policy(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
@@ -39,35 +34,58 @@ def test_version() -> None:
 
 
 def test_serve_help_lists_the_flags() -> None:
-    result = subprocess.run([str(CELGATE), "serve", "--help"], capture_output=True, text=True, timeout=30,
-                            env=clean_env())
+    result = subprocess.run(
+        [str(CELGATE), "serve", "--help"], capture_output=True, text=True, timeout=30, env=clean_env()
+    )
     assert result.returncode == 0
-    for flag in ("--host", "--port", "--upstream", "--policies", "--no-policy", "--agents", "--upstream-api-key-env",
-                 "--connect-timeout", "--first-byte-timeout", "--idle-timeout", "--max-body-bytes", "--log-level",
-                 "--log-format", "--access-log", "--config"):
+    for flag in (
+        "--host",
+        "--port",
+        "--upstream",
+        "--policies",
+        "--no-policy",
+        "--agents",
+        "--upstream-api-key-env",
+        "--connect-timeout",
+        "--first-byte-timeout",
+        "--idle-timeout",
+        "--max-body-bytes",
+        "--log-level",
+        "--log-format",
+        "--access-log",
+        "--config",
+    ):
         assert flag in result.stdout, flag
 
 
 @pytest.mark.parametrize("policy", ["--no-policy", "--policies"])
 async def test_serve_proxies_to_the_upstream(
-    serve: Callable[..., asyncio.Future[Running]], upstream: FakeUpstream, tmp_path: Path, policy: str,
+    serve: Callable[..., asyncio.Future[Running]],
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    policy: str,
     oai: Callable[..., openai.AsyncOpenAI],
 ) -> None:
     """The benchmark's invocation: --host, --port, --upstream and --policies DIR (or --no-policy)."""
     port = free_port()
     policy_args = ["--no-policy"] if policy == "--no-policy" else ["--policies", str(allow_all_policy(tmp_path / "p"))]
-    running = await serve("--host", "127.0.0.1", "--port", str(port), "--upstream", upstream.base_url, *policy_args,
-                          port=port)
+    running = await serve(
+        "--host", "127.0.0.1", "--port", str(port), "--upstream", upstream.base_url, *policy_args, port=port
+    )
     client = oai(running.root + "/v1", api_key="sk-cli")
-    result = await client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}],
-                                                  extra_headers={"x-request-id": "cli-req-1"})
+    result = await client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-request-id": "cli-req-1"}
+    )
     assert result.choices[0].message.content == "Hello world"
-    stream = await client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}],
-                                                  stream=True)
+    stream = await client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
     assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == "Hello world"
     assert [r.path for r in upstream.requests] == ["/v1/chat/completions"] * 2
     assert await stop(running) == 0  # SIGTERM: a clean shutdown
-    access = [json.loads(line) for line in (running.logs / "stdout.log").read_text().splitlines() if line.startswith("{")]
+    access = [
+        json.loads(line) for line in (running.logs / "stdout.log").read_text().splitlines() if line.startswith("{")
+    ]
     assert any(line.get("request_id") == "cli-req-1" and line.get("status") == 200 for line in access)
     assert "sk-cli" not in running.output()
 
@@ -78,8 +96,9 @@ async def test_serve_demo_streams_and_calls_tools(
     if not any((REPO / "policies").glob("*.yaml")):
         pytest.skip("the repository's starter policy is not there yet")
     port = free_port()
-    running = await serve("--upstream", "demo", "--port", str(port), "--policies", "policies", "--demo-delay-ms", "1",
-                          port=port, cwd=REPO)
+    running = await serve(
+        "--upstream", "demo", "--port", str(port), "--policies", "policies", "--demo-delay-ms", "1", port=port, cwd=REPO
+    )
     client = oai(running.root + "/v1", api_key="sk-anything")
     stream = await client.chat.completions.create(
         model="demo", stream=True, messages=[{"role": "user", "content": "Hello there"}]
@@ -96,8 +115,13 @@ async def test_serve_demo_streams_and_calls_tools(
     stream = await client.chat.completions.create(
         model="demo", stream=True, messages=[{"role": "user", "content": "weather in Paris?"}]
     )
-    names = [tc.function.name async for c in stream for ch in c.choices for tc in (ch.delta.tool_calls or [])
-             if tc.function and tc.function.name]
+    names = [
+        tc.function.name
+        async for c in stream
+        for ch in c.choices
+        for tc in (ch.delta.tool_calls or [])
+        if tc.function and tc.function.name
+    ]
     assert names == ["get_weather"]
     shell = await client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "open a shell"}])
     assert shell.choices[0].message.tool_calls is None  # the starter policy strips shell.exec ...
@@ -108,10 +132,16 @@ async def test_serve_demo_streams_and_calls_tools(
 
 async def test_serve_refuses_to_start_without_a_policy_dir(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
-        str(CELGATE), "serve", "--port", str(free_port()), cwd=tmp_path, env=clean_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        str(CELGATE),
+        "serve",
+        "--port",
+        str(free_port()),
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=STARTUP_SECONDS)
+    _stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=STARTUP_SECONDS)
     assert process.returncode not in (0, None)
     message = stderr.decode()
     assert "policy directory" in message and "policies" in message
@@ -123,8 +153,16 @@ async def test_serve_refuses_to_start_with_a_broken_policy(tmp_path: Path) -> No
     broken.mkdir()
     (broken / "bad.yaml").write_text("version: 1\nrules:\n  - name: x\n    on: request\n    effect: maybe\n")
     process = await asyncio.create_subprocess_exec(
-        str(CELGATE), "serve", "--port", str(free_port()), "--policies", str(broken), cwd=tmp_path, env=clean_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        str(CELGATE),
+        "serve",
+        "--port",
+        str(free_port()),
+        "--policies",
+        str(broken),
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=STARTUP_SECONDS)
     assert process.returncode not in (0, None)
@@ -133,18 +171,32 @@ async def test_serve_refuses_to_start_with_a_broken_policy(tmp_path: Path) -> No
 
 async def test_serve_rejects_a_bad_setting_with_its_source(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
-        str(CELGATE), "serve", "--no-policy", cwd=tmp_path, env=clean_env(CELGATE_PORT="eighty"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        str(CELGATE),
+        "serve",
+        "--no-policy",
+        cwd=tmp_path,
+        env=clean_env(CELGATE_PORT="eighty"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=STARTUP_SECONDS)
     assert process.returncode == 2
     assert "port" in stderr.decode() and "environment" in stderr.decode()
 
 
-async def test_port_flag_beats_celgate_port(serve: Callable[..., asyncio.Future[Running]], upstream: FakeUpstream) -> None:
+async def test_port_flag_beats_celgate_port(
+    serve: Callable[..., asyncio.Future[Running]], upstream: FakeUpstream
+) -> None:
     env_port, flag_port = free_port(), free_port()
-    running = await serve("--port", str(flag_port), "--no-policy", "--upstream", upstream.base_url, port=flag_port,
-                          env=clean_env(CELGATE_PORT=str(env_port)))
+    running = await serve(
+        "--port",
+        str(flag_port),
+        "--no-policy",
+        "--upstream",
+        upstream.base_url,
+        port=flag_port,
+        env=clean_env(CELGATE_PORT=str(env_port)),
+    )
     assert running.port == flag_port
     with pytest.raises(OSError):
         _, writer = await asyncio.open_connection("127.0.0.1", env_port)
@@ -220,8 +272,15 @@ def test_openai_base_url_is_the_upstream_fallback(in_empty_dir: Path) -> None:
 
 
 def test_booleans_and_choices_from_env(in_empty_dir: Path) -> None:
-    settings = load_settings({}, environ={"CELGATE_WATCH": "off", "CELGATE_NO_POLICY": "yes",
-                                          "CELGATE_LOG_FORMAT": "TEXT", "CELGATE_ACCESS_LOG": "off"})
+    settings = load_settings(
+        {},
+        environ={
+            "CELGATE_WATCH": "off",
+            "CELGATE_NO_POLICY": "yes",
+            "CELGATE_LOG_FORMAT": "TEXT",
+            "CELGATE_ACCESS_LOG": "off",
+        },
+    )
     assert settings.watch is False and settings.no_policy is True
     assert settings.log_format == "text" and settings.access_log is None
 

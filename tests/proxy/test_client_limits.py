@@ -41,9 +41,7 @@ async def connect(gate: Celgate) -> tuple[asyncio.StreamReader, asyncio.StreamWr
     return await asyncio.open_connection(host, int(port))
 
 
-async def test_a_request_head_that_never_completes_is_cut(
-    upstream: FakeUpstream, start_celgate: StartCelgate
-) -> None:
+async def test_a_request_head_that_never_completes_is_cut(upstream: FakeUpstream, start_celgate: StartCelgate) -> None:
     gate = await start_celgate(upstream=upstream.base_url, client_timeout=0.5)
     reader, writer = await connect(gate)
     started = time.monotonic()
@@ -61,18 +59,23 @@ async def test_a_request_head_that_never_completes_is_cut(
 async def test_a_stalled_body_is_a_408(upstream: FakeUpstream, start_celgate: StartCelgate) -> None:
     gate = await start_celgate(upstream=upstream.base_url, client_timeout=0.5)
     reader, writer = await connect(gate)
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 100\r\n\r\n{\"model\"")
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"model"'
+    )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 408")
     writer.close()
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize(("headers", "status"), [
-    ([(f"x-h{i}", "v") for i in range(200)], 400),  # more than aiohttp's 128
-    ([("x-big", "v" * 20000)], 400),  # a field over 8190 bytes
-])
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ([(f"x-h{i}", "v") for i in range(200)], 400),  # more than aiohttp's 128
+        ([("x-big", "v" * 20000)], 400),  # a field over 8190 bytes
+    ],
+)
 async def test_too_many_or_too_large_headers_are_a_400(
     celgate: Celgate, upstream: FakeUpstream, headers: list[tuple[str, str]], status: int
 ) -> None:
@@ -91,8 +94,9 @@ async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Pa
     return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
 
 
-async def post(http: aiohttp.ClientSession, url: str, data: bytes, content_type: str | None = "application/json",
-               **headers: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+async def post(
+    http: aiohttp.ClientSession, url: str, data: bytes, content_type: str | None = "application/json", **headers: str
+) -> tuple[int, dict]:  # type: ignore[type-arg]
     sent = {**headers, **({"Content-Type": content_type} if content_type else {})}
     async with http.post(url, data=data, headers=sent) as response:
         return response.status, await response.json(content_type=None)
@@ -118,15 +122,18 @@ async def test_json_bodies_are_read_whatever_the_content_type(
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize("body", [
-    b"[" * 10000 + b"]" * 10000,
-    b'{"model": "small-1", "messages": ' + b"[" * 10000 + b"]" * 10000 + b"}",
-    b'{"model": "\\ud800", "messages": []}',
-    b'{"model": "small-1", "messages": [], "user": "\\udfff"}',
-    json.dumps({"model": "small-1", "messages": [], "metadata": {"k": "\ud800"}}).encode(),
-    b"\xff\xfe{\x00}\x00",
-    '{"model": "big-1", "input": "x"}'.encode("utf-16-le"),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 10000 + b"]" * 10000,
+        b'{"model": "small-1", "messages": ' + b"[" * 10000 + b"]" * 10000 + b"}",
+        b'{"model": "\\ud800", "messages": []}',
+        b'{"model": "small-1", "messages": [], "user": "\\udfff"}',
+        json.dumps({"model": "small-1", "messages": [], "metadata": {"k": "\ud800"}}).encode(),
+        b"\xff\xfe{\x00}\x00",
+        '{"model": "big-1", "input": "x"}'.encode("utf-16-le"),
+    ],
+)
 async def test_unreadable_bodies_are_400s_never_500s(
     gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, body: bytes
 ) -> None:
@@ -138,13 +145,13 @@ async def test_unreadable_bodies_are_400s_never_500s(
     assert upstream.requests == []
 
 
-async def test_a_non_utf8_header_byte_a_rule_reads_is_a_400(
-    gate: Celgate, upstream: FakeUpstream
-) -> None:
+async def test_a_non_utf8_header_byte_a_rule_reads_is_a_400(gate: Celgate, upstream: FakeUpstream) -> None:
     reader, writer = await connect(gate)
     body = b'{"model": "header-1", "messages": []}'
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-region: e\xffu\r\nConnection: close\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-region: e\xffu\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     data = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     status = int(data.split(b" ")[1])

@@ -34,11 +34,15 @@ StartCelgate = Callable[..., Awaitable[Celgate]]
 OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 
 WEATHER: FunctionToolParam = {
-    "type": "function", "name": "get_weather", "strict": False,
+    "type": "function",
+    "name": "get_weather",
+    "strict": False,
     "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
 }
 SHELL: FunctionToolParam = {
-    "type": "function", "name": "shell.exec", "strict": False,
+    "type": "function",
+    "name": "shell.exec",
+    "strict": False,
     "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
 }
 EVENTS: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
@@ -101,12 +105,15 @@ def check_events(events: list[dict[str, Any]]) -> dict[str, Any]:
 # --- the demo alone ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("prompt", "tools"), [
-    ("Hello there", []),
-    ("What is the weather in Oslo?", [WEATHER]),
-    ("What is the weather in Oslo?", []),
-    ("open a shell", [SHELL]),
-])
+@pytest.mark.parametrize(
+    ("prompt", "tools"),
+    [
+        ("Hello there", []),
+        ("What is the weather in Oslo?", [WEATHER]),
+        ("What is the weather in Oslo?", []),
+        ("open a shell", [SHELL]),
+    ],
+)
 async def test_responses_and_chat_give_the_same_reply(
     demo: DemoServer, oai: OpenAIFactory, prompt: str, tools: list[FunctionToolParam]
 ) -> None:
@@ -120,12 +127,14 @@ async def test_responses_and_chat_give_the_same_reply(
     else:
         assert item.type == "function_call" and item.name == expected.tool and item.call_id == expected.call_id
         assert json.loads(item.arguments) == expected.arguments
-    chat = await client.chat.completions.create(model="demo", messages=[{"role": "user", "content": prompt}],
-                                                tools=chat_tools)  # type: ignore[arg-type]
+    chat = await client.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": prompt}], tools=chat_tools
+    )  # type: ignore[arg-type]
     calls = chat.choices[0].message.tool_calls or []
     assert chat.choices[0].message.content == (expected.text if expected.tool is None else None)
     assert [(c.function.name, json.loads(c.function.arguments)) for c in calls if c.type == "function"] == (
-        [] if expected.tool is None else [(expected.tool, expected.arguments)])
+        [] if expected.tool is None else [(expected.tool, expected.arguments)]
+    )
 
 
 @pytest.mark.parametrize("prompt", ["Hello there, how are you today?", "weather in Paris?"])
@@ -137,15 +146,26 @@ async def test_the_stream_is_the_api_wire_format(demo: DemoServer, http: aiohttp
 
 
 async def test_a_response_object_is_the_api_wire_format(demo: DemoServer, http: aiohttp.ClientSession) -> None:
-    body = {"model": "demo", "input": "Hi", "instructions": "Be brief.", "metadata": {"k": "v"}, "tools": [WEATHER],
-            "temperature": 0.5, "store": True}
+    body = {
+        "model": "demo",
+        "input": "Hi",
+        "instructions": "Be brief.",
+        "metadata": {"k": "v"},
+        "tools": [WEATHER],
+        "temperature": 0.5,
+        "store": True,
+    }
     async with http.post(demo.base_url + "/responses", json=body) as response:
         raw = await response.read()
     document = json.loads(raw)
     assert raw.decode() == compact_json(document)
     parsed = Response.model_validate(document)
-    assert (parsed.model, parsed.instructions, parsed.metadata, parsed.temperature) == ("demo", "Be brief.",
-                                                                                        {"k": "v"}, 0.5)
+    assert (parsed.model, parsed.instructions, parsed.metadata, parsed.temperature) == (
+        "demo",
+        "Be brief.",
+        {"k": "v"},
+        0.5,
+    )
     assert document["tools"] == [{"description": None, **WEATHER}] and parsed.usage is not None
     assert parsed.id.startswith("resp_") and parsed.output[0].id.startswith("msg_")  # type: ignore[union-attr]
 
@@ -162,8 +182,11 @@ async def test_follow_ups_obey_the_api_rules(demo: DemoServer, oai: OpenAIFactor
         await client.responses.create(model="demo", input="and?", previous_response_id=asked.id)
     assert unanswered.value.message.endswith(f"No tool output found for function call {call.call_id}.")
     answered = await client.responses.create(
-        model="demo", previous_response_id=asked.id, tools=[WEATHER],
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Rome: 24 C"}])
+        model="demo",
+        previous_response_id=asked.id,
+        tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Rome: 24 C"}],
+    )
     assert answered.output_text == "Here is what the tool returned: Rome: 24 C"
     assert answered.previous_response_id == asked.id
     again = await client.responses.create(model="demo", input="thanks", previous_response_id=answered.id)
@@ -180,8 +203,12 @@ async def test_stored_responses_are_bounded_and_store_false_keeps_none(
     assert (await client.responses.retrieve(second.id)).output_text == "You said: n1"
     with pytest.raises(openai.NotFoundError) as gone:
         await client.responses.retrieve(first.id)
-    assert gone.value.body == {"message": f"Response with id '{first.id}' not found.", "type": "invalid_request_error",
-                               "param": None, "code": None}
+    assert gone.value.body == {
+        "message": f"Response with id '{first.id}' not found.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
     unstored = await client.responses.create(model="demo", input="x", store=False)
     assert (unstored.model_extra or {}).get("store") is False  # echoed, though the openai type does not declare it
     with pytest.raises(openai.NotFoundError):
@@ -247,8 +274,11 @@ async def test_the_weather_call_is_allowed(gate: Celgate, oai: OpenAIFactory, to
     final = check_events([event.model_dump(mode="json", exclude_unset=True) async for event in stream])
     assert [item["name"] for item in final["output"]] == ["get_weather"]
     answered = await client.responses.create(
-        model="demo", previous_response_id=response.id, tools=tools,
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Oslo: 3 C"}])
+        model="demo",
+        previous_response_id=response.id,
+        tools=tools,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Oslo: 3 C"}],
+    )
     assert answered.output_text == "Here is what the tool returned: Oslo: 3 C"
 
 
@@ -298,8 +328,9 @@ async def test_the_stream_helper_through_celgate(gate: Celgate, oai: OpenAIFacto
 
 async def test_chat_still_streams_through_celgate(gate: Celgate, oai: OpenAIFactory) -> None:
     client = oai(gate.url, api_key="sk-anything")
-    stream = await client.chat.completions.create(model="demo", stream=True,
-                                                  messages=[{"role": "user", "content": "Hello there"}])
+    stream = await client.chat.completions.create(
+        model="demo", stream=True, messages=[{"role": "user", "content": "Hello there"}]
+    )
     chunks = [chunk async for chunk in stream]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "You said: Hello there"
     shell = await client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "open a shell"}])

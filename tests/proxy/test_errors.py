@@ -11,16 +11,18 @@ import aiohttp
 import openai
 import pytest
 
+from celgate.proxy.settings import UpstreamTimeouts
 from tests.helpers import Celgate, assert_openai_error, free_port
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, text_stream
-from celgate.proxy.settings import UpstreamTimeouts
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 PROMPT = {"model": "fake-model", "messages": MESSAGES}
 StartCelgate = Callable[..., Awaitable[Celgate]]
 
 
-async def post_chat(http: aiohttp.ClientSession, celgate: Celgate, **kwargs: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
+async def post_chat(
+    http: aiohttp.ClientSession, celgate: Celgate, **kwargs: Any
+) -> tuple[int, Any, aiohttp.ClientResponse]:
     async with http.post(celgate.url + "/chat/completions", **kwargs) as response:
         raw = await response.read()
         try:
@@ -61,7 +63,9 @@ async def test_bad_request_bodies_are_400(
 
 async def test_stream_yes_is_not_a_silent_non_stream(celgate: Celgate, oai: Callable[..., openai.AsyncOpenAI]) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        await oai(celgate.url).chat.completions.create(model="fake-model", messages=MESSAGES, extra_body={"stream": "yes"})
+        await oai(celgate.url).chat.completions.create(
+            model="fake-model", messages=MESSAGES, extra_body={"stream": "yes"}
+        )
     assert info.value.status_code == 400
     error = assert_openai_error({"error": info.value.body}, type_="invalid_request_error", code="invalid_type")
     assert error["param"] == "stream"
@@ -96,7 +100,9 @@ async def test_chunked_body_over_max_body_bytes_is_413_without_reading_the_rest(
         await answered.wait()  # hold the rest until celgate has answered
         yield b'"}]}'
 
-    async with http.post(celgate.url + "/chat/completions", data=body(), headers={"Content-Type": "application/json"}) as response:
+    async with http.post(
+        celgate.url + "/chat/completions", data=body(), headers={"Content-Type": "application/json"}
+    ) as response:
         answered.set()
         assert "Content-Length" not in response.request_info.headers
         assert response.status == 413
@@ -109,7 +115,9 @@ async def test_passthrough_upload_over_max_body_bytes_is_413(
 ) -> None:
     celgate = await start_celgate(upstream=upstream.base_url, max_body_bytes=2048)
     for data in (b"\0" * 4096, _chunks(b"\0" * 1024, 4)):
-        async with http.post(celgate.url + "/files", data=data, headers={"Content-Type": "application/octet-stream"}) as response:
+        async with http.post(
+            celgate.url + "/files", data=data, headers={"Content-Type": "application/octet-stream"}
+        ) as response:
             assert response.status == 413
             assert_openai_error(await response.json(), code="request_too_large")
 
@@ -136,8 +144,9 @@ async def test_wrong_method_is_405_in_openai_shape(celgate: Celgate, http: aioht
 # --------------------------------------------------------------------- upstream faults before headers
 
 
-async def test_upstream_refused_is_502(start_celgate: StartCelgate, http: aiohttp.ClientSession,
-                                       oai: Callable[..., openai.AsyncOpenAI]) -> None:
+async def test_upstream_refused_is_502(
+    start_celgate: StartCelgate, http: aiohttp.ClientSession, oai: Callable[..., openai.AsyncOpenAI]
+) -> None:
     celgate = await start_celgate(upstream=f"http://127.0.0.1:{free_port()}/v1")
     for stream in (False, True):
         status, body, _ = await post_chat(http, celgate, json={**PROMPT, "stream": stream})
@@ -172,8 +181,10 @@ async def test_upstream_closing_before_headers_is_502(
     assert_openai_error(body, type_="upstream_error", code="upstream_reset")
 
 
-@pytest.mark.parametrize("garbage", [b"SSH-2.0-OpenSSH_9.6\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" * 8,
-                                     b"HTTP/1.1 abc nonsense\r\n\r\n"])
+@pytest.mark.parametrize(
+    "garbage",
+    [b"SSH-2.0-OpenSSH_9.6\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" * 8, b"HTTP/1.1 abc nonsense\r\n\r\n"],
+)
 async def test_upstream_garbage_is_502(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, garbage: bytes
 ) -> None:
@@ -212,7 +223,9 @@ async def test_non_stream_body_stalling_past_idle_timeout_is_504(
     upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession
 ) -> None:
     celgate = await start_celgate(upstream=upstream.base_url, timeouts=UpstreamTimeouts(idle=0.3))
-    upstream.push(Script(headers={"Content-Type": "application/json"}, steps=[Step(b'{"id": "chatcmpl-'), Step(stall=30)]))
+    upstream.push(
+        Script(headers={"Content-Type": "application/json"}, steps=[Step(b'{"id": "chatcmpl-'), Step(stall=30)])
+    )
     status, body, _ = await post_chat(http, celgate, json=PROMPT)
     assert status == 504
     assert_openai_error(body, type_="upstream_error", code="upstream_timeout")
@@ -232,9 +245,9 @@ async def test_mid_stream_reset_ends_with_an_error_event_and_no_done(
         body = await response.read()
     sent = b"".join(step.data for step in steps)
     assert body.startswith(sent)
-    event = body[len(sent):]
+    event = body[len(sent) :]
     assert event.startswith(b"event: error\ndata: ") and event.endswith(b"\n\n")
-    error = assert_openai_error(json.loads(event[len(b"event: error\ndata: "):]), type_="upstream_error")
+    error = assert_openai_error(json.loads(event[len(b"event: error\ndata: ") :]), type_="upstream_error")
     assert error["code"] == "upstream_reset"
     assert b"[DONE]" not in body
 
@@ -253,7 +266,9 @@ async def test_mid_stream_reset_raises_in_the_openai_client(
 
 
 async def test_mid_stream_stall_past_idle_timeout_ends_with_an_error_event(
-    upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession,
+    upstream: FakeUpstream,
+    start_celgate: StartCelgate,
+    http: aiohttp.ClientSession,
     oai: Callable[..., openai.AsyncOpenAI],
 ) -> None:
     celgate = await start_celgate(upstream=upstream.base_url, timeouts=UpstreamTimeouts(idle=0.3))
@@ -264,7 +279,7 @@ async def test_mid_stream_stall_past_idle_timeout_ends_with_an_error_event(
         body = await response.read()  # ends: never a hang
     sent = b"".join(step.data for step in steps[:2])
     assert body.startswith(sent)
-    event = body[len(sent):]
+    event = body[len(sent) :]
     assert event.startswith(b"event: error\n")
     error = assert_openai_error(json.loads(event.split(b"data: ", 1)[1]), type_="upstream_error")
     assert error["code"] == "upstream_timeout"
@@ -292,15 +307,23 @@ async def test_slow_but_steady_stream_is_not_cut_by_the_idle_timeout(
 # ------------------------------------------------------------------------ upstream's own errors
 
 
-RATE_LIMIT = {"error": {"message": "Rate limit reached for requests", "type": "requests", "param": None,
-                        "code": "rate_limit_exceeded"}}
+RATE_LIMIT = {
+    "error": {
+        "message": "Rate limit reached for requests",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+}
 
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_upstream_429_passes_through_verbatim(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, stream: bool
 ) -> None:
-    upstream.push(Script(status=429, json=RATE_LIMIT, headers={"Retry-After": "7", "x-ratelimit-remaining-requests": "0"}))
+    upstream.push(
+        Script(status=429, json=RATE_LIMIT, headers={"Retry-After": "7", "x-ratelimit-remaining-requests": "0"})
+    )
     async with http.post(celgate.url + "/chat/completions", json={**PROMPT, "stream": stream}) as response:
         assert response.status == 429
         assert await response.read() == json.dumps(RATE_LIMIT).encode()
@@ -342,7 +365,9 @@ async def test_upstream_error_on_a_passthrough_route_passes_through(
         assert response.headers["Retry-After"] == "3"
 
 
-async def test_celgate_starts_while_the_upstream_is_down(start_celgate: StartCelgate, http: aiohttp.ClientSession) -> None:
+async def test_celgate_starts_while_the_upstream_is_down(
+    start_celgate: StartCelgate, http: aiohttp.ClientSession
+) -> None:
     celgate = await start_celgate(upstream=f"http://127.0.0.1:{free_port()}/v1")
     async with http.get(celgate.root + "/healthz") as response:
         assert response.status == 200

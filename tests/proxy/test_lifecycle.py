@@ -30,8 +30,9 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 async def open_stream(http: aiohttp.ClientSession, url: str, **headers: str) -> aiohttp.ClientResponse:
-    return await http.post(url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True},
-                           headers=headers)
+    return await http.post(
+        url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}, headers=headers
+    )
 
 
 def slow_stream(words: int, delay: float) -> Script:
@@ -79,8 +80,18 @@ async def test_sigterm_drains_streams_then_ends_them_in_band_and_exits_0(
     upstream: FakeUpstream, serve: Callable[..., Awaitable[Running]], tmp_path: Path
 ) -> None:
     port = free_port()
-    running = await serve("--port", str(port), "--upstream", upstream.base_url, "--no-policy", "--drain-seconds", "1",
-                          "--no-upstream-check", port=port, env=clean_env())
+    running = await serve(
+        "--port",
+        str(port),
+        "--upstream",
+        upstream.base_url,
+        "--no-policy",
+        "--drain-seconds",
+        "1",
+        "--no-upstream-check",
+        port=port,
+        env=clean_env(),
+    )
     upstream.push(slow_stream(3, 0.1), slow_stream(100, 0.1))  # one ends within the drain, one does not
     async with aiohttp.ClientSession() as http:
         short = await open_stream(http, running.root + "/v1")
@@ -102,8 +113,18 @@ async def test_sighup_reloads_the_policy(
 ) -> None:
     policies = write_policy(tmp_path, "version: 1\ndefaults:\n  decision: allow\n")
     port = free_port()
-    running = await serve("--port", str(port), "--upstream", upstream.base_url, "--policies", str(policies),
-                          "--no-watch", "--no-upstream-check", port=port, env=clean_env())
+    running = await serve(
+        "--port",
+        str(port),
+        "--upstream",
+        upstream.base_url,
+        "--policies",
+        str(policies),
+        "--no-watch",
+        "--no-upstream-check",
+        port=port,
+        env=clean_env(),
+    )
     async with aiohttp.ClientSession() as http:
         body = {"model": "m", "messages": MESSAGES}
         async with http.post(running.root + "/v1/chat/completions", json=body) as response:

@@ -19,15 +19,20 @@ from tests.helpers.node import NodeEnv, run_node
 pytestmark = pytest.mark.timeout(240)
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
-POLICY = ALLOW_REQUESTS + """\
+POLICY = (
+    ALLOW_REQUESTS
+    + """\
   - name: weather-in-paris-only
     on: tool_call
     tools: ["get_weather"]
     when: tool.arguments.city == "Paris"
     effect: allow
 """
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+)
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
 ROME = ("call_r", "get_weather", '{"city":"Rome"}')
 PARIS = ("call_p", "get_weather", '{"city":"Paris"}')
 
@@ -95,7 +100,9 @@ async def test_the_ai_sdk_default_provider_runs_only_allowed_tools(
     node_env: NodeEnv, gate: Celgate, upstream: FakeUpstream, mode: str, call: tuple[str, str, str], ran: bool
 ) -> None:
     item = rw.function_call_item(*call)
-    upstream.push(Script(steps=rw.responses_steps([item])) if mode == "stream" else Script(json=rw.response_object([item])))
+    upstream.push(
+        Script(steps=rw.responses_steps([item])) if mode == "stream" else Script(json=rw.response_object([item]))
+    )
     result = await run_node("ai_sdk", gate.url, args={"mode": mode})
     assert result["provider"] == "openai.responses"
     assert bool(result["executed"]) is ran

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from celgate.proxy.settings import Settings, UpstreamTimeouts
 from tests.helpers import Celgate, free_port
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, text_stream, tool_call_stream
-from celgate.proxy.settings import Settings, UpstreamTimeouts
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -26,7 +26,9 @@ SELF_ROUTES = {"/metrics", "/admin/metrics"}  # fetching the figures changes the
 SampleKey = tuple[str, frozenset[tuple[str, str]]]
 
 
-async def scrape(http: aiohttp.ClientSession, celgate: Celgate) -> tuple[dict[SampleKey, float], dict[SampleKey, float]]:
+async def scrape(
+    http: aiohttp.ClientSession, celgate: Celgate
+) -> tuple[dict[SampleKey, float], dict[SampleKey, float]]:
     """(text samples, JSON samples), each {(name, labels): value}, minus the scrape routes' own figures."""
     async with http.get(celgate.root + "/metrics") as response:
         assert response.status == 200
@@ -63,22 +65,26 @@ def values(samples: dict[SampleKey, float], name: str, **labels: str) -> list[fl
     return [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
 
 
-async def traffic(celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI],
-                  http: aiohttp.ClientSession) -> None:
+async def traffic(
+    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI], http: aiohttp.ClientSession
+) -> None:
     client = oai(celgate.url)
     await client.chat.completions.create(model="fake-model", messages=MESSAGES)
     for _ in range(2):
         stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
         [_ async for _ in stream]
-    upstream.push(Script(steps=tool_call_stream([("c1", "get_weather", '{"location": "Oslo"}'),
-                                                 ("c2", "get_time", "{}")])))
+    upstream.push(
+        Script(steps=tool_call_stream([("c1", "get_weather", '{"location": "Oslo"}'), ("c2", "get_time", "{}")]))
+    )
     stream = await client.chat.completions.create(model="tool-model", messages=MESSAGES, stream=True)
     [_ async for _ in stream]
     upstream.push(Script(steps=[*text_stream(["cut"], done=False)[:2], Step(reset=True)]))
     stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
     with pytest.raises(openai.APIError):
         [_ async for _ in stream]
-    upstream.push(Script(status=429, json={"error": {"message": "slow down", "type": "requests", "param": None, "code": None}}))
+    upstream.push(
+        Script(status=429, json={"error": {"message": "slow down", "type": "requests", "param": None, "code": None}})
+    )
     with pytest.raises(openai.RateLimitError):
         await client.chat.completions.create(model="fake-model", messages=MESSAGES)
     async with http.post(celgate.url + "/chat/completions", data=b"{oops") as response:
@@ -96,7 +102,9 @@ async def test_prometheus_text_and_admin_json_agree(
     assert set(from_text) == set(from_json)
     for key, number in from_text.items():
         other = from_json[key]
-        assert number == other or (math.isnan(number) and math.isnan(other)) or math.isclose(number, other, rel_tol=1e-12), key
+        assert (
+            number == other or (math.isnan(number) and math.isnan(other)) or math.isclose(number, other, rel_tol=1e-12)
+        ), key
     assert all(name.startswith("celgate_") for name, _ in from_text)
 
 
@@ -128,7 +136,9 @@ async def test_the_status_of_a_stream_cut_midway_is_recorded_as_the_fault(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
     upstream.push(Script(steps=[*text_stream(["cut"], done=False)[:2], Step(reset=True)]))
-    async with http.post(celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}) as r:
+    async with http.post(
+        celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}
+    ) as r:
         await r.read()
         assert r.status == 200  # the headers went out before the fault
     samples, _ = await scrape(http, celgate)
@@ -169,14 +179,20 @@ async def test_active_streams_counts_open_streams(
     ],
 )
 async def test_upstream_errors_by_kind(
-    upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession,
-    script: Script | None, kind: str, timeouts: UpstreamTimeouts | None,
+    upstream: FakeUpstream,
+    start_celgate: StartCelgate,
+    http: aiohttp.ClientSession,
+    script: Script | None,
+    kind: str,
+    timeouts: UpstreamTimeouts | None,
 ) -> None:
     url = upstream.base_url if script is not None else f"http://127.0.0.1:{free_port()}/v1"
     celgate = await start_celgate(upstream=url, **({"timeouts": timeouts} if timeouts else {}))
     if script is not None:
         upstream.push(script)
-    async with http.post(celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}) as r:
+    async with http.post(
+        celgate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}
+    ) as r:
         await r.read()
     samples, _ = await scrape(http, celgate)
     assert value(samples, "celgate_upstream_errors_total", kind=kind) == 1
@@ -184,8 +200,11 @@ async def test_upstream_errors_by_kind(
 
 
 async def test_tool_call_metrics_by_decision(
-    upstream: FakeUpstream, start_celgate: StartCelgate, oai: Callable[..., openai.AsyncOpenAI],
-    http: aiohttp.ClientSession, tmp_path: Path,
+    upstream: FakeUpstream,
+    start_celgate: StartCelgate,
+    oai: Callable[..., openai.AsyncOpenAI],
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
 ) -> None:
     policies = tmp_path / "policies"
     policies.mkdir()
@@ -198,8 +217,13 @@ async def test_tool_call_metrics_by_decision(
     celgate = await start_celgate(upstream=upstream.base_url, no_policy=False, policies=policies)
     upstream.push(Script(steps=tool_call_stream([("c1", "get_weather", "{}"), ("c2", "shell.exec", '{"cmd": "ls"}')])))
     stream = await oai(celgate.url).chat.completions.create(model="m", messages=MESSAGES, stream=True)
-    names = [tc.function.name async for chunk in stream for choice in chunk.choices
-             for tc in (choice.delta.tool_calls or []) if tc.function and tc.function.name]
+    names = [
+        tc.function.name
+        async for chunk in stream
+        for choice in chunk.choices
+        for tc in (choice.delta.tool_calls or [])
+        if tc.function and tc.function.name
+    ]
     assert names == ["get_weather"]
     samples, _ = await scrape(http, celgate)
     assert value(samples, "celgate_tool_calls_total", tool="get_weather", decision="allow", source="upstream") == 1
@@ -209,9 +233,15 @@ async def test_tool_call_metrics_by_decision(
 async def test_no_policy_exports_the_expected_families(celgate: Celgate, http: aiohttp.ClientSession) -> None:
     async with http.get(celgate.root + "/metrics") as response:
         names = {family.name for family in text_string_to_metric_families(await response.text())}
-    for name in ("celgate_requests", "celgate_request_duration_seconds", "celgate_upstream_duration_seconds",
-                 "celgate_stream_ttfb_seconds", "celgate_active_streams", "celgate_upstream_errors",
-                 "celgate_tool_calls"):
+    for name in (
+        "celgate_requests",
+        "celgate_request_duration_seconds",
+        "celgate_upstream_duration_seconds",
+        "celgate_stream_ttfb_seconds",
+        "celgate_active_streams",
+        "celgate_upstream_errors",
+        "celgate_tool_calls",
+    ):
         assert name in names
 
 
@@ -221,8 +251,15 @@ async def test_no_policy_exports_the_expected_families(celgate: Celgate, http: a
 async def test_start_and_stop_twice_in_one_process(upstream: FakeUpstream, http: aiohttp.ClientSession) -> None:
     from celgate.proxy import create_app
 
-    settings = Settings(port=0, upstream=upstream.base_url, no_policy=True, access_log=None, watch=False,
-                        agents=Path("/nonexistent-agents-dir"), upstream_check=False)
+    settings = Settings(
+        port=0,
+        upstream=upstream.base_url,
+        no_policy=True,
+        access_log=None,
+        watch=False,
+        agents=Path("/nonexistent-agents-dir"),
+        upstream_check=False,
+    )
     apps: list[web.Application] = []
     for round_ in range(2):
         app = create_app(settings)
@@ -234,9 +271,15 @@ async def test_start_and_stop_twice_in_one_process(upstream: FakeUpstream, http:
                 async with http.post(root + "/v1/chat/completions", json={"model": "m", "messages": MESSAGES}) as r:
                     assert r.status == 200
             async with http.get(root + "/metrics") as r:
-                samples = {(s.name, frozenset(s.labels.items())): s.value
-                           for f in text_string_to_metric_families(await r.text()) for s in f.samples}
-            key = ("celgate_requests_total", frozenset({"route": "/v1/chat/completions", "model": "m", "status": "200"}.items()))
+                samples = {
+                    (s.name, frozenset(s.labels.items())): s.value
+                    for f in text_string_to_metric_families(await r.text())
+                    for s in f.samples
+                }
+            key = (
+                "celgate_requests_total",
+                frozenset({"route": "/v1/chat/completions", "model": "m", "status": "200"}.items()),
+            )
             assert samples[key] == round_ + 1  # each app counts only its own requests
         finally:
             await running.stop()
@@ -269,8 +312,11 @@ async def test_distinct_models_past_the_limit_fold_into_other(celgate: Celgate, 
         async with http.post(celgate.url + "/chat/completions", json={"model": f"m-{n}", "messages": MESSAGES}) as r:
             assert r.status == 200
     samples, _ = await scrape(http, celgate)
-    chat = {labels: v for (name, labels), v in samples.items()
-            if name == "celgate_requests_total" and ("route", "/v1/chat/completions") in labels}
+    chat = {
+        labels: v
+        for (name, labels), v in samples.items()
+        if name == "celgate_requests_total" and ("route", "/v1/chat/completions") in labels
+    }
     models = {dict(labels)["model"] for labels in chat}
     assert len(chat) == len(models) == _MAX_DISTINCT + 1
     assert models == {f"m-{n}" for n in range(_MAX_DISTINCT)} | {OTHER}  # the first ones seen keep their series
@@ -290,17 +336,20 @@ def test_distinct_tools_past_the_limit_fold_into_other() -> None:
         metrics.tool_duration.labels(f"tool-{n}").observe(0.01)
         metrics.tool_failures.labels(f"tool-{n}").inc()
     families = metrics.as_json()
-    for family, sample_name in (("celgate_tool_calls", "celgate_tool_calls_total"),
-                                ("celgate_tool_duration_seconds", "celgate_tool_duration_seconds_count"),
-                                ("celgate_tool_failures", "celgate_tool_failures_total")):
+    for family, sample_name in (
+        ("celgate_tool_calls", "celgate_tool_calls_total"),
+        ("celgate_tool_duration_seconds", "celgate_tool_duration_seconds_count"),
+        ("celgate_tool_failures", "celgate_tool_failures_total"),
+    ):
         samples = [s for s in families[family]["samples"] if s["name"] == sample_name]
         tools = {s["labels"]["tool"] for s in samples}
         assert tools == {f"tool-{n}" for n in range(_MAX_DISTINCT)} | {OTHER}, family
         assert sum(s["value"] for s in samples) == (400 if family == "celgate_tool_calls" else 200)
     calls = [s for s in families["celgate_tool_calls"]["samples"] if s["name"] == "celgate_tool_calls_total"]
     assert len(calls) == 2 * (_MAX_DISTINCT + 1)
-    other = {(s["labels"]["decision"], s["labels"]["source"]): s["value"]
-             for s in calls if s["labels"]["tool"] == OTHER}
+    other = {
+        (s["labels"]["decision"], s["labels"]["source"]): s["value"] for s in calls if s["labels"]["tool"] == OTHER
+    }
     assert other == {("allow", "upstream"): 200 - _MAX_DISTINCT, ("deny", "agent"): 200 - _MAX_DISTINCT}
 
 
@@ -314,8 +363,16 @@ def test_bounded_labels_leave_other_labels_alone() -> None:
         metrics.policy_decisions.labels("request", "allow", f"rule-{n}").inc()
     families = metrics.as_json()
     assert len([s for s in families["celgate_requests"]["samples"] if s["name"] == "celgate_requests_total"]) == 150
-    assert len([s for s in families["celgate_policy_decisions"]["samples"]
-                if s["name"] == "celgate_policy_decisions_total"]) == 150
+    assert (
+        len(
+            [
+                s
+                for s in families["celgate_policy_decisions"]["samples"]
+                if s["name"] == "celgate_policy_decisions_total"
+            ]
+        )
+        == 150
+    )
 
 
 async def test_a_key_sent_as_a_model_name_is_not_a_label(celgate: Celgate, http: aiohttp.ClientSession) -> None:

@@ -26,12 +26,12 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import REPO, Celgate, assert_openai_error
-from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
 from celgate.policy import PolicyLoadError, PolicyStore
 from celgate.proxy import create_app
 from celgate.proxy.keys import GATEWAY_TOKEN
 from celgate.proxy.settings import Settings, SettingsError
+from tests.helpers import REPO, Celgate, assert_openai_error
+from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 OpenAIFactory = Callable[..., openai.AsyncOpenAI]
@@ -186,30 +186,42 @@ rules:
     models: ["gpt-4o*"]
     effect: allow
 """
-RELOAD_V2 = RELOAD_V1 + """\
+RELOAD_V2 = (
+    RELOAD_V1
+    + """\
   - name: retire-gpt-4o
     on: request
     models: ["gpt-4o"]
     effect: deny
     reason: gpt-4o is retired
 """
-BROKEN_YAML = RELOAD_V2 + """\
+)
+BROKEN_YAML = (
+    RELOAD_V2
+    + """\
   - name: half-typed
     on: [request
 """
-BROKEN_CEL = RELOAD_V2 + """\
+)
+BROKEN_CEL = (
+    RELOAD_V2
+    + """\
   - name: short-models-only
     on: request
     when: size(request.model) > "10"
     effect: deny
 """
-RELOAD_FIXED = RELOAD_V1 + """\
+)
+RELOAD_FIXED = (
+    RELOAD_V1
+    + """\
   - name: retire-gpt-4o-mini
     on: request
     models: ["gpt-4o-mini"]
     effect: deny
     reason: gpt-4o-mini is retired
 """
+)
 
 
 async def test_hot_reload_edit_break_fix_on_a_live_server(
@@ -254,7 +266,9 @@ async def test_hot_reload_edit_break_fix_on_a_live_server(
     # A CEL type error: still the last good set, and the error names file, line, rule and position.
     replace(path, BROKEN_CEL)
     status = await wait_for_status(
-        http, gate, lambda s: s["last_error"] is not None and s["last_error"]["problems"][0]["rule"] == "short-models-only"
+        http,
+        gate,
+        lambda s: s["last_error"] is not None and s["last_error"]["problems"][0]["rule"] == "short-models-only",
     )
     assert status["active"]["version"] == v2
     problem = status["last_error"]["problems"][0]
@@ -300,13 +314,16 @@ rules:
     when: tool.arguments.unit in ["celsius", "fahrenheit"]
     effect: allow
 """
-SNAPSHOT_V2 = SNAPSHOT_V1 + """\
+SNAPSHOT_V2 = (
+    SNAPSHOT_V1
+    + """\
   - name: no-weather
     on: tool_call
     tools: ["get_weather"]
     effect: deny
     reason: weather is off
 """
+)
 
 
 async def test_a_request_in_flight_finishes_on_the_policy_it_started_with(
@@ -343,8 +360,9 @@ async def test_a_request_in_flight_finishes_on_the_policy_it_started_with(
     assert finishes == ["tool_calls"] and content == ""
     samples = await scrape(http, gate)
     decisions = labelled(samples, "celgate_policy_decisions_total")
-    tool_decisions = {dict(labels)["rule"]: value for labels, value in decisions.items()
-                      if dict(labels)["point"] == "tool_call"}
+    tool_decisions = {
+        dict(labels)["rule"]: value for labels, value in decisions.items() if dict(labels)["point"] == "tool_call"
+    }
     assert tool_decisions == {"weather-in-sane-units": 1.0, "no-weather": 1.0}
 
 
@@ -408,8 +426,9 @@ async def test_the_openai_stream_helper_when_the_first_call_is_stripped(
     assert [c.function.name for c in final.choices[0].message.tool_calls or []] == ["get_weather"]
 
 
-@pytest.mark.parametrize("arguments", ['{"location": "Oslo", "unit": "kelvin"}', '{"location": "Oslo"}'],
-                         ids=["rule-false", "rule-errors"])
+@pytest.mark.parametrize(
+    "arguments", ['{"location": "Oslo", "unit": "kelvin"}', '{"location": "Oslo"}'], ids=["rule-false", "rule-errors"]
+)
 async def test_a_denied_only_call_after_its_arguments_ends_with_stop_and_the_message(
     arguments: str, intercepting: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
@@ -428,15 +447,39 @@ async def test_content_is_not_delayed_by_a_held_call(
     resume = asyncio.Event()
     role = sse(chat_chunk({"role": "assistant", "content": "", "refusal": None}))
     before = sse(chat_chunk({"content": "Let me check. "}))
-    head = sse(chat_chunk({"tool_calls": [{"index": 0, "id": "call_w", "type": "function",
-                                           "function": {"name": "get_weather", "arguments": ""}}]}))
+    head = sse(
+        chat_chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_w",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": ""},
+                    }
+                ]
+            }
+        )
+    )
     args1 = sse(chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"location": "Oslo", '}}]}))
     during = sse(chat_chunk({"content": "One moment."}))
     args2 = sse(chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"unit": "celsius"}'}}]}))
     finish = sse(chat_chunk({}, "tool_calls"))
     done = b"data: [DONE]\n\n"
-    upstream.push(Script(steps=[Step(role), Step(before), Step(head), Step(args1), Step(during),
-                                Step(args2, wait=resume), Step(finish), Step(done)]))
+    upstream.push(
+        Script(
+            steps=[
+                Step(role),
+                Step(before),
+                Step(head),
+                Step(args1),
+                Step(during),
+                Step(args2, wait=resume),
+                Step(finish),
+                Step(done),
+            ]
+        )
+    )
     body = {"model": "m", "messages": MESSAGES, "stream": True}
     async with http.post(intercepting.url + "/chat/completions", json=body) as response:
         assert response.status == 200
@@ -462,8 +505,9 @@ def bench_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def bench(upstream: FakeUpstream, start_celgate: StartCelgate, bench_dir: Path,
-                monkeypatch: pytest.MonkeyPatch) -> Celgate:
+async def bench(
+    upstream: FakeUpstream, start_celgate: StartCelgate, bench_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Celgate:
     monkeypatch.setenv("CELGATE_BENCH_BATCH_KEY", "sk-bench-batch")
     return await start_celgate(upstream=upstream.base_url, policies=bench_dir, no_policy=False)
 
@@ -480,8 +524,10 @@ async def test_bench_requests_stream_and_non_stream_are_allowed(
     assert answer.choices[0].message.content == "Hello world"
     assert [r.body["model"] for r in upstream.requests] == ["bench-mock", "bench-mock", "gpt-4o"]
     samples = await scrape(http, bench)
-    assert metric(samples, "celgate_policy_decisions_total", point="request", effect="allow",
-                  rule="search-team-models") == 3
+    assert (
+        metric(samples, "celgate_policy_decisions_total", point="request", effect="allow", rule="search-team-models")
+        == 3
+    )
     assert metric(samples, "celgate_policy_eval_seconds_count") == 3
 
 
@@ -497,15 +543,20 @@ async def test_bench_weather_call_passes_intact(
 
     steps = tool_call_stream([call])
     upstream.push(Script(steps=steps))
-    async with http.post(bench.url + "/chat/completions", headers={"Authorization": "Bearer sk-bench"},
-                         json={"model": "bench-mock", "messages": MESSAGES, "stream": True}) as response:
+    async with http.post(
+        bench.url + "/chat/completions",
+        headers={"Authorization": "Bearer sk-bench"},
+        json={"model": "bench-mock", "messages": MESSAGES, "stream": True},
+    ) as response:
         assert await response.read() == b"".join(s.data for s in steps)  # byte-identical
 
 
 async def test_bench_weather_call_in_kelvin_is_stripped(
     bench: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
-    upstream.push(Script(steps=tool_call_stream([("call_k", "get_weather", '{"location": "Paris, FR", "unit": "kelvin"}')])))
+    upstream.push(
+        Script(steps=tool_call_stream([("call_k", "get_weather", '{"location": "Paris, FR", "unit": "kelvin"}')]))
+    )
     chunks = await stream_chunks(oai(bench.url, api_key="sk-bench"), model="bench-mock")
     calls, finishes, content = reassemble(chunks)
     assert calls == {} and finishes == ["stop"]
@@ -517,8 +568,9 @@ async def test_bench_unknown_model_and_unknown_key_are_denied_by_default(
 ) -> None:
     error = await denied(oai(bench.url, api_key="sk-bench").chat.completions.create(model="llama-3", messages=MESSAGES))
     assert error["message"] == "celgate: llama-3 denied by policy (default): no rule allows it"
-    error = await denied(oai(bench.url, api_key="sk-someone").chat.completions.create(model="bench-mock",
-                                                                                        messages=MESSAGES))
+    error = await denied(
+        oai(bench.url, api_key="sk-someone").chat.completions.create(model="bench-mock", messages=MESSAGES)
+    )
     # anonymous: denied by default, or (outside 08-18 UTC) first by the interns' office-hours rule
     assert "(default)" in error["message"] or "(office-hours-only-for-interns)" in error["message"]
     assert upstream.requests == []
@@ -536,8 +588,10 @@ async def test_bench_free_tier_may_not_stream(bench: Celgate, upstream: FakeUpst
 async def test_bench_tools_offered_upstream_are_only_the_usable_ones(
     bench: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
-    tools = [{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
-             for name in ("get_weather", "shell.exec", "browser.open", "calc")]
+    tools = [
+        {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+        for name in ("get_weather", "shell.exec", "browser.open", "calc")
+    ]
     await oai(bench.url, api_key="sk-bench").chat.completions.create(model="bench-mock", messages=MESSAGES, tools=tools)
     assert [t["function"]["name"] for t in upstream.requests[0].body["tools"]] == ["get_weather", "calc"]
 
@@ -559,12 +613,18 @@ async def test_bench_browser_call_is_denied_by_default_not_dry_run(
     samples = await scrape(http, bench)
     assert metric(samples, "celgate_tool_calls_total", tool="browser.open", decision="deny", source="upstream") == 1
     assert metric(samples, "celgate_policy_decisions_total", point="tool_call", effect="deny", rule="default") == 1
-    assert not [v for labels, v in labelled(samples, "celgate_policy_decisions_total").items()
-                if ("effect", "would_deny") in labels]
+    assert not [
+        v
+        for labels, v in labelled(samples, "celgate_policy_decisions_total").items()
+        if ("effect", "would_deny") in labels
+    ]
 
 
 async def test_bench_browser_call_under_the_dry_run_rule_passes_and_counts_as_would_deny(
-    upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, http: aiohttp.ClientSession,
+    upstream: FakeUpstream,
+    start_celgate: StartCelgate,
+    oai: OpenAIFactory,
+    http: aiohttp.ClientSession,
     bench_dir: Path,
 ) -> None:
     """With an allow rule for browser.* beside bench.yaml, the dry-run rule decides: would deny, traffic untouched."""
@@ -580,9 +640,19 @@ async def test_bench_browser_call_under_the_dry_run_rule_passes_and_counts_as_wo
     assert calls == {0: {"id": "call_b", "name": "browser.open", "arguments": BROWSER[2]}}
     assert finishes == ["tool_calls"] and content == ""
     samples = await scrape(http, gate)
-    assert metric(samples, "celgate_tool_calls_total", tool="browser.open", decision="would_deny", source="upstream") == 1
-    assert metric(samples, "celgate_policy_decisions_total", point="tool_call", effect="would_deny",
-                  rule="dry-run-new-browser-rule") == 1
+    assert (
+        metric(samples, "celgate_tool_calls_total", tool="browser.open", decision="would_deny", source="upstream") == 1
+    )
+    assert (
+        metric(
+            samples,
+            "celgate_policy_decisions_total",
+            point="tool_call",
+            effect="would_deny",
+            rule="dry-run-new-browser-rule",
+        )
+        == 1
+    )
 
 
 # --------------------------------------------------------------------------- 5. audit log
@@ -635,8 +705,9 @@ async def test_audit_log_records_denials_only_without_keys_or_arguments(
     upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, tmp_path: Path
 ) -> None:
     audit = tmp_path / "audit.jsonl"
-    gate = await start_celgate(upstream=upstream.base_url, policies=policy_dir(tmp_path, AUDIT_POLICY),
-                               no_policy=False, audit_log=str(audit))
+    gate = await start_celgate(
+        upstream=upstream.base_url, policies=policy_dir(tmp_path, AUDIT_POLICY), no_policy=False, audit_log=str(audit)
+    )
     denied_id, stream_id = await audited_traffic(gate, upstream, oai)
     await gate.stop()
 
@@ -645,15 +716,27 @@ async def test_audit_log_records_denials_only_without_keys_or_arguments(
     lines = [json.loads(line) for line in text.splitlines()]
     assert len(lines) == 2, lines
     request, tool = lines
-    assert AUDIT_FIELDS <= set(request) and AUDIT_FIELDS <= set(tool)
+    assert set(request) >= AUDIT_FIELDS and set(tool) >= AUDIT_FIELDS
     assert request["request_id"] == denied_id and tool["request_id"] == stream_id
     assert request["time"].endswith("Z") and isinstance(request["eval_us"], float)
     assert {k: request[k] for k in ("principal", "point", "subject", "effect", "rule", "mode")} == {
-        "principal": "auditor", "point": "request", "subject": "o3", "effect": "deny", "rule": None, "mode": "enforce"}
+        "principal": "auditor",
+        "point": "request",
+        "subject": "o3",
+        "effect": "deny",
+        "rule": None,
+        "mode": "enforce",
+    }
     assert request["reason"] == "no rule allows it"
     assert {k: tool[k] for k in ("principal", "point", "subject", "effect", "rule", "reason", "mode")} == {
-        "principal": "auditor", "point": "tool_call", "subject": "shell.exec", "effect": "deny", "rule": "no-shell",
-        "reason": "no shells", "mode": "enforce"}
+        "principal": "auditor",
+        "point": "tool_call",
+        "subject": "shell.exec",
+        "effect": "deny",
+        "rule": "no-shell",
+        "reason": "no shells",
+        "mode": "enforce",
+    }
     assert tool["tool_call_id"] == "call_s" and tool["action"] == "strip"
     assert "arguments" not in tool and "rm -rf" not in text
 
@@ -662,8 +745,14 @@ async def test_audit_log_with_allows_and_arguments(
     upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, tmp_path: Path
 ) -> None:
     audit = tmp_path / "audit.jsonl"
-    gate = await start_celgate(upstream=upstream.base_url, policies=policy_dir(tmp_path, AUDIT_POLICY),
-                               no_policy=False, audit_log=str(audit), audit_allows=True, audit_arguments=True)
+    gate = await start_celgate(
+        upstream=upstream.base_url,
+        policies=policy_dir(tmp_path, AUDIT_POLICY),
+        no_policy=False,
+        audit_log=str(audit),
+        audit_allows=True,
+        audit_arguments=True,
+    )
     denied_id, stream_id = await audited_traffic(gate, upstream, oai)
     await gate.stop()
 
@@ -677,7 +766,7 @@ async def test_audit_log_with_allows_and_arguments(
         (stream_id, "tool_call", "get_weather", "allow", "weather-in-sane-units"),
         (stream_id, "tool_call", "shell.exec", "deny", "no-shell"),
     ]
-    assert all(AUDIT_FIELDS <= set(r) and r["principal"] == "auditor" for r in lines)
+    assert all(set(r) >= AUDIT_FIELDS and r["principal"] == "auditor" for r in lines)
     assert lines[2]["arguments"] == WEATHER_ARGS  # decided once its arguments were complete
     # shell.exec is decided on its name alone (no candidate rule reads arguments), as soon as the
     # name and the first argument fragment arrive: the audit line holds the arguments seen so far.
@@ -721,16 +810,20 @@ rules:
 
 @pytest.fixture
 async def fail_closed(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
-    return await start_celgate(upstream=upstream.base_url, policies=policy_dir(tmp_path, FAIL_CLOSED_POLICY),
-                               no_policy=False)
+    return await start_celgate(
+        upstream=upstream.base_url, policies=policy_dir(tmp_path, FAIL_CLOSED_POLICY), no_policy=False
+    )
 
 
 async def test_an_erroring_allow_rule_never_allows(
     fail_closed: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, http: aiohttp.ClientSession
 ) -> None:
     no_unit = ("call_n", "get_weather", '{"location": "Oslo"}')
-    upstream.push(Script(steps=tool_call_stream([no_unit])), Script(json=completion(None, tool_calls=[no_unit])),
-                  Script(steps=tool_call_stream([WEATHER])))
+    upstream.push(
+        Script(steps=tool_call_stream([no_unit])),
+        Script(json=completion(None, tool_calls=[no_unit])),
+        Script(steps=tool_call_stream([WEATHER])),
+    )
     client = oai(fail_closed.url)
     calls, finishes, content = reassemble(await stream_chunks(client, model="m"))
     assert calls == {} and finishes == ["stop"] and "(default)" in content
@@ -767,8 +860,7 @@ async def test_an_erroring_deny_rule_denies(
     assert metric(samples, "celgate_policy_eval_errors_total", rule="cap-tokens") == 2
     assert metric(samples, "celgate_policy_eval_errors_total", rule="no-traversal") == 1
     assert metric(samples, "celgate_policy_decisions_total", point="request", effect="deny", rule="cap-tokens") == 2
-    assert metric(samples, "celgate_policy_decisions_total", point="tool_call", effect="deny",
-                  rule="no-traversal") == 1
+    assert metric(samples, "celgate_policy_decisions_total", point="tool_call", effect="deny", rule="no-traversal") == 1
 
 
 # --------------------------------------------------------------------------- 7. --no-policy
@@ -779,8 +871,9 @@ async def test_no_policy_allows_everything_and_says_so(
 ) -> None:
     steps = tool_call_stream([SHELL, WEATHER])
     upstream.push(Script(steps=steps))
-    async with http.post(celgate.url + "/chat/completions",
-                         json={"model": "anything", "messages": MESSAGES, "stream": True}) as response:
+    async with http.post(
+        celgate.url + "/chat/completions", json={"model": "anything", "messages": MESSAGES, "stream": True}
+    ) as response:
         assert await response.read() == b"".join(s.data for s in steps)
     tools = [{"type": "function", "function": {"name": "shell.exec", "parameters": {"type": "object"}}}]
     upstream.push(Script(json=completion(None, tool_calls=[SHELL])))
@@ -798,16 +891,34 @@ async def test_no_policy_allows_everything_and_says_so(
 def test_a_missing_policy_directory_refuses_to_start(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-policies"
     with pytest.raises(SettingsError) as info:
-        create_app(Settings(port=0, policies=missing, no_policy=False, watch=False, access_log=None,
-                            agents=tmp_path / "no-agents", upstream_check=False))
+        create_app(
+            Settings(
+                port=0,
+                policies=missing,
+                no_policy=False,
+                watch=False,
+                access_log=None,
+                agents=tmp_path / "no-agents",
+                upstream_check=False,
+            )
+        )
     assert str(missing) in str(info.value) and "--no-policy" in str(info.value)
 
 
 def test_a_broken_policy_refuses_to_start(tmp_path: Path) -> None:
     directory = policy_dir(tmp_path, BROKEN_CEL)
     with pytest.raises(PolicyLoadError) as info:
-        create_app(Settings(port=0, policies=directory, no_policy=False, watch=False, access_log=None,
-                            agents=tmp_path / "no-agents", upstream_check=False))
+        create_app(
+            Settings(
+                port=0,
+                policies=directory,
+                no_policy=False,
+                watch=False,
+                access_log=None,
+                agents=tmp_path / "no-agents",
+                upstream_check=False,
+            )
+        )
     assert "policy.yaml" in str(info.value) and "short-models-only" in str(info.value)
 
 
@@ -835,28 +946,35 @@ async def test_the_agent_header_selects_agent_rules(
     upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, tmp_path: Path
 ) -> None:
     """On celgate's own loopback calls (internal token) ``x-celgate-agent`` names the agent rules apply to."""
-    gate = await start_celgate(upstream=upstream.base_url, policies=policy_dir(tmp_path, AGENT_POLICY),
-                               no_policy=False)
+    gate = await start_celgate(upstream=upstream.base_url, policies=policy_dir(tmp_path, AGENT_POLICY), no_policy=False)
     client = oai(gate.url)
     internal = {"x-celgate-internal": gate.app[GATEWAY_TOKEN]}
     error = await denied(client.chat.completions.create(model="m", messages=MESSAGES))
     assert "(default)" in error["message"]
-    error = await denied(client.chat.completions.create(
-        model="m", messages=MESSAGES, extra_headers={**internal, "x-celgate-agent": "researchagent"}))
+    error = await denied(
+        client.chat.completions.create(
+            model="m", messages=MESSAGES, extra_headers={**internal, "x-celgate-agent": "researchagent"}
+        )
+    )
     assert upstream.requests == []  # globs are case-sensitive: *Agent does not match researchagent
 
-    answer = await client.chat.completions.create(model="m", messages=MESSAGES,
-                                                  extra_headers={**internal, "x-celgate-agent": "ResearchAgent"})
+    answer = await client.chat.completions.create(
+        model="m", messages=MESSAGES, extra_headers={**internal, "x-celgate-agent": "ResearchAgent"}
+    )
     assert answer.choices[0].message.content == "Hello world"
     sent = {k.lower() for k in upstream.requests[-1].headers}
     assert "x-celgate-agent" not in sent and "x-celgate-internal" not in sent  # never forwarded
 
-    upstream.push(Script(json=completion(None, tool_calls=[WEATHER])), Script(json=completion(None, tool_calls=[WEATHER])))
-    weather = await client.chat.completions.create(model="m", messages=MESSAGES,
-                                                   extra_headers={**internal, "x-celgate-agent": "WeatherAgent"})
+    upstream.push(
+        Script(json=completion(None, tool_calls=[WEATHER])), Script(json=completion(None, tool_calls=[WEATHER]))
+    )
+    weather = await client.chat.completions.create(
+        model="m", messages=MESSAGES, extra_headers={**internal, "x-celgate-agent": "WeatherAgent"}
+    )
     assert [c.function.name for c in weather.choices[0].message.tool_calls or []] == ["get_weather"]
-    research = await client.chat.completions.create(model="m", messages=MESSAGES,
-                                                    extra_headers={**internal, "x-celgate-agent": "ResearchAgent"})
+    research = await client.chat.completions.create(
+        model="m", messages=MESSAGES, extra_headers={**internal, "x-celgate-agent": "ResearchAgent"}
+    )
     assert research.choices[0].message.tool_calls is None and research.choices[0].finish_reason == "stop"
 
 
@@ -865,8 +983,7 @@ async def test_a_spoofed_agent_header_changes_nothing(
     upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, tmp_path: Path, token: str | None
 ) -> None:
     """Without celgate's internal token, claiming an agent's name grants none of its permissions."""
-    gate = await start_celgate(upstream=upstream.base_url, policies=policy_dir(tmp_path, AGENT_POLICY),
-                               no_policy=False)
+    gate = await start_celgate(upstream=upstream.base_url, policies=policy_dir(tmp_path, AGENT_POLICY), no_policy=False)
     headers = {"x-celgate-agent": "WeatherAgent", **({"x-celgate-internal": token} if token is not None else {})}
     error = await denied(oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, extra_headers=headers))
     assert "(default)" in error["message"]

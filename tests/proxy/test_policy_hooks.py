@@ -52,7 +52,9 @@ async def gated(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: P
     return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=policies)
 
 
-async def test_a_denied_model_is_403(gated: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]) -> None:
+async def test_a_denied_model_is_403(
+    gated: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+) -> None:
     with pytest.raises(openai.PermissionDeniedError) as info:
         await oai(gated.url).chat.completions.create(model="forbidden-model", messages=MESSAGES)
     assert info.value.status_code == 403
@@ -66,8 +68,9 @@ async def test_stream_with_only_a_denied_call_ends_with_stop_and_the_reason(
     gated: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
 ) -> None:
     upstream.push(Script(steps=tool_call_stream([SHELL])))
-    stream = await oai(gated.url).chat.completions.create(model="m", messages=MESSAGES, stream=True,
-                                                          stream_options={"include_usage": True})
+    stream = await oai(gated.url).chat.completions.create(
+        model="m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
     chunks = [chunk async for chunk in stream]
     assert not any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
@@ -80,7 +83,9 @@ async def test_stream_with_an_allowed_and_a_denied_call(
 ) -> None:
     steps = tool_call_stream([WEATHER, SHELL, READ_OK])
     upstream.push(Script(steps=steps))
-    async with http.post(gated.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}) as r:
+    async with http.post(
+        gated.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}
+    ) as r:
         body = await r.read()
     assert b"shell.exec" not in body and b"rm -rf" not in body
     kept = [s.data for s in steps if b"call_s" not in s.data and b'"index": 1,' not in s.data]
@@ -103,12 +108,14 @@ async def test_stream_with_an_error_action_ends_with_an_error_event(
     gated: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, oai: Callable[..., openai.AsyncOpenAI]
 ) -> None:
     upstream.push(Script(steps=tool_call_stream([READ_ENV])))
-    async with http.post(gated.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}) as r:
+    async with http.post(
+        gated.url + "/chat/completions", json={"model": "m", "messages": MESSAGES, "stream": True}
+    ) as r:
         assert r.status == 200
         body = await r.read()
     assert b".env" not in body
     assert b"[DONE]" not in body
-    event = body[body.index(b"event: error\n"):]
+    event = body[body.index(b"event: error\n") :]
     error = assert_openai_error(json.loads(event.split(b"data: ", 1)[1]), type_="policy_denied")
     assert "no secrets" in error["message"]
     upstream.push(Script(steps=tool_call_stream([READ_ENV])))
@@ -117,9 +124,12 @@ async def test_stream_with_an_error_action_ends_with_an_error_event(
         [_ async for _ in stream]
 
 
-async def test_non_stream_denied_call_is_stripped(gated: Celgate, upstream: FakeUpstream,
-                                                  oai: Callable[..., openai.AsyncOpenAI]) -> None:
-    upstream.push(Script(json=completion(None, tool_calls=[WEATHER, SHELL])), Script(json=completion(None, tool_calls=[SHELL])))
+async def test_non_stream_denied_call_is_stripped(
+    gated: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+) -> None:
+    upstream.push(
+        Script(json=completion(None, tool_calls=[WEATHER, SHELL])), Script(json=completion(None, tool_calls=[SHELL]))
+    )
     client = oai(gated.url)
     both = await client.chat.completions.create(model="m", messages=MESSAGES)
     assert [c.function.name for c in both.choices[0].message.tool_calls or []] == ["get_weather"]
@@ -130,7 +140,9 @@ async def test_non_stream_denied_call_is_stripped(gated: Celgate, upstream: Fake
     assert "no shells" in (only.choices[0].message.content or "")
 
 
-async def test_non_stream_error_action_is_403(gated: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession) -> None:
+async def test_non_stream_error_action_is_403(
+    gated: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
     upstream.push(Script(json=completion(None, tool_calls=[READ_ENV])))
     async with http.post(gated.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}) as response:
         assert response.status == 403
@@ -149,10 +161,14 @@ async def test_non_stream_allowed_calls_are_returned_byte_identical(
 async def test_tools_that_can_never_be_used_are_not_offered_upstream(
     gated: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    tools = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
-             for n in ("get_weather", "shell.exec")]
-    async with http.post(gated.url + "/chat/completions",
-                         json={"model": "m", "messages": MESSAGES, "tools": tools, "tool_choice": "auto"}) as response:
+    tools = [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+        for n in ("get_weather", "shell.exec")
+    ]
+    async with http.post(
+        gated.url + "/chat/completions",
+        json={"model": "m", "messages": MESSAGES, "tools": tools, "tool_choice": "auto"},
+    ) as response:
         assert response.status == 200
     offered = [t["function"]["name"] for t in upstream.requests[0].body["tools"]]
     assert offered == ["get_weather"]

@@ -20,10 +20,15 @@ async def short_keepalive_upstream() -> AsyncIterator[tuple[str, list[int]]]:
     async def chat(request: web.Request) -> web.Response:
         assert request.transport is not None
         peers.append(request.transport.get_extra_info("peername")[1])
-        return web.json_response({
-            "id": "c", "object": "chat.completion", "created": 0, "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-        })
+        return web.json_response(
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
@@ -42,7 +47,7 @@ async def test_connections_are_reused_and_closed_ones_replaced(
     celgate = await start_celgate(upstream=url)
     client = openai.AsyncOpenAI(base_url=celgate.url, api_key="sk-test", max_retries=0)
     try:
-        ask = lambda: client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])  # noqa: E731
+        ask = lambda: client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
         await ask()
         await ask()  # back to back: the same upstream connection
         await asyncio.sleep(0.2)  # the upstream closes the idle connection

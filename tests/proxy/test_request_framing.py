@@ -23,8 +23,8 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from tests.helpers import Celgate, assert_openai_error
 from celgate.proxy.settings import Secret
+from tests.helpers import Celgate, assert_openai_error
 from tests.helpers.rawupstream import RawRequest, RawUpstream, default_response, json_response
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
@@ -98,8 +98,13 @@ def assert_forwarded_once(upstream: RawUpstream, target: str, body: bytes) -> Ra
     ],
 )
 async def test_a_compressed_upload_is_forwarded_decoded_and_framed_by_its_decoded_length(
-    raw_upstream: RawUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession,
-    coding: str, path: str, content_type: str, decoded: bytes,
+    raw_upstream: RawUpstream,
+    start_celgate: StartCelgate,
+    http: aiohttp.ClientSession,
+    coding: str,
+    path: str,
+    content_type: str,
+    decoded: bytes,
 ) -> None:
     celgate = await start_celgate(upstream=raw_upstream.base_url)
     encoded = compress(coding, decoded)
@@ -184,8 +189,11 @@ async def test_sidecar_mode_never_lets_the_upstream_key_land_in_a_client_body(
 )
 @pytest.mark.parametrize("path", ["/chat/completions", "/embeddings", "/files"])
 async def test_a_coding_aiohttp_did_not_decode_is_refused_with_415(
-    raw_upstream: RawUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession,
-    codings: list[str], path: str,
+    raw_upstream: RawUpstream,
+    start_celgate: StartCelgate,
+    http: aiohttp.ClientSession,
+    codings: list[str],
+    path: str,
 ) -> None:
     celgate = await start_celgate(upstream=raw_upstream.base_url)
     headers = CIMultiDict([("Content-Type", "application/json"), *(("Content-Encoding", c) for c in codings)])

@@ -60,8 +60,10 @@ rules:
     when: tool.type == "local_shell" && tool.arguments.command[0] == "ls"
     effect: allow
 """
-TOOLS = [{"type": "function", "name": n, "parameters": {"type": "object", "properties": {}}}
-         for n in ("get_weather", "lookup", "shell.exec")]
+TOOLS = [
+    {"type": "function", "name": n, "parameters": {"type": "object", "properties": {}}}
+    for n in ("get_weather", "lookup", "shell.exec")
+]
 
 
 @pytest.fixture
@@ -90,7 +92,7 @@ async def test_non_stream_strips_denied_calls_and_keeps_the_rest(
     upstream.push(Script(json=rw.response_object([rw.message_item("hi"), PARIS, ROME, LOOKUP])))
     response = await oai(gate.url).responses.create(model="m", input="weather?", tools=TOOLS)  # type: ignore[arg-type]
     assert calls(response.output) == ["get_weather", "lookup"]
-    assert [i.arguments for i in response.output if i.type == "function_call"][0] == '{"city":"Paris"}'
+    assert next(i.arguments for i in response.output if i.type == "function_call") == '{"city":"Paris"}'
 
 
 async def test_when_nothing_callable_remains_a_message_explains(
@@ -154,12 +156,16 @@ async def test_action_error_ends_a_stream_with_an_error_event(
     assert b"event: error" in out and b"policy_denied" in out and b"explode" not in out.split(b"event: error")[0]
 
 
-@pytest.mark.parametrize("item", [
-    rw.local_shell_call_item(command=["rm", "-rf", "/"]),
-    rw.custom_tool_call_item(name="shell.exec", input="rm -rf /"),
-    rw.shell_call_item(commands=["rm -rf /"]),
-    rw.apply_patch_call_item(),
-], ids=["local_shell", "custom", "shell", "apply_patch"])
+@pytest.mark.parametrize(
+    "item",
+    [
+        rw.local_shell_call_item(command=["rm", "-rf", "/"]),
+        rw.custom_tool_call_item(name="shell.exec", input="rm -rf /"),
+        rw.shell_call_item(commands=["rm -rf /"]),
+        rw.apply_patch_call_item(),
+    ],
+    ids=["local_shell", "custom", "shell", "apply_patch"],
+)
 async def test_client_executed_builtins_pass_the_tool_call_point(
     gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, item: dict[str, Any]
 ) -> None:
@@ -179,10 +185,13 @@ async def test_an_allowed_builtin_passes(gate: Celgate, upstream: FakeUpstream, 
     assert [i.type for i in response.output] == ["local_shell_call"]
 
 
-@pytest.mark.parametrize(("tools", "reason"), [
-    ([{"type": "web_search"}], "no web search"),
-    ([{"type": "mcp", "server_label": "x", "server_url": "https://evil.example/"}], "only our MCP"),
-])
+@pytest.mark.parametrize(
+    ("tools", "reason"),
+    [
+        ([{"type": "web_search"}], "no web search"),
+        ([{"type": "mcp", "server_label": "x", "server_url": "https://evil.example/"}], "only our MCP"),
+    ],
+)
 async def test_hosted_tools_are_judged_at_admission(
     gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, tools: list[dict[str, Any]], reason: str
 ) -> None:
@@ -196,7 +205,8 @@ async def test_tools_no_rule_could_allow_are_removed_before_the_request_goes_up(
     gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
     await oai(gate.url).responses.create(
-        model="m", input="x", tools=TOOLS, tool_choice={"type": "function", "name": "shell.exec"})  # type: ignore[arg-type]
+        model="m", input="x", tools=TOOLS, tool_choice={"type": "function", "name": "shell.exec"}
+    )  # type: ignore[arg-type]
     sent = upstream.requests[-1].body
     assert [t["name"] for t in sent["tools"]] == ["get_weather", "lookup"] and "tool_choice" not in sent
 
@@ -234,8 +244,11 @@ async def test_a_follow_up_after_a_strip_continues_on_another_celgate(
         created = await oai(first.url).responses.create(model="m", input="x", tools=TOOLS)  # type: ignore[arg-type]
         [lookup] = [i for i in created.output if i.type == "function_call"]
         follow_up = await oai(second.url).responses.create(
-            model="m", previous_response_id=created.id, tools=TOOLS,  # type: ignore[arg-type]
-            input=[{"type": "function_call_output", "call_id": lookup.call_id, "output": "42"}])
+            model="m",
+            previous_response_id=created.id,
+            tools=TOOLS,  # type: ignore[arg-type]
+            input=[{"type": "function_call_output", "call_id": lookup.call_id, "output": "42"}],
+        )
         assert follow_up.status == "completed"
         sent = fake.requests[-1].body["input"]
         answer = next(i for i in sent if i.get("call_id") == "call_s")

@@ -1,7 +1,11 @@
-"""Unit tests of the Responses interceptor: the item classification, and properties over re-chunked and mutated streams."""
+"""Unit tests of the Responses interceptor.
+
+The item classification, and properties over re-chunked and mutated streams.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import typing
 from typing import Any
@@ -63,8 +67,12 @@ def run(events: list[bytes], hook: Hook, cuts: list[int] | None = None) -> bytes
     data = b"".join(events)
     points = sorted({0, *(cuts or []), len(data)})
     splitter, interceptor = SSESplitter(), ResponsesStreamInterceptor(hook)
-    out = [piece for a, b in zip(points, points[1:]) for raw in splitter.feed(data[a:b])
-           for piece in interceptor.feed(raw)]
+    out = [
+        piece
+        for a, b in itertools.pairwise(points)
+        for raw in splitter.feed(data[a:b])
+        for piece in interceptor.feed(raw)
+    ]
     out += [piece for raw in splitter.flush() for piece in interceptor.feed(raw)]
     return b"".join(out + interceptor.finish())
 
@@ -80,8 +88,7 @@ OUTPUT = [
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.lists(st.integers(min_value=1, max_value=20000), max_size=12), st.sampled_from([1, 2, 5]),
-       st.booleans())
+@given(st.lists(st.integers(min_value=1, max_value=20000), max_size=12), st.sampled_from([1, 2, 5]), st.booleans())
 def test_any_rechunking_gives_byte_identical_output(cuts: list[int], split: int, needs_arguments: bool) -> None:
     events = rw.response_stream(OUTPUT, split_arguments=split, id="resp_1", created_at=1)
     whole = run(events, Hook({"shell.exec"}, needs_arguments=needs_arguments))
@@ -128,9 +135,9 @@ def test_random_mutations_never_deliver_a_denied_call(data: st.DataObject) -> No
         if action == "flip":
             raw[position] = data.draw(st.integers(min_value=0, max_value=255))
         elif action == "delete":
-            del raw[position:position + data.draw(st.integers(min_value=1, max_value=40))]
+            del raw[position : position + data.draw(st.integers(min_value=1, max_value=40))]
         elif action == "duplicate":
-            raw[position:position] = raw[position:position + data.draw(st.integers(min_value=1, max_value=200))]
+            raw[position:position] = raw[position : position + data.draw(st.integers(min_value=1, max_value=200))]
         else:
             raw[:] = raw.replace(b'"lookup"', b'"shell.exec"', 1)
     try:
@@ -153,8 +160,12 @@ def test_a_denied_call_renumbers_later_items_and_events() -> None:
 
 def test_a_call_changed_after_the_decision_is_a_fault() -> None:
     events = rw.response_stream([rw.function_call_item("c", "lookup", '{"q":"x"}')], id="r", created_at=1)
-    tampered = [e.replace(b'"arguments":"{\\"q\\":\\"x\\"}"', b'"arguments":"{\\"q\\":\\"evil\\"}"')
-                if b"response.output_item.done" in e else e for e in events]
+    tampered = [
+        e.replace(b'"arguments":"{\\"q\\":\\"x\\"}"', b'"arguments":"{\\"q\\":\\"evil\\"}"')
+        if b"response.output_item.done" in e
+        else e
+        for e in events
+    ]
     with pytest.raises(UnreadableUpstream):
         run(tampered, Hook(set(), needs_arguments=True))
 
@@ -177,7 +188,8 @@ def test_non_stream_filter_and_error() -> None:
 
 def test_the_deny_message_continues_the_numbering_of_events_passed_as_sent() -> None:
     """Events before the first call pass byte-identical; what celgate writes after them is numbered on from there."""
-    events = rw.response_stream([rw.message_item("hi"), rw.function_call_item("c", "shell.exec", "{}")],
-                                id="r", created_at=1)
+    events = rw.response_stream(
+        [rw.message_item("hi"), rw.function_call_item("c", "shell.exec", "{}")], id="r", created_at=1
+    )
     numbers = [e["sequence_number"] for e in client_view(run(events, Hook({"shell.exec"})))]
     assert numbers == sorted(set(numbers)) and len(numbers) > 8

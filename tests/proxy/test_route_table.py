@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,7 +16,9 @@ from tests.helpers.fakeupstream import FakeUpstream
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 
-POLICY = ALLOW_REQUESTS + """\
+POLICY = (
+    ALLOW_REQUESTS
+    + """\
   - name: no-shell
     on: tool_call
     tools: ["shell.exec"]
@@ -26,21 +27,44 @@ POLICY = ALLOW_REQUESTS + """\
     on: tool_call
     effect: allow
 """
-OPENED = POLICY + """\
+)
+OPENED = (
+    POLICY
+    + """\
 routes:
   - id: batches-for-everyone
     paths: ["/v1/batches", "/v1/batches/**"]
     methods: ["GET", "POST"]
 """
+)
 
 NON_CANONICAL = [
-    "/v1/chat/completions/", "/v1//chat/completions", "/v1/chat//completions", "/v1/./chat/completions",
-    "/v1/chat/./completions", "/v1/x/../chat/completions", "/v1/chat/completions/.", "/v1/Chat/completions",
-    "/v1/CHAT/COMPLETIONS", "/v1/chat/Completions", "/v1/chat%2Fcompletions", "/v1/chat%2fcompletions",
-    "/v1/%63hat/completions", "/v1/chat/completion%73", "/v1/chat/completions%2F", "/v1/chat/completions;x",
-    "/v1/chat/completions%3Bx", "/v1/chat\\completions", "/v1/files/..%2Fchat%2Fcompletions",
-    "/v1/files/%2E%2E/chat/completions", "/v1/Responses", "/v1/responses/", "/v1//responses",
-    "/v1/responses%2F", "/v1/models/%2e%2e", "/v1/chat/completions%00",
+    "/v1/chat/completions/",
+    "/v1//chat/completions",
+    "/v1/chat//completions",
+    "/v1/./chat/completions",
+    "/v1/chat/./completions",
+    "/v1/x/../chat/completions",
+    "/v1/chat/completions/.",
+    "/v1/Chat/completions",
+    "/v1/CHAT/COMPLETIONS",
+    "/v1/chat/Completions",
+    "/v1/chat%2Fcompletions",
+    "/v1/chat%2fcompletions",
+    "/v1/%63hat/completions",
+    "/v1/chat/completion%73",
+    "/v1/chat/completions%2F",
+    "/v1/chat/completions;x",
+    "/v1/chat/completions%3Bx",
+    "/v1/chat\\completions",
+    "/v1/files/..%2Fchat%2Fcompletions",
+    "/v1/files/%2E%2E/chat/completions",
+    "/v1/Responses",
+    "/v1/responses/",
+    "/v1//responses",
+    "/v1/responses%2F",
+    "/v1/models/%2e%2e",
+    "/v1/chat/completions%00",
 ]
 
 
@@ -51,31 +75,34 @@ def test_non_canonical_paths_are_refused(path: str) -> None:
     assert info.value.code == "non_canonical_path"
 
 
-@pytest.mark.parametrize(("method", "path", "kind", "name"), [
-    ("POST", "/v1/chat/completions", Kind.GOVERNED, "chat.create"),
-    ("GET", "/v1/chat/completions", Kind.GOVERNED, "chat.list"),
-    ("GET", "/v1/chat/completions/chatcmpl-123", Kind.GOVERNED, "chat.retrieve"),
-    ("GET", "/v1/chat/completions/chatcmpl-123/messages", Kind.GOVERNED, "chat.messages"),
-    ("POST", "/v1/responses", Kind.GOVERNED, "responses.create"),
-    ("GET", "/v1/responses/resp_1", Kind.GOVERNED, "responses.retrieve"),
-    ("GET", "/v1/responses/resp_1/input_items", Kind.GOVERNED, "responses.input_items"),
-    ("POST", "/v1/responses/resp_1/cancel", Kind.GOVERNED, "responses.cancel"),
-    ("GET", "/v1/models", Kind.GOVERNED, "models.list"),
-    ("DELETE", "/v1/responses/resp_1", Kind.TOOL_FREE, "tool-free"),
-    ("POST", "/v1/embeddings", Kind.TOOL_FREE, "tool-free"),
-    ("GET", "/v1/models/ft:gpt-4o:org:x", Kind.TOOL_FREE, "tool-free"),
-    ("GET", "/v1/models/meta-llama%2FLlama-3", Kind.TOOL_FREE, "tool-free"),
-    ("POST", "/v1/files", Kind.TOOL_FREE, "tool-free"),
-    ("GET", "/v1/files/file-1/content", Kind.TOOL_FREE, "tool-free"),
-    ("POST", "/v1/audio/transcriptions", Kind.TOOL_FREE, "tool-free"),
-    ("POST", "/v1/realtime/sessions", Kind.NOT_GOVERNED, "not governed"),
-    ("POST", "/v1/threads/runs", Kind.NOT_GOVERNED, "not governed"),
-    ("POST", "/v1/batches", Kind.NOT_GOVERNED, "not governed"),
-    ("POST", "/v1/conversations", Kind.NOT_GOVERNED, "not governed"),
-    ("POST", "/v1/something-new", Kind.NOT_GOVERNED, "not governed"),
-    ("PUT", "/v1/chat/completions", Kind.NOT_GOVERNED, "not governed"),
-    ("GET", "/v1/responses/resp.1", Kind.NOT_GOVERNED, "not governed"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "kind", "name"),
+    [
+        ("POST", "/v1/chat/completions", Kind.GOVERNED, "chat.create"),
+        ("GET", "/v1/chat/completions", Kind.GOVERNED, "chat.list"),
+        ("GET", "/v1/chat/completions/chatcmpl-123", Kind.GOVERNED, "chat.retrieve"),
+        ("GET", "/v1/chat/completions/chatcmpl-123/messages", Kind.GOVERNED, "chat.messages"),
+        ("POST", "/v1/responses", Kind.GOVERNED, "responses.create"),
+        ("GET", "/v1/responses/resp_1", Kind.GOVERNED, "responses.retrieve"),
+        ("GET", "/v1/responses/resp_1/input_items", Kind.GOVERNED, "responses.input_items"),
+        ("POST", "/v1/responses/resp_1/cancel", Kind.GOVERNED, "responses.cancel"),
+        ("GET", "/v1/models", Kind.GOVERNED, "models.list"),
+        ("DELETE", "/v1/responses/resp_1", Kind.TOOL_FREE, "tool-free"),
+        ("POST", "/v1/embeddings", Kind.TOOL_FREE, "tool-free"),
+        ("GET", "/v1/models/ft:gpt-4o:org:x", Kind.TOOL_FREE, "tool-free"),
+        ("GET", "/v1/models/meta-llama%2FLlama-3", Kind.TOOL_FREE, "tool-free"),
+        ("POST", "/v1/files", Kind.TOOL_FREE, "tool-free"),
+        ("GET", "/v1/files/file-1/content", Kind.TOOL_FREE, "tool-free"),
+        ("POST", "/v1/audio/transcriptions", Kind.TOOL_FREE, "tool-free"),
+        ("POST", "/v1/realtime/sessions", Kind.NOT_GOVERNED, "not governed"),
+        ("POST", "/v1/threads/runs", Kind.NOT_GOVERNED, "not governed"),
+        ("POST", "/v1/batches", Kind.NOT_GOVERNED, "not governed"),
+        ("POST", "/v1/conversations", Kind.NOT_GOVERNED, "not governed"),
+        ("POST", "/v1/something-new", Kind.NOT_GOVERNED, "not governed"),
+        ("PUT", "/v1/chat/completions", Kind.NOT_GOVERNED, "not governed"),
+        ("GET", "/v1/responses/resp.1", Kind.NOT_GOVERNED, "not governed"),
+    ],
+)
 def test_paths_are_classified(method: str, path: str, kind: Kind, name: str) -> None:
     match = classify(method, path)
     assert (match.kind, match.name) == (kind, name)
@@ -85,8 +112,10 @@ async def raw_request(root: str, request_line: bytes, body: bytes = b"{}") -> tu
     """Send one request exactly as written (no client normalises the path)."""
     host, port = root.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(request_line + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    writer.write(
+        request_line + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     await writer.drain()
     answer = await asyncio.wait_for(reader.read(), 10)
     writer.close()
@@ -115,8 +144,11 @@ async def test_an_unknown_route_is_refused_then_opened_by_policy(
         assert "/v1/batches" in error["message"]
     assert upstream.requests == []
     await gate.stop()
-    opened = await start_celgate(upstream=upstream.base_url, no_policy=False,
-                                 policies=write_policy(tmp_path / "o", OPENED) if (tmp_path / "o").mkdir() is None else None)
+    opened = await start_celgate(
+        upstream=upstream.base_url,
+        no_policy=False,
+        policies=write_policy(tmp_path / "o", OPENED) if (tmp_path / "o").mkdir() is None else None,
+    )
     async with http.post(opened.url + "/batches", json={"input_file_id": "f"}) as response:
         assert response.status == 200
     async with http.post(opened.url + "/realtime/sessions", json={}) as response:
@@ -124,8 +156,9 @@ async def test_an_unknown_route_is_refused_then_opened_by_policy(
     assert [r.path for r in upstream.requests] == ["/v1/batches"]
 
 
-async def test_no_policy_mode_passes_unknown_routes(celgate: Celgate, upstream: FakeUpstream,
-                                                    http: aiohttp.ClientSession) -> None:
+async def test_no_policy_mode_passes_unknown_routes(
+    celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
     async with http.post(celgate.url + "/batches", json={}) as response:
         assert response.status == 200
     assert [r.path for r in upstream.requests] == ["/v1/batches"]

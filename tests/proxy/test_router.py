@@ -17,8 +17,11 @@ def test_every_registered_route_is_guarded() -> None:
     app = create_app(Settings(no_policy=True, agents=Path("/nonexistent"), upstream_check=False))
     routes = list(app.router.routes())
     assert routes
-    unguarded = [(r.method, r.resource.canonical if r.resource else "?") for r in routes
-                 if not getattr(r.handler, GUARDED, False)]
+    unguarded = [
+        (r.method, r.resource.canonical if r.resource else "?")
+        for r in routes
+        if not getattr(r.handler, GUARDED, False)
+    ]
     assert unguarded == []
 
 

@@ -27,7 +27,9 @@ def lower(headers: dict[str, str]) -> dict[str, str]:
 async def test_request_id_from_the_client_is_returned_and_forwarded(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    async with http.post(celgate.url + "/chat/completions", json=PROMPT, headers={"x-request-id": "client-id-123"}) as response:
+    async with http.post(
+        celgate.url + "/chat/completions", json=PROMPT, headers={"x-request-id": "client-id-123"}
+    ) as response:
         assert response.status == 200
         assert response.headers["x-request-id"] == "client-id-123"
     assert lower(upstream.requests[0].headers)["x-request-id"] == "client-id-123"
@@ -48,7 +50,9 @@ async def test_request_id_is_generated_when_absent(
 async def test_request_id_on_passthrough_and_errors(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    async with http.post(celgate.url + "/embeddings", json={"input": "x"}, headers={"X-Request-ID": "emb-1"}) as response:
+    async with http.post(
+        celgate.url + "/embeddings", json={"input": "x"}, headers={"X-Request-ID": "emb-1"}
+    ) as response:
         assert response.headers["x-request-id"] == "emb-1"
     assert lower(upstream.requests[-1].headers)["x-request-id"] == "emb-1"
     async with http.post(celgate.url + "/chat/completions", data=b"{", headers={"x-request-id": "bad-1"}) as response:
@@ -61,15 +65,15 @@ async def test_request_id_on_passthrough_and_errors(
 async def test_an_unusable_request_id_is_replaced(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    async with http.post(celgate.url + "/chat/completions", json=PROMPT, headers={"x-request-id": "x" * 500}) as response:
+    async with http.post(
+        celgate.url + "/chat/completions", json=PROMPT, headers={"x-request-id": "x" * 500}
+    ) as response:
         returned = response.headers["x-request-id"]
     assert returned and len(returned) <= 128
     assert lower(upstream.requests[0].headers)["x-request-id"] == returned
 
 
-async def test_openai_client_sees_the_request_id(
-    celgate: Celgate, oai: Callable[..., openai.AsyncOpenAI]
-) -> None:
+async def test_openai_client_sees_the_request_id(celgate: Celgate, oai: Callable[..., openai.AsyncOpenAI]) -> None:
     raw = await oai(celgate.url).chat.completions.with_raw_response.create(
         model="fake-model", messages=PROMPT["messages"], extra_headers={"x-request-id": "sdk-1"}
     )
@@ -83,8 +87,12 @@ async def test_openai_client_sees_the_request_id(
 async def test_embeddings_forwarded_verbatim_both_ways_with_query_string(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    answer = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -1.5e-3, 3]}],
-              "model": "text-embedding-3-small", "usage": {"prompt_tokens": 2, "total_tokens": 2}}
+    answer = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -1.5e-3, 3]}],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 2, "total_tokens": 2},
+    }
     upstream.push(Script(json=answer, headers={"openai-model": "text-embedding-3-small"}))
     raw = b'{"model": "text-embedding-3-small",  "input": ["caf\\u00e9", "x"], "encoding_format": "float"}'
     async with http.post(
@@ -105,8 +113,16 @@ async def test_embeddings_forwarded_verbatim_both_ways_with_query_string(
 async def test_embeddings_with_the_openai_client(
     celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
 ) -> None:
-    upstream.push(Script(json={"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [1.0, 2.0]}],
-                               "model": "e", "usage": {"prompt_tokens": 1, "total_tokens": 1}}))
+    upstream.push(
+        Script(
+            json={
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": [1.0, 2.0]}],
+                "model": "e",
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
+        )
+    )
     result = await oai(celgate.url).embeddings.create(model="e", input="hi", encoding_format="float")
     assert result.data[0].embedding == [1.0, 2.0]
     assert upstream.requests[0].path == "/v1/embeddings"
@@ -140,11 +156,15 @@ async def test_streaming_passthrough_arrives_incrementally(
     release = asyncio.Event()
     events = [
         b"event: response.created\ndata: " + json.dumps({"type": "response.created"}).encode() + b"\n\n",
-        b"event: response.output_text.delta\ndata: " + json.dumps({"type": "response.output_text.delta", "delta": "Hi"}).encode() + b"\n\n",
+        b"event: response.output_text.delta\ndata: "
+        + json.dumps({"type": "response.output_text.delta", "delta": "Hi"}).encode()
+        + b"\n\n",
         b"event: response.completed\ndata: " + json.dumps({"type": "response.completed"}).encode() + b"\n\n",
     ]
     upstream.push(Script(steps=[Step(events[0]), Step(events[1]), Step(events[2], wait=release)]))
-    async with http.post(celgate.url + "/responses", json={"model": "fake-model", "input": "hi", "stream": True}) as response:
+    async with http.post(
+        celgate.url + "/responses", json={"model": "fake-model", "input": "hi", "stream": True}
+    ) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/event-stream"
         received = bytearray()
@@ -167,13 +187,15 @@ async def test_passthrough_stream_cut_mid_body_ends_with_an_error_event(
     async with http.post(celgate.url + "/responses", json={"model": "m", "input": "hi", "stream": True}) as response:
         body = await response.read()
     assert body.startswith(first)
-    assert body[len(first):].startswith(b"event: error\ndata: ")
+    assert body[len(first) :].startswith(b"event: error\ndata: ")
 
 
 async def test_non_sse_passthrough_cut_mid_body_is_not_made_to_look_complete(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    upstream.push(Script(headers={"Content-Type": "application/octet-stream"}, steps=[Step(b"\0" * 100), Step(reset=True)]))
+    upstream.push(
+        Script(headers={"Content-Type": "application/octet-stream"}, steps=[Step(b"\0" * 100), Step(reset=True)])
+    )
     with pytest.raises(aiohttp.ClientPayloadError):
         async with http.get(celgate.url + "/files/file-1/content") as response:
             await response.read()
@@ -187,8 +209,12 @@ async def test_a_compressed_upstream_body_reaches_the_client_decoded(
 
     answer = json.dumps({"object": "list", "data": [], "note": "zipped" * 50}).encode()
     packed = gzip.compress(answer)
-    upstream.push(Script(headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
-                         steps=[Step(packed[:20]), Step(packed[20:])]))
+    upstream.push(
+        Script(
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            steps=[Step(packed[:20]), Step(packed[20:])],
+        )
+    )
     async with http.post(celgate.url + path, json=PROMPT, headers={"Accept-Encoding": "gzip"}) as response:
         assert response.status == 200
         assert "Content-Encoding" not in response.headers
@@ -222,7 +248,9 @@ async def test_non_json_upload_is_streamed_upstream(
             yield part
 
     upstream.push(Script(json={"id": "file-1", "object": "file"}))
-    async with http.post(celgate.url + "/files", data=body(), headers={"Content-Type": "application/octet-stream"}) as response:
+    async with http.post(
+        celgate.url + "/files", data=body(), headers={"Content-Type": "application/octet-stream"}
+    ) as response:
         assert response.status == 200
         assert await response.json() == {"id": "file-1", "object": "file"}
     assert upstream.requests[0].raw == b"".join(parts)
@@ -235,7 +263,9 @@ async def test_streamed_upload_with_a_length_keeps_its_length(
 ) -> None:
     payload = bytes(range(256)) * 40
     upstream.push(Script(json={"id": "file-3", "object": "file"}))
-    async with http.post(celgate.url + "/files", data=payload, headers={"Content-Type": "application/octet-stream"}) as response:
+    async with http.post(
+        celgate.url + "/files", data=payload, headers={"Content-Type": "application/octet-stream"}
+    ) as response:
         assert response.status == 200
     received = lower(upstream.requests[0].headers)
     assert received["content-length"] == str(len(payload))
@@ -263,7 +293,9 @@ async def test_audio_transcription_upload_through_the_openai_client(
     celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
 ) -> None:
     upstream.push(Script(json={"text": "hello"}))
-    result = await oai(celgate.url).audio.transcriptions.create(model="whisper-1", file=("a.wav", b"RIFF" + b"\0" * 2000))
+    result = await oai(celgate.url).audio.transcriptions.create(
+        model="whisper-1", file=("a.wav", b"RIFF" + b"\0" * 2000)
+    )
     assert result.text == "hello"
     assert upstream.requests[0].path == "/v1/audio/transcriptions"
     assert b"RIFF" + b"\0" * 2000 in upstream.requests[0].raw
@@ -323,8 +355,17 @@ async def test_hop_by_hop_headers_are_not_forwarded(
 async def test_hop_by_hop_response_headers_are_not_returned(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    upstream.push(Script(json={"ok": True}, headers={"Connection": "X-Secret-Hop", "X-Secret-Hop": "1",
-                                                     "Proxy-Authenticate": "Basic", "X-End-To-End": "yes"}))
+    upstream.push(
+        Script(
+            json={"ok": True},
+            headers={
+                "Connection": "X-Secret-Hop",
+                "X-Secret-Hop": "1",
+                "Proxy-Authenticate": "Basic",
+                "X-End-To-End": "yes",
+            },
+        )
+    )
     async with http.post(celgate.url + "/embeddings", json={"input": "x"}) as response:
         assert response.status == 200
         assert "X-Secret-Hop" not in response.headers
@@ -361,10 +402,13 @@ async def test_x_celgate_headers_never_reach_the_upstream(
 async def test_models_returns_the_upstream_list(
     celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI], http: aiohttp.ClientSession
 ) -> None:
-    listing = {"object": "list", "data": [
-        {"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
-        {"id": "o3-mini", "object": "model", "created": 1737146383, "owned_by": "system"},
-    ]}
+    listing = {
+        "object": "list",
+        "data": [
+            {"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
+            {"id": "o3-mini", "object": "model", "created": 1737146383, "owned_by": "system"},
+        ],
+    }
     upstream.push(Script(json=listing), Script(json=listing))
     models = [model async for model in oai(celgate.url).models.list()]
     assert [m.id for m in models] == ["gpt-4o", "o3-mini"]
@@ -373,8 +417,17 @@ async def test_models_returns_the_upstream_list(
     assert [(r.method, r.path) for r in upstream.requests] == [("GET", "/v1/models")] * 2
 
 
-async def test_models_error_passes_through(celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession) -> None:
-    error = {"error": {"message": "Incorrect API key", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+async def test_models_error_passes_through(
+    celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    error = {
+        "error": {
+            "message": "Incorrect API key",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
     upstream.push(Script(status=401, json=error))
     async with http.get(celgate.url + "/models") as response:
         assert response.status == 401
@@ -417,7 +470,14 @@ async def test_readyz_upstream_reachable(
 async def test_unknown_v1_path_goes_upstream_and_its_404_comes_back(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    error = {"error": {"message": "Invalid URL (GET /v1/nothing)", "type": "invalid_request_error", "param": None, "code": None}}
+    error = {
+        "error": {
+            "message": "Invalid URL (GET /v1/nothing)",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
     upstream.push(Script(status=404, json=error))
     async with http.get(celgate.url + "/nothing") as response:
         assert response.status == 404
@@ -427,8 +487,10 @@ async def test_unknown_v1_path_goes_upstream_and_its_404_comes_back(
 async def test_sse_event_passes_through_a_passthrough_route_untouched(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    steps = [Step(sse({"id": "cmpl-1", "object": "text_completion", "choices": [{"text": "a", "index": 0}]})),
-             Step(b"data: [DONE]\n\n")]
+    steps = [
+        Step(sse({"id": "cmpl-1", "object": "text_completion", "choices": [{"text": "a", "index": 0}]})),
+        Step(b"data: [DONE]\n\n"),
+    ]
     upstream.push(Script(steps=steps))
     async with http.post(celgate.url + "/completions", json={"model": "m", "prompt": "p", "stream": True}) as response:
         assert await response.read() == b"".join(s.data for s in steps)

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.fakeupstream import USAGE, chat_chunk, completion, sse, text_stream, tool_call_stream
-from celgate.proxy.chat_calls import ChatStreamInterceptor as StreamInterceptor, filter_completion
-from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict
+from celgate.proxy.chat_calls import ChatStreamInterceptor as StreamInterceptor
+from celgate.proxy.chat_calls import filter_completion
 from celgate.proxy.sse import SSESplitter, encode_data_event
 from celgate.proxy.strict import parse_event_strict as parse_event
+from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict
+from tests.helpers.fakeupstream import USAGE, chat_chunk, completion, sse, text_stream, tool_call_stream
 
 # --------------------------------------------------------------------------------------------- SSE
 
@@ -116,7 +117,7 @@ def test_parse_event_fields() -> None:
     assert parse_event(b"data: a\ndata: b\r\ndata: c\rdata\n\n").data == "a\nb\nc\n"  # multi-line data
     assert parse_event(b": keep-alive\n\n").data is None
     assert parse_event(b": keep-alive\n\n").event is None
-    event = parse_event(b"event: error\ndata: {\"x\":1}\n\n")
+    event = parse_event(b'event: error\ndata: {"x":1}\n\n')
     assert (event.event, event.data) == ("error", '{"x":1}')
     assert parse_event(b"id: 3\nretry: 10\n\n").data is None
 
@@ -216,7 +217,11 @@ def test_name_only_hook_decides_once_the_name_is_complete_and_releases_at_once()
 def test_a_name_split_across_deltas_is_judged_whole() -> None:
     hook = FakeHook()
     interceptor = StreamInterceptor(hook)
-    head = sse(chat_chunk({"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "sh", "arguments": ""}}]}))
+    head = sse(
+        chat_chunk(
+            {"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "sh", "arguments": ""}}]}
+        )
+    )
     rest = sse(chat_chunk({"tool_calls": [{"index": 0, "function": {"name": "ell.exec"}}]}))
     arguments = sse(chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}))
     assert interceptor.feed(head) == [] and interceptor.feed(rest) == []
@@ -225,7 +230,7 @@ def test_a_name_split_across_deltas_is_judged_whole() -> None:
 
 
 def first_arguments_of(raw: bytes) -> str:
-    return json.loads(raw.decode()[len("data: "):])["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+    return json.loads(raw.decode()[len("data: ") :])["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
 
 
 def test_arguments_hook_holds_the_call_until_its_arguments_are_complete() -> None:
@@ -277,7 +282,7 @@ def test_stripped_only_call_becomes_a_stop_with_the_message() -> None:
     assert result["content"] == STRIP.message
     assert result["usage"] == USAGE
     assert out[-1] == b"data: [DONE]\n\n"
-    assert not any(b"tool_calls\":[" in e for e in out)
+    assert not any(b'tool_calls":[' in e for e in out)
     # the deny text comes before the final chunk, whose finish_reason is stop
     finals = [c for c in chunks_of(out) if c["choices"] and c["choices"][0].get("finish_reason")]
     assert [c["choices"][0]["finish_reason"] for c in finals] == ["stop"]
@@ -315,8 +320,20 @@ def test_reject_raises() -> None:
 def test_content_is_not_delayed_while_a_call_is_held() -> None:
     hook = FakeHook(needs_arguments={"get_weather"})
     interceptor = StreamInterceptor(hook)
-    head = sse(chat_chunk({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
-                                           "function": {"name": "get_weather", "arguments": ""}}]}))
+    head = sse(
+        chat_chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": ""},
+                    }
+                ]
+            }
+        )
+    )
     other_choice = chat_chunk({"content": "meanwhile"})
     other_choice["choices"][0]["index"] = 1
     other = sse(other_choice)

@@ -12,9 +12,19 @@ import aiohttp
 import openai
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
-from tests.helpers import Celgate
-from tests.helpers.fakeupstream import USAGE, FakeUpstream, Script, Step, chat_chunk, completion, sse, text_stream, tool_call_stream
 from celgate.proxy.keys import METRICS
+from tests.helpers import Celgate
+from tests.helpers.fakeupstream import (
+    USAGE,
+    FakeUpstream,
+    Script,
+    Step,
+    chat_chunk,
+    completion,
+    sse,
+    text_stream,
+    tool_call_stream,
+)
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 TOOLS = [
@@ -44,7 +54,9 @@ async def stream_post(http: aiohttp.ClientSession, celgate: Celgate, body: dict[
 # ------------------------------------------------------------------------------ the openai client
 
 
-async def test_non_stream_completion(celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]) -> None:
+async def test_non_stream_completion(
+    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+) -> None:
     client = oai(celgate.url)
     result = await client.chat.completions.create(model="fake-model", messages=MESSAGES, temperature=0.2)
     assert result.choices[0].message.content == "Hello world"
@@ -55,7 +67,9 @@ async def test_non_stream_completion(celgate: Celgate, upstream: FakeUpstream, o
     assert recorded.body == {"model": "fake-model", "messages": MESSAGES, "temperature": 0.2}
 
 
-async def test_non_stream_tool_calls(celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]) -> None:
+async def test_non_stream_tool_calls(
+    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+) -> None:
     upstream.push(Script(json=completion(None, tool_calls=PARALLEL_CALLS)))
     result = await oai(celgate.url).chat.completions.create(model="fake-model", messages=MESSAGES, tools=TOOLS)
     calls = result.choices[0].message.tool_calls or []
@@ -63,7 +77,9 @@ async def test_non_stream_tool_calls(celgate: Celgate, upstream: FakeUpstream, o
     assert result.choices[0].finish_reason == "tool_calls"
 
 
-async def test_stream_with_usage_and_done(celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]) -> None:
+async def test_stream_with_usage_and_done(
+    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+) -> None:
     upstream.push(Script(steps=text_stream(["Hello", ",", " world", "!"])))
     stream = await oai(celgate.url).chat.completions.create(
         model="fake-model", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
@@ -110,8 +126,12 @@ async def test_unknown_fields_pass_untouched(
     first = chat_chunk({"role": "assistant", "content": "", "x_delta_extra": [1, {"a": None}]})
     first["x_vendor"] = {"trace": "abc", "nested": {"k": 1.5}}
     first["choices"][0]["x_choice_extra"] = True
-    steps = [Step(sse(first)), Step(sse(chat_chunk({"content": "ok"}))), Step(sse(chat_chunk({}, "stop"))),
-             Step(b"data: [DONE]\n\n")]
+    steps = [
+        Step(sse(first)),
+        Step(sse(chat_chunk({"content": "ok"}))),
+        Step(sse(chat_chunk({}, "stop"))),
+        Step(b"data: [DONE]\n\n"),
+    ]
     upstream.push(Script(steps=steps), Script(steps=steps))
     stream = await oai(celgate.url).chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
     chunks = [chunk async for chunk in stream]
@@ -133,13 +153,17 @@ async def test_stream_bytes_are_forwarded_identically(
     steps = [
         *text_stream(["Hello", " world"], done=False)[:2],
         Step(b": keep-alive\n\n"),
-        Step(b'data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1,"model":"m",'
-             b'"choices":[{"index":0,"delta":{"content":" crlf"},"finish_reason":null}]}\r\n\r\n'),
-        Step(b'id: 42\nretry: 1000\ndata: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m",\n'
-             b'data: "choices":[]}\n\n'),
+        Step(
+            b'data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1,"model":"m",'
+            b'"choices":[{"index":0,"delta":{"content":" crlf"},"finish_reason":null}]}\r\n\r\n'
+        ),
+        Step(
+            b'id: 42\nretry: 1000\ndata: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m",\n'
+            b'data: "choices":[]}\n\n'
+        ),
         Step(b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[]}\r\r'),
-        Step(b"data: {\"id\": \"x\", \"object\": \"chat.completion.chunk\", \"created\": 1, \"model\": \"m\","),  # split
-        Step(b" \"choices\": [{\"index\": 0, \"delta\": {}, \"finish_reason\": \"stop\"}]}\n\n"),
+        Step(b'data: {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",'),  # split
+        Step(b' "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'),
         Step(sse(chat_chunk({}, usage=USAGE))),
         Step(b"data: [DONE]\n\n"),
     ]
@@ -165,8 +189,13 @@ async def test_stream_with_allowed_tool_calls_is_byte_identical(
 async def test_request_body_is_forwarded_byte_identical(
     celgate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    raw = b'{ "model" : "fake-model",\n  "messages": [{"role": "user", "content": "caf\\u00e9 \xc3\xa9"}],\n  "x_extra": {"keep": [1, 2.50]} }'
-    async with http.post(celgate.url + "/chat/completions", data=raw, headers={"Content-Type": "application/json"}) as response:
+    raw = (
+        b'{ "model" : "fake-model",\n  "messages": [{"role": "user", "content": "caf\\u00e9 \xc3\xa9"}],\n'
+        b'  "x_extra": {"keep": [1, 2.50]} }'
+    )
+    async with http.post(
+        celgate.url + "/chat/completions", data=raw, headers={"Content-Type": "application/json"}
+    ) as response:
         assert response.status == 200
     assert upstream.requests[0].raw == raw
 
@@ -191,7 +220,7 @@ async def test_a_stream_ending_inside_an_event_ends_with_an_error_event(
         body = await response.read()
     complete = b"".join(step.data for step in steps[:2])
     assert body.startswith(complete)
-    error = body[len(complete):]
+    error = body[len(complete) :]
     assert error.startswith(b"event: error\ndata: ") and error.endswith(b"\n\n")
     assert json.loads(error.split(b"data: ", 1)[1])["error"]["code"] == "upstream_reset"
     assert b"[DONE]" not in body
@@ -243,7 +272,7 @@ async def test_openai_client_sees_each_chunk_before_the_next_is_sent(
         content = chunk.choices[0].delta.content if chunk.choices else None
         if content:
             seen.append(content)
-            assert not any(gate.is_set() for gate in gates[len(seen):])  # nothing later was released yet
+            assert not any(gate.is_set() for gate in gates[len(seen) :])  # nothing later was released yet
             if len(seen) < len(gates):
                 gates[len(seen)].set()
     assert seen == words

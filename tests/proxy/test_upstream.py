@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 
 import aiohttp
@@ -13,11 +12,10 @@ from celgate.proxy.pool import ConnectFailed
 from celgate.proxy.upstream import FAULTS, translate
 
 
-
 def _cases() -> list[tuple[BaseException, type, str | None]]:
     return [
         (TimeoutError(), UpstreamTimeout, "upstream_timeout"),
-        (asyncio.TimeoutError(), UpstreamTimeout, "upstream_timeout"),
+        (TimeoutError(), UpstreamTimeout, "upstream_timeout"),
         (aiohttp.ServerTimeoutError("Timeout on reading data from socket"), UpstreamTimeout, "upstream_timeout"),
         (aiohttp.ConnectionTimeoutError("connect"), UpstreamTimeout, "upstream_timeout"),
         (aiohttp.SocketTimeoutError("read"), UpstreamTimeout, "upstream_timeout"),
@@ -38,7 +36,9 @@ def _cases() -> list[tuple[BaseException, type, str | None]]:
     ]
 
 
-@pytest.mark.parametrize(("exc", "expected", "code"), _cases(), ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else "")
+@pytest.mark.parametrize(
+    ("exc", "expected", "code"), _cases(), ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else ""
+)
 def test_every_pool_fault_is_translated(exc: BaseException, expected: type, code: str) -> None:
     assert isinstance(exc, FAULTS)
     error = translate(exc)
