@@ -24,6 +24,8 @@ import yaml
 __all__ = [
     "DEFAULT_UPSTREAM",
     "DEMO_UPSTREAM",
+    "OPTIONS",
+    "Option",
     "Secret",
     "Settings",
     "SettingsError",
@@ -32,6 +34,7 @@ __all__ = [
     "check_listener",
     "is_loopback",
     "load_settings",
+    "markdown_table",
 ]
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
@@ -57,65 +60,9 @@ class Secret:
     __str__ = __repr__
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamTimeouts:
-    """Explicit upstream timeouts in seconds, so celgate ends a stalled upstream.
-
-    ``connect``: TCP/TLS connect. ``first_byte``: from sending the request to
-    the response headers. ``idle``: the longest silence between two reads of a
-    response body (between SSE events). There is no total timeout: a healthy
-    long stream is never cut.
-    """
-
-    connect: float = 10.0
-    first_byte: float = 300.0
-    idle: float = 120.0
+_SETTING = "celgate_setting"  # the dataclass field metadata key _setting fills
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything ``celgate serve`` needs; see the README's configuration table."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    upstream: str = DEFAULT_UPSTREAM
-    policies: Path = Path("policies")
-    no_policy: bool = False
-    cel_backend: str = "cel-expr"
-    agents: Path = Path("agents")
-    agents_model: str | None = None
-    agents_max_turns: int = 10
-    agents_api: str = "chat"
-    watch: bool = True
-    upstream_api_key_env: str | None = None
-    upstream_api_key: Secret | None = field(default=None, repr=False)
-    admin_token_env: str | None = None
-    admin_token: Secret | None = field(default=None, repr=False)
-    timeouts: UpstreamTimeouts = UpstreamTimeouts()
-    max_body_bytes: int = 10 * 1024 * 1024
-    client_timeout: float = 30.0
-    drain_seconds: float = 30.0
-    max_concurrent_requests: int = 1024
-    max_concurrent_streams: int = 512
-    max_held_call_bytes: int = 1024 * 1024
-    upstream_check: bool = True
-    log_level: str = "info"
-    log_format: str = "json"
-    access_log: str | None = "-"
-    audit_log: str | None = None
-    audit_allows: bool = False
-    audit_arguments: bool = False
-    demo_delay_ms: int = 30
-
-    @property
-    def sidecar_keys(self) -> bool:
-        """True when celgate holds the upstream key and clients bring their own."""
-        return self.upstream_api_key is not None
-
-
-# name -> (type converter, argparse help). The key is also the flag
-# (--max-body-bytes), the env var suffix (CELGATE_MAX_BODY_BYTES) and the
-# celgate.yaml key (max_body_bytes).
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -142,65 +89,297 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return convert
 
 
-_OPTIONS: dict[str, tuple[Any, str]] = {
-    "host": (str, "address to listen on (default 127.0.0.1)"),
-    "port": (int, "port to listen on (default 8080)"),
-    "upstream": (str, "upstream OpenAI-compatible base URL, or 'demo' for the built-in demo model"),
-    "policies": (Path, "policy directory (default ./policies)"),
-    "no_policy": (_bool, "run without a policy: everything is allowed"),
-    "cel_backend": (_choice("cel-expr", "celpy"), "CEL engine: cel-expr (default) or celpy"),
-    "agents": (Path, "drop-in agents directory (default ./agents)"),
-    "agents_model": (_optional_str, "model for drop-in agents that set none"),
-    "agents_max_turns": (int, "max turns of a drop-in agent run (default 10)"),
-    "agents_api": (
-        _choice("chat", "responses"),
-        "API of drop-in agents' own model calls through celgate: chat (default) or responses",
-    ),
-    "watch": (_bool, "hot-reload policies and agents on change (default on)"),
-    "upstream_api_key_env": (_optional_str, "sidecar-key mode: env var holding the upstream API key"),
-    "admin_token_env": (
-        _optional_str,
-        "env var holding the bearer token /admin/* and /metrics require (required to listen off loopback)",
-    ),
-    "connect_timeout": (float, "upstream connect timeout, seconds (default 10)"),
-    "first_byte_timeout": (float, "upstream time to response headers, seconds (default 300)"),
-    "idle_timeout": (float, "longest upstream silence mid-body, seconds (default 120)"),
-    "max_body_bytes": (int, "largest accepted request body (default 10 MiB)"),
-    "client_timeout": (
-        float,
-        "seconds a client may take to send a request head, and longest silence mid-body (default 30)",
-    ),
-    "drain_seconds": (float, "on SIGTERM, how long in-flight requests and streams may finish (default 30)"),
-    "max_concurrent_requests": (int, "requests in flight before new ones get 429 (default 1024; 0: no limit)"),
-    "max_concurrent_streams": (int, "streams in flight before new ones get 429 (default 512; 0: no limit)"),
-    "max_held_call_bytes": (
-        int,
-        "most a tool call held for a decision may buffer; past it the call is denied (default 1 MiB)",
-    ),
-    "upstream_check": (_bool, "/readyz checks that the upstream accepts connections (default on)"),
-    "log_level": (_choice("debug", "info", "warning", "error"), "log level (default info)"),
-    "log_format": (_choice("json", "text"), "log format (default json)"),
-    "access_log": (_optional_str, "access log: '-' (stdout, default), a file path, or 'off'"),
-    "audit_log": (_optional_str, "policy audit log: '-' (stdout) or a file path (default off)"),
-    "audit_allows": (_bool, "also audit allowed decisions"),
-    "audit_arguments": (_bool, "include tool-call arguments in audit records"),
-    "demo_delay_ms": (int, "demo model: delay between streamed chunks, ms (default 30)"),
-}
-_TIMEOUT_KEYS = {"connect_timeout": "connect", "first_byte_timeout": "first_byte", "idle_timeout": "idle"}
-_BOOL_FLAGS = {"no_policy", "watch", "upstream_check", "audit_allows", "audit_arguments"}
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    convert: Callable[[Any], Any]
+    help: str
+    shown: str | None
+    metavar: str | None
+    name: str | None
+
+
+def _setting(
+    convert: Callable[[Any], Any],
+    help: str,
+    *,
+    shown: str | None = None,
+    metavar: str | None = None,
+    name: str | None = None,
+) -> dict[str, _Meta]:
+    """Field metadata that makes a field a user-facing setting, so its default, type and help live in one place.
+
+    ``help`` is one line of Markdown (the README table shows it, ``--help``
+    shows it without backticks); ``shown`` replaces the default as printed,
+    ``name`` the field's name as the setting's name.
+    """
+    return {_SETTING: _Meta(convert, help, shown, metavar, name)}
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTimeouts:
+    """Explicit upstream timeouts in seconds, so celgate ends a stalled upstream.
+
+    ``connect``: TCP/TLS connect. ``first_byte``: from sending the request to
+    the response headers. ``idle``: the longest silence between two reads of a
+    response body (between SSE events). There is no total timeout: a healthy
+    long stream is never cut.
+    """
+
+    connect: float = field(
+        default=10.0,
+        metadata=_setting(float, "seconds to connect to the upstream (TCP and TLS)", name="connect_timeout"),
+    )
+    first_byte: float = field(
+        default=300.0,
+        metadata=_setting(
+            float, "seconds from a request sent upstream to its response headers", name="first_byte_timeout"
+        ),
+    )
+    idle: float = field(
+        default=120.0,
+        metadata=_setting(
+            float, "longest upstream silence mid-body (between SSE events), seconds", name="idle_timeout"
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``celgate serve`` needs.
+
+    A field with ``_setting`` metadata is a flag, a ``CELGATE_*`` variable and a
+    ``celgate.yaml`` key (``OPTIONS``); ``--help`` and the README's configuration
+    table (``markdown_table``) are generated from these fields, so they cannot drift.
+    """
+
+    host: str = field(
+        default="127.0.0.1",
+        metadata=_setting(
+            str, "address to listen on (`0.0.0.0` in the container); off loopback it needs `--admin-token-env`"
+        ),
+    )
+    port: int = field(default=8080, metadata=_setting(int, "port to listen on"))
+    upstream: str = field(
+        default=DEFAULT_UPSTREAM,
+        metadata=_setting(
+            str,
+            "upstream OpenAI-compatible base URL, or `demo` for the built-in demo model",
+            shown=f"`$OPENAI_BASE_URL`, else `{DEFAULT_UPSTREAM}`",
+        ),
+    )
+    policies: Path = field(
+        default=Path("policies"),
+        metadata=_setting(
+            Path, "policy directory: every `*.yaml` in it is merged; celgate will not start without it", metavar="DIR"
+        ),
+    )
+    no_policy: bool = field(
+        default=False,
+        metadata=_setting(
+            _bool, "run with no policy: everything is allowed and nothing is decided (`/readyz` says so)"
+        ),
+    )
+    cel_backend: str = field(
+        default="cel-expr",
+        metadata=_setting(
+            _choice("cel-expr", "celpy"), "CEL engine: `cel-expr` (Google's cel-cpp) or `celpy` (pure Python, slower)"
+        ),
+    )
+    agents: Path = field(
+        default=Path("agents"),
+        metadata=_setting(
+            Path,
+            "drop-in agents directory; when it is absent there are no agents and the Agents SDK is not imported",
+            metavar="DIR",
+        ),
+    )
+    agents_model: str | None = field(
+        default=None, metadata=_setting(_optional_str, "model for drop-in agents that set none")
+    )
+    agents_max_turns: int = field(default=10, metadata=_setting(int, "turn limit of a drop-in agent run"))
+    agents_api: str = field(
+        default="chat",
+        metadata=_setting(
+            _choice("chat", "responses"),
+            "API of drop-in agents' own model calls through celgate: `chat` (Chat Completions) or `responses`",
+        ),
+    )
+    watch: bool = field(
+        default=True, metadata=_setting(_bool, "hot-reload policies and agents when their files change")
+    )
+    upstream_api_key_env: str | None = field(
+        default=None,
+        metadata=_setting(
+            _optional_str,
+            "sidecar-key mode: celgate sends the key in `$NAME` upstream; clients authenticate with their own keys",
+            metavar="NAME",
+        ),
+    )
+    upstream_api_key: Secret | None = field(default=None, repr=False)
+    admin_token_env: str | None = field(
+        default=None,
+        metadata=_setting(
+            _optional_str,
+            "`/metrics` and `/admin/*` require `Authorization: Bearer` with the token in `$NAME` (at least"
+            f" {MIN_ADMIN_TOKEN_CHARS} characters); required when `--host` is not loopback",
+            shown="none (`CELGATE_ADMIN_TOKEN` in the container)",
+            metavar="NAME",
+        ),
+    )
+    admin_token: Secret | None = field(default=None, repr=False)
+    timeouts: UpstreamTimeouts = UpstreamTimeouts()
+    max_body_bytes: int = field(
+        default=10 * 1024 * 1024,
+        metadata=_setting(int, "larger request bodies get 413 without being read", shown="`10485760` (10 MiB)"),
+    )
+    client_timeout: float = field(
+        default=30.0,
+        metadata=_setting(
+            float, "seconds a client may take to send a request head, and its longest silence mid-body (408)"
+        ),
+    )
+    drain_seconds: float = field(
+        default=30.0,
+        metadata=_setting(
+            float, "on SIGTERM, seconds in-flight requests and streams get to finish before they are ended"
+        ),
+    )
+    max_concurrent_requests: int = field(
+        default=1024,
+        metadata=_setting(int, "requests in flight, all principals together, before new ones get 429 (`0`: no limit)"),
+    )
+    max_concurrent_streams: int = field(
+        default=512,
+        metadata=_setting(int, "streams in flight, all principals together, before new ones get 429 (`0`: no limit)"),
+    )
+    max_held_call_bytes: int = field(
+        default=1024 * 1024,
+        metadata=_setting(
+            int,
+            "most a tool call held for its decision may buffer; past it the call is denied and audited",
+            shown="`1048576` (1 MiB)",
+        ),
+    )
+    upstream_check: bool = field(
+        default=True, metadata=_setting(_bool, "`/readyz` checks that the upstream accepts connections")
+    )
+    log_level: str = field(
+        default="info",
+        metadata=_setting(
+            _choice("debug", "info", "warning", "error"), "`debug`, `info`, `warning` or `error` (stderr)"
+        ),
+    )
+    log_format: str = field(
+        default="json", metadata=_setting(_choice("json", "text"), "diagnostic log format: `json` or `text`")
+    )
+    access_log: str | None = field(
+        default="-", metadata=_setting(_optional_str, "one JSON line per request: `-` (stdout), a file path, or `off`")
+    )
+    audit_log: str | None = field(
+        default=None,
+        metadata=_setting(_optional_str, "policy audit log (JSON lines): `-` (stdout) or a file path", shown="off"),
+    )
+    audit_allows: bool = field(default=False, metadata=_setting(_bool, "also audit allowed decisions"))
+    audit_arguments: bool = field(
+        default=False, metadata=_setting(_bool, "include tool-call arguments in audit records")
+    )
+    demo_delay_ms: int = field(
+        default=30, metadata=_setting(int, "demo model: pause between streamed chunks, milliseconds")
+    )
+
+    @property
+    def sidecar_keys(self) -> bool:
+        """True when celgate holds the upstream key and clients bring their own."""
+        return self.upstream_api_key is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting as the user sets it: ``--x-y``, ``CELGATE_X_Y`` or ``x_y:`` in celgate.yaml.
+
+    ``path`` is where its value lives in ``Settings`` (``("timeouts", "connect")``).
+    """
+
+    name: str
+    path: tuple[str, ...]
+    default: Any
+    convert: Callable[[Any], Any]
+    help: str
+    shown: str
+    metavar: str | None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def negatable(self) -> bool:
+        """A switch with a ``--no-`` form; ``--no-policy`` itself is a plain switch."""
+        return isinstance(self.default, bool) and not self.name.startswith("no_")
+
+    @property
+    def flags(self) -> str:
+        """The flag as the README names it: ``--watch / --no-watch``, ``--policies DIR``."""
+        if self.negatable:
+            return f"{self.flag} / --no-{self.flag[2:]}"
+        return f"{self.flag} {self.metavar}" if self.metavar else self.flag
+
+    def help_line(self) -> str:
+        """The ``--help`` line: the help and its default, without Markdown."""
+        return f"{self.help} (default {self.shown})".replace("`", "").replace("%", "%%")
+
+
+def _shown(default: Any) -> str:
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if default is None:
+        return "none"
+    if isinstance(default, Path):
+        return f"`./{default}`"
+    if isinstance(default, float):
+        return f"`{default:g}`"
+    return f"`{default}`"
+
+
+def _options(cls: type[Any], prefix: tuple[str, ...] = ()) -> list[Option]:
+    """Every ``_setting`` field of ``cls``, nested value objects (``timeouts``) included, in field order."""
+    options: list[Option] = []
+    for f in dataclasses.fields(cls):
+        meta: _Meta | None = f.metadata.get(_SETTING)
+        if meta is None:
+            if dataclasses.is_dataclass(f.default):
+                options += _options(type(f.default), (*prefix, f.name))
+            continue
+        shown = meta.shown or _shown(f.default)
+        options.append(
+            Option(meta.name or f.name, (*prefix, f.name), f.default, meta.convert, meta.help, shown, meta.metavar)
+        )
+    return options
+
+
+OPTIONS: dict[str, Option] = {option.name: option for option in _options(Settings)}
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    lines = ["| flag | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{o.flags}` | {o.shown} | {o.help} |" for o in OPTIONS.values()]
+    return "\n".join(lines)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare every setting as a flag whose default is 'unset' (None)."""
+    """Declare every setting as a flag whose default is 'unset' (None), so lower layers can fill it."""
     parser.add_argument("--config", type=Path, default=None, help="settings file (default ./celgate.yaml if present)")
-    for name, (_, help_text) in _OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
-        if name == "no_policy":  # BooleanOptionalAction would read "--no-policy" as policy=False
-            parser.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=help_text)
-        elif name in _BOOL_FLAGS:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    for o in OPTIONS.values():
+        help_text = o.help_line()
+        if isinstance(o.default, bool) and not o.negatable:  # "--no-policy" is not "policy=False"
+            parser.add_argument(o.flag, dest=o.name, action="store_const", const=True, default=None, help=help_text)
+        elif o.negatable:
+            parser.add_argument(
+                o.flag, dest=o.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
-            parser.add_argument(flag, dest=name, default=None, help=help_text)
+            parser.add_argument(o.flag, dest=o.name, default=None, metavar=o.metavar, help=help_text)
 
 
 def load_settings(
@@ -224,8 +403,8 @@ def load_settings(
 def _layers(
     flags: Mapping[str, Any], environ: Mapping[str, str], config_file: Path | None
 ) -> Sequence[tuple[str, Mapping[str, Any]]]:
-    env_layer = {name: environ[ENV_PREFIX + name.upper()] for name in _OPTIONS if ENV_PREFIX + name.upper() in environ}
-    flag_layer = {name: value for name, value in flags.items() if name in _OPTIONS}
+    env_layer = {name: environ[ENV_PREFIX + name.upper()] for name in OPTIONS if ENV_PREFIX + name.upper() in environ}
+    flag_layer = {name: value for name, value in flags.items() if name in OPTIONS}
     return [("flag", flag_layer), ("environment", env_layer), *_file_layer(config_file)]
 
 
@@ -242,24 +421,22 @@ def _file_layer(config_file: Path | None) -> list[tuple[str, Mapping[str, Any]]]
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: expected a mapping of setting: value")
     normalised = {str(key).replace("-", "_"): value for key, value in data.items()}
-    unknown = sorted(set(normalised) - set(_OPTIONS))
+    unknown = sorted(set(normalised) - set(OPTIONS))
     if unknown:
         raise SettingsError(f"{path}: unknown setting(s): {', '.join(unknown)}")
     return [(str(path), normalised)]
 
 
 def _convert(name: str, raw: Any, source: str) -> Any:
-    converter, _ = _OPTIONS[name]
     try:
-        return converter(raw)
+        return OPTIONS[name].convert(raw)
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{name} from {source}: {exc}") from exc
 
 
 def _build(values: dict[str, Any], environ: Mapping[str, str]) -> Settings:
-    timeouts = dataclasses.replace(
-        UpstreamTimeouts(), **{_TIMEOUT_KEYS[k]: values.pop(k) for k in list(values) if k in _TIMEOUT_KEYS}
-    )
+    nested = [name for name in values if OPTIONS[name].path[0] == "timeouts"]
+    timeouts = UpstreamTimeouts(**{OPTIONS[name].path[1]: values.pop(name) for name in nested})
     for name, seconds in dataclasses.asdict(timeouts).items():
         if seconds <= 0:
             raise SettingsError(f"{name}_timeout must be > 0, got {seconds}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 from collections.abc import Callable
@@ -12,7 +13,15 @@ import openai
 import pytest
 
 from celgate.proxy import __version__
-from celgate.proxy.settings import DEFAULT_UPSTREAM, Secret, Settings, SettingsError, UpstreamTimeouts, load_settings
+from celgate.proxy.settings import (
+    DEFAULT_UPSTREAM,
+    OPTIONS,
+    Secret,
+    Settings,
+    SettingsError,
+    UpstreamTimeouts,
+    load_settings,
+)
 from tests.helpers import REPO, free_port
 from tests.helpers.fakeupstream import FakeUpstream
 from tests.helpers.process import CELGATE, STARTUP_SECONDS, Running, clean_env, stop
@@ -235,6 +244,14 @@ def test_defaults(in_empty_dir: Path) -> None:
     assert settings.policies == Path("policies") and settings.agents == Path("agents")
     assert settings.timeouts == UpstreamTimeouts()
     assert settings.max_body_bytes == 10 * 1024 * 1024
+
+
+def test_every_field_is_a_documented_setting_or_derived_from_one() -> None:
+    """A field added without ``_setting`` metadata would be neither settable nor in the README table."""
+    settable = {option.path[0] for option in OPTIONS.values()}
+    assert {f.name for f in dataclasses.fields(Settings)} - settable == {"upstream_api_key", "admin_token"}
+    for option in OPTIONS.values():
+        assert option.help and not {"\n", "|"} & set(option.help), option.name  # one Markdown table cell
 
 
 def test_flags_beat_env_beat_file_beat_defaults(in_empty_dir: Path) -> None:
