@@ -40,6 +40,7 @@ import pytest
 import yaml
 
 from tests.helpers.fakeupstream import FakeUpstream
+from tests.helpers.observe import policies_status, wait_for_status
 from tests.helpers.process import CELGATE, Running, clean_env, stop, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -819,22 +820,6 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def policies_status(http: aiohttp.ClientSession, pod: Pod) -> Obj:
-    async with http.get(pod.root + "/admin/policies", headers=pod.admin()) as response:
-        assert response.status == 200
-        status: Obj = await response.json()
-        return status
-
-
-async def wait_for_status(http: aiohttp.ClientSession, pod: Pod, done: Any, seconds: float = 20) -> Obj:
-    async with asyncio.timeout(seconds):
-        while True:
-            status = await policies_status(http, pod)
-            if done(status):
-                return status
-            await asyncio.sleep(0.2)
-
-
 BROKEN = "version: 1\nrules:\n  - name: broken\n    on: request\n    effect: allow\n    when: 'request.stream &&'\n"
 DENY_BLOCKED = (
     "version: 1\nrules:\n  - name: no-blocked-models\n    on: request\n    models: ['blocked-*']\n"
@@ -845,13 +830,15 @@ DENY_BLOCKED = (
 async def test_pod_reloads_configmap_updates_and_keeps_the_last_good_set(pod: Pod) -> None:
     data = find(render(), "ConfigMap", "celgate-policies")["data"]
     async with aiohttp.ClientSession(headers=bearer(pod.secret("celgate", "app-key"))) as http:
-        first = await policies_status(http, pod)
+        first = await policies_status(http, pod, pod.admin())
         assert first["last_error"] is None
         assert {Path(f).name for f in first["active"]["files"]} == set(data)
         version = first["active"]["version"]
 
         pod.volume.update({**data, "broken.yaml": BROKEN})
-        status = await wait_for_status(http, pod, lambda s: s["last_error"] is not None)
+        status = await wait_for_status(
+            http, pod, lambda s: s["last_error"] is not None, headers=pod.admin(), seconds=20, interval=0.2
+        )
         assert status["active"]["version"] == version, "a broken update keeps the last good set"
         assert "broken.yaml" in status["last_error"]["message"]
         async with http.post(pod.root + "/v1/chat/completions", json=CHAT) as response:
@@ -860,7 +847,9 @@ async def test_pod_reloads_configmap_updates_and_keeps_the_last_good_set(pod: Po
             assert response.status == 200, "a broken update does not take the pod out of service"
 
         pod.volume.update({**data, "deny-blocked.yaml": DENY_BLOCKED})
-        status = await wait_for_status(http, pod, lambda s: s["active"]["version"] != version)
+        status = await wait_for_status(
+            http, pod, lambda s: s["active"]["version"] != version, headers=pod.admin(), seconds=20, interval=0.2
+        )
         assert status["last_error"] is None
         async with http.post(pod.root + "/v1/chat/completions", json={**CHAT, "model": "blocked-1"}) as response:
             assert response.status == 403
@@ -927,10 +916,12 @@ async def test_pod_writes_nothing(tmp_path: Path) -> None:
             too_many = {**CHAT, "max_tokens": 200000}  # starter.yaml's cap-max-tokens: an audit record on stdout
             async with http.post(pod.root + "/v1/chat/completions", json=too_many, headers=app_key) as response:
                 assert response.status == 403
-            version = (await policies_status(http, pod))["active"]["version"]
+            version = (await policies_status(http, pod, pod.admin()))["active"]["version"]
             data = find(render(), "ConfigMap", "celgate-policies")["data"]
             pod.volume.update({**data, "deny-blocked.yaml": DENY_BLOCKED})
-            await wait_for_status(http, pod, lambda s: s["active"]["version"] != version)
+            await wait_for_status(
+                http, pod, lambda s: s["active"]["version"] != version, headers=pod.admin(), seconds=20, interval=0.2
+            )
     finally:
         assert await stop_pod(pod) == 0
     calls = [line for path in tmp_path.glob("trace.*") for line in path.read_text().splitlines()]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from celgate.adapters import AgentRegistry, stream_completion
+from tests.helpers.observe import eventually
 
 from .conftest import FakeGateway, FakeHooks, Text, ToolCalls, caller_for, collect, write_agent
 
@@ -26,12 +27,6 @@ def version() -> str:
 
 agent = Agent(name="v", tools=[version])
 """
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,16 @@ from aiohttp import web
 from celgate.proxy.keys import SETTINGS
 from celgate.proxy.server import Server
 
-__all__ = ["ALLOW_REQUESTS", "REPO", "Celgate", "assert_openai_error", "free_port", "write_policy"]
+__all__ = [
+    "ALLOW_REQUESTS",
+    "REPO",
+    "Celgate",
+    "assert_openai_error",
+    "free_port",
+    "replace",
+    "write_policy",
+    "write_yaml",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 # The head of most test policies: deny by default, every request admitted; tool rules follow.
@@ -70,9 +80,21 @@ def assert_openai_error(body: Any, *, type_: str | None = None, code: str | None
     return error
 
 
+def write_yaml(directory: Path, text: str, name: str = "policy.yaml") -> Path:
+    """``directory/<name>`` holding ``text`` dedented (indented triple-quoted YAML reads as written)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
 def write_policy(directory: Path, text: str, name: str = "policy.yaml") -> Path:
-    """``directory/policies/<name>`` holding ``text``; returns the policy directory."""
-    policies = directory / "policies"
-    policies.mkdir(exist_ok=True)
-    (policies / name).write_text(text)
-    return policies
+    """``directory/policies/<name>`` holding ``text``, as ``write_yaml`` writes it; returns the policy directory."""
+    return write_yaml(directory / "policies", text, name).parent
+
+
+def replace(path: Path, text: str) -> None:
+    """Save like an editor that writes atomically: one complete file, never a half-written one."""
+    temp = path.with_name(f".{path.name}.tmp")  # a dot file: the watchers ignore it
+    temp.write_text(text)
+    temp.replace(path)

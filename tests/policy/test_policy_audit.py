@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from datetime import datetime
 from pathlib import Path
 
 from celgate.policy import PolicySet, Principal, ToolCall, audit_record, load_policies
 from celgate.policy.cli import build_request
+from tests.helpers import write_yaml
 
 POLICY = """
     version: 1
@@ -21,7 +21,7 @@ POLICY = """
 
 
 def test_audit_record_of_a_denied_tool_call(tmp_path: Path) -> None:
-    (tmp_path / "p.yaml").write_text(textwrap.dedent(POLICY))
+    write_yaml(tmp_path, POLICY, "p.yaml")
     policy = load_policies(tmp_path)
     principal = policy.resolve_principal("sk-bench")
     tool = ToolCall("shell.exec", '{"cmd": "rm -rf /"}', "call_7", "upstream")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from celgate.policy.cli import main
+from tests.helpers import write_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = """
@@ -32,10 +32,7 @@ def run(*argv: str) -> tuple[int, str]:
 
 @pytest.fixture
 def policies(tmp_path: Path) -> Path:
-    directory = tmp_path / "policies"
-    directory.mkdir()
-    (directory / "main.yaml").write_text(textwrap.dedent(POLICY))
-    return directory
+    return write_yaml(tmp_path / "policies", POLICY, "main.yaml").parent
 
 
 def test_check_ok(policies: Path) -> None:
@@ -66,9 +63,7 @@ def test_check_default_directory_is_policies_and_warnings_are_shown(monkeypatch:
 
 
 def write_cases(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "cases.yaml"
-    path.write_text(textwrap.dedent(text))
-    return str(path)
+    return str(write_yaml(tmp_path, text, "cases.yaml"))
 
 
 def test_test_passes(policies: Path, tmp_path: Path) -> None:

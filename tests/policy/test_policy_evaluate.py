@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,11 @@ from celgate.policy import (
 from celgate.policy.backends import BACKENDS
 from celgate.policy.cli import build_request
 from celgate.policy.evaluate import _freeze
+from tests.helpers import write_yaml
 
 
 def load(directory: Path, text: str, backend: str = "cel-expr") -> PolicySet:
-    (directory / "policy.yaml").write_text(textwrap.dedent(text))
+    write_yaml(directory, text)
     return load_policies(directory, backend)
 
 

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from celgate.policy import Effect, Mode, PolicyLoadError, PolicySet, Problem, load_policies
 from celgate.policy.backends import BACKENDS
-
-
-def write(directory: Path, text: str, name: str = "policy.yaml") -> str:
-    path = directory / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return str(path)
+from tests.helpers import write_yaml
 
 
 def problems(directory: Path, backend: str = "cel-expr") -> list[Problem]:
@@ -31,7 +25,7 @@ def only_problem(directory: Path, backend: str = "cel-expr") -> Problem:
 
 
 def test_minimal_policy_loads(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\n")
+    write_yaml(tmp_path, "version: 1\n")
     policy = load_policies(tmp_path)
     assert isinstance(policy, PolicySet)
     assert (policy.rule_count, policy.files, policy.backend) == (0, ("policy.yaml",), "cel-expr")
@@ -40,15 +34,15 @@ def test_minimal_policy_loads(tmp_path: Path) -> None:
 
 
 def test_files_are_merged_and_the_version_is_a_content_hash(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\nrules: [{name: a, on: request, effect: allow}]\n", "a.yaml")
-    write(tmp_path, "version: 1\nrules: [{name: b, on: request, effect: deny}]\n", "b.yml")
-    write(tmp_path, "not: loaded\n", ".hidden.yaml")
+    write_yaml(tmp_path, "version: 1\nrules: [{name: a, on: request, effect: allow}]\n", "a.yaml")
+    write_yaml(tmp_path, "version: 1\nrules: [{name: b, on: request, effect: deny}]\n", "b.yml")
+    write_yaml(tmp_path, "not: loaded\n", ".hidden.yaml")
     (tmp_path / "tests").mkdir()
-    write(tmp_path / "tests", "cases: []\n", "cases.yaml")
+    write_yaml(tmp_path / "tests", "cases: []\n", "cases.yaml")
     first = load_policies(tmp_path)
     assert first.files == ("a.yaml", "b.yml") and [r.name for r in first.rules] == ["a", "b"]
     assert load_policies(tmp_path).version == first.version
-    write(tmp_path, "version: 1\nrules: [{name: b, on: request, effect: allow}]\n", "b.yml")
+    write_yaml(tmp_path, "version: 1\nrules: [{name: b, on: request, effect: allow}]\n", "b.yml")
     assert load_policies(tmp_path).version != first.version
 
 
@@ -58,15 +52,16 @@ def test_missing_directory_and_empty_directory(tmp_path: Path) -> None:
 
 
 def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "version: 1\nrules:\n  - name: [unclosed\n")
+    path = str(write_yaml(tmp_path, "version: 1\nrules:\n  - name: [unclosed\n"))
     problem = only_problem(tmp_path)
     assert problem.file == path and problem.line == 4 and problem.message.startswith("invalid YAML")
 
 
 def test_structure_problems_are_all_reported_with_positions(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        """
+    path = str(
+        write_yaml(
+            tmp_path,
+            """
         defaults: {decision: maybe, mode: loud, colour: red}
         principals:
           - {id: a, key_sha256: c00397de4384b5bbaf14c02fe1ec7020d28d1eeab6a722c576c84b6678c41c29}
@@ -103,6 +98,7 @@ def test_structure_problems_are_all_reported_with_positions(tmp_path: Path) -> N
             on: tool_call
             effect: deny
         """,
+        )
     )
     found = {(p.line, p.rule, p.message) for p in problems(tmp_path)}
     assert all(p.file == path for p in problems(tmp_path))
@@ -132,27 +128,27 @@ def test_structure_problems_are_all_reported_with_positions(tmp_path: Path) -> N
 
 
 def test_duplicates_across_files(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\nrules:\n  - {name: same, on: request, effect: allow}\n", "a.yaml")
-    path_b = write(tmp_path, "version: 1\n\nrules:\n  - {name: same, on: request, effect: deny}\n", "b.yaml")
+    write_yaml(tmp_path, "version: 1\nrules:\n  - {name: same, on: request, effect: allow}\n", "a.yaml")
+    path_b = str(write_yaml(tmp_path, "version: 1\n\nrules:\n  - {name: same, on: request, effect: deny}\n", "b.yaml"))
     problem = only_problem(tmp_path)
     assert (problem.file, problem.line, problem.rule) == (path_b, 4, "same")
     assert problem.message == f"duplicate rule name (first at {tmp_path / 'a.yaml'}:3)"
 
 
 def test_conflicting_defaults_across_files(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\ndefaults: {decision: deny}\n", "a.yaml")
-    write(tmp_path, "version: 1\ndefaults: {decision: allow, mode: dry-run}\n", "b.yaml")
+    write_yaml(tmp_path, "version: 1\ndefaults: {decision: deny}\n", "a.yaml")
+    write_yaml(tmp_path, "version: 1\ndefaults: {decision: allow, mode: dry-run}\n", "b.yaml")
     assert only_problem(tmp_path).message == f"defaults.decision conflicts with {tmp_path / 'a.yaml'}:2"
 
 
 def test_same_defaults_in_two_files_are_fine(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\ndefaults: {decision: allow}\n", "a.yaml")
-    write(tmp_path, "version: 1\ndefaults: {decision: allow}\n", "b.yaml")
+    write_yaml(tmp_path, "version: 1\ndefaults: {decision: allow}\n", "a.yaml")
+    write_yaml(tmp_path, "version: 1\ndefaults: {decision: allow}\n", "b.yaml")
     assert load_policies(tmp_path).defaults.decision is Effect.ALLOW
 
 
 def test_unsupported_version_and_bad_deny_message(tmp_path: Path) -> None:
-    write(tmp_path, 'version: 2\ndefaults: {deny_message: "{who} was denied"}\n')
+    write_yaml(tmp_path, 'version: 2\ndefaults: {deny_message: "{who} was denied"}\n')
     messages = {p.message for p in problems(tmp_path)}
     assert messages == {
         "unsupported version '2'; expected 1",
@@ -161,17 +157,17 @@ def test_unsupported_version_and_bad_deny_message(tmp_path: Path) -> None:
 
 
 def test_on_is_a_key_not_a_yaml_boolean(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\nrules:\n  - name: r\n    on: tool_call\n    effect: deny\n")
+    write_yaml(tmp_path, "version: 1\nrules:\n  - name: r\n    on: tool_call\n    effect: deny\n")
     assert load_policies(tmp_path).rules[0].point.value == "tool_call"
 
 
 def test_principal_attributes_must_be_json_like(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\nprincipals:\n  - {id: a, key_env: K, since: 2024-01-01}\n")
+    write_yaml(tmp_path, "version: 1\nprincipals:\n  - {id: a, key_env: K, since: 2024-01-01}\n")
     assert only_problem(tmp_path).message == "attribute 'since': unsupported value type date (quote it)"
 
 
 def test_key_env(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\nprincipals:\n  - {id: batch, key_env: BATCH_KEY, team: data}\n")
+    write_yaml(tmp_path, "version: 1\nprincipals:\n  - {id: batch, key_env: BATCH_KEY, team: data}\n")
     policy = load_policies(tmp_path, environ={"BATCH_KEY": "sk-batch"})
     assert policy.resolve_principal("sk-batch").id == "batch"
     unset = load_policies(tmp_path, environ={})
@@ -199,8 +195,10 @@ WHEN_ERRORS = [
 @pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize(("name", "when", "message"), WHEN_ERRORS, ids=[e[0] for e in WHEN_ERRORS])
 def test_when_errors(tmp_path: Path, backend: str, name: str, when: str, message: str) -> None:
-    path = write(
-        tmp_path, f"version: 1\nrules:\n  - name: {name}\n    on: request\n    effect: deny\n    when: {when}\n"
+    path = str(
+        write_yaml(
+            tmp_path, f"version: 1\nrules:\n  - name: {name}\n    on: request\n    effect: deny\n    when: {when}\n"
+        )
     )
     problem = only_problem(tmp_path, backend)
     assert (problem.file, problem.line, problem.rule) == (path, 6, name)
@@ -209,13 +207,15 @@ def test_when_errors(tmp_path: Path, backend: str, name: str, when: str, message
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_cel_position_is_reported(tmp_path: Path, backend: str) -> None:
-    write(tmp_path, "version: 1\nrules:\n  - name: r\n    on: request\n    effect: deny\n    when: 'true && nosuch'\n")
+    write_yaml(
+        tmp_path, "version: 1\nrules:\n  - name: r\n    on: request\n    effect: deny\n    when: 'true && nosuch'\n"
+    )
     assert only_problem(tmp_path, backend).message == "when at 1:9: undeclared reference to 'nosuch'"
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_request_rule_reading_tool_is_a_load_error(tmp_path: Path, backend: str) -> None:
-    write(
+    write_yaml(
         tmp_path,
         """
         version: 1
@@ -234,7 +234,7 @@ def test_request_rule_reading_tool_is_a_load_error(tmp_path: Path, backend: str)
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_macro_variables_are_declared(tmp_path: Path, backend: str) -> None:
-    write(
+    write_yaml(
         tmp_path,
         """
         version: 1
@@ -254,7 +254,7 @@ def test_macro_variables_are_declared(tmp_path: Path, backend: str) -> None:
 
 
 def test_rules_are_compiled_once_with_their_analysis(tmp_path: Path) -> None:
-    write(
+    write_yaml(
         tmp_path,
         """
         version: 1
@@ -272,6 +272,6 @@ def test_rules_are_compiled_once_with_their_analysis(tmp_path: Path) -> None:
 
 
 def test_unknown_backend(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\n")
+    write_yaml(tmp_path, "version: 1\n")
     with pytest.raises(ValueError, match="unknown CEL backend 'rust'"):
         load_policies(tmp_path, "rust")

@@ -26,6 +26,7 @@ from celgate.policy import (
 )
 from celgate.policy.backends import BACKENDS
 from celgate.policy.cli import build_request, main
+from tests.helpers import write_yaml
 
 ROUTES = """
     version: 1
@@ -55,19 +56,13 @@ OPS = Principal("team-ops-1", {"team": "ops"})
 DATA = Principal("team-ops-2", {"team": "data"})
 
 
-def write(directory: Path, text: str, name: str = "policy.yaml") -> str:
-    path = directory / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return str(path)
-
-
 def to(path: str, method: str = "POST", **fields: object) -> RequestInfo:
     return build_request({"path": path, "method": method, **fields})
 
 
 @pytest.fixture(params=list(BACKENDS))
 def policy(request: pytest.FixtureRequest, tmp_path: Path) -> PolicySet:
-    write(tmp_path, ROUTES)
+    write_yaml(tmp_path, ROUTES)
     return load_policies(tmp_path, request.param, environ={})
 
 
@@ -115,7 +110,7 @@ def test_an_erroring_when_does_not_open_but_a_later_entry_may(policy: PolicySet)
 
 
 def test_the_whole_set_in_dry_run_makes_a_refusal_a_would_deny(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\ndefaults: {mode: dry-run, decision: allow}\nroutes: [{id: r, paths: [/v1/x]}]\n")
+    write_yaml(tmp_path, "version: 1\ndefaults: {mode: dry-run, decision: allow}\nroutes: [{id: r, paths: [/v1/x]}]\n")
     policy = load_policies(tmp_path)
     decision = policy.open_route(ANONYMOUS, to("/v1/y"))
     assert decision.would_deny and not decision.blocked  # defaults.decision: allow does not open it
@@ -123,7 +118,7 @@ def test_the_whole_set_in_dry_run_makes_a_refusal_a_would_deny(tmp_path: Path) -
 
 
 def test_without_routes_every_ungoverned_path_is_refused_and_allow_all_opens_everything(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\ndefaults: {decision: allow}\n")
+    write_yaml(tmp_path, "version: 1\ndefaults: {decision: allow}\n")
     assert load_policies(tmp_path).open_route(ANONYMOUS, to("/v1/batches")).blocked
     opened = PolicySet.allow_all().open_route(ANONYMOUS, to("/v1/batches"))
     assert (opened.effect, opened.rule, opened.reason) == (Effect.ALLOW, None, "allowed by default")
@@ -136,13 +131,15 @@ def test_governed_endpoints() -> None:
 
 
 def test_routes_merge_across_files_and_ids_are_unique(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\nroutes: [{id: a, paths: [/v1/a]}]\n", "a.yaml")
-    write(tmp_path, "version: 1\nroutes: [{id: b, paths: [/v1/b]}]\n", "b.yaml")
+    write_yaml(tmp_path, "version: 1\nroutes: [{id: a, paths: [/v1/a]}]\n", "a.yaml")
+    write_yaml(tmp_path, "version: 1\nroutes: [{id: b, paths: [/v1/b]}]\n", "b.yaml")
     assert [route.id for route in load_policies(tmp_path).routes] == ["a", "b"]
-    path_c = write(
-        tmp_path,
-        "version: 1\nrules:\n  - {name: b, on: request, effect: allow}\nroutes:\n  - {id: a, paths: [/v1/c]}\n",
-        "c.yaml",
+    path_c = str(
+        write_yaml(
+            tmp_path,
+            "version: 1\nrules:\n  - {name: b, on: request, effect: allow}\nroutes:\n  - {id: a, paths: [/v1/c]}\n",
+            "c.yaml",
+        )
     )
     with pytest.raises(PolicyLoadError) as caught:
         load_policies(tmp_path)
@@ -154,9 +151,10 @@ def test_routes_merge_across_files_and_ids_are_unique(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_route_problems_are_all_reported_with_positions(tmp_path: Path, backend: str) -> None:
-    path = write(
-        tmp_path,
-        """
+    path = str(
+        write_yaml(
+            tmp_path,
+            """
         version: 1
         routes:
           - id: typo
@@ -186,6 +184,7 @@ def test_route_problems_are_all_reported_with_positions(tmp_path: Path, backend:
             when: request.path.lowerAscii() == "/v1/x"
           - not a mapping
         """,
+        )
     )
     with pytest.raises(PolicyLoadError) as caught:
         load_policies(tmp_path, backend)
@@ -210,7 +209,7 @@ def test_route_problems_are_all_reported_with_positions(tmp_path: Path, backend:
 
 
 def test_on_route_is_not_a_rule_point(tmp_path: Path) -> None:
-    write(tmp_path, "version: 1\nrules:\n  - {name: r, on: route, effect: allow}\n")
+    write_yaml(tmp_path, "version: 1\nrules:\n  - {name: r, on: route, effect: allow}\n")
     with pytest.raises(PolicyLoadError) as caught:
         load_policies(tmp_path)
     assert caught.value.problems == [
@@ -219,7 +218,7 @@ def test_on_route_is_not_a_rule_point(tmp_path: Path) -> None:
 
 
 def test_the_admin_summary_lists_the_routes(tmp_path: Path) -> None:
-    write(tmp_path, ROUTES)
+    write_yaml(tmp_path, ROUTES)
     store = PolicyStore(tmp_path, environ={})
     active = store.status()["active"]
     assert active == store.current.summary()
@@ -257,7 +256,7 @@ def policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OPS2_KEY", "sk-ops-2")
     directory = tmp_path / "policies"
     directory.mkdir()
-    write(directory, ROUTES)
+    write_yaml(directory, ROUTES)
     return directory
 
 

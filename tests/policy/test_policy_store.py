@@ -19,6 +19,8 @@ import watchfiles
 
 from celgate.policy import PolicyLoadError, PolicyStore, Principal, ReloadResult
 from celgate.policy.cli import build_request
+from tests.helpers import replace
+from tests.helpers.observe import eventually
 
 GOOD = "version: 1\nrules:\n  - {name: allow-gpt, on: request, models: ['gpt-*'], effect: allow}\n"
 EDITED = "version: 1\nrules:\n  - {name: allow-claude, on: request, models: ['claude*'], effect: allow}\n"
@@ -101,19 +103,6 @@ def test_a_vanished_directory_keeps_the_last_good_set(tmp_path: Path) -> None:
     assert not result.ok and store.current is good
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
-
-
-def replace(path: Path, text: str) -> None:
-    """Write like an editor that saves atomically: one complete file, one change."""
-    temp = path.with_suffix(".tmp")
-    temp.write_text(text)
-    temp.replace(path)
-
-
 async def test_watch_edit_break_fix(tmp_path: Path) -> None:
     results: list[ReloadResult] = []
     store = make_store(tmp_path, results)
@@ -123,15 +112,15 @@ async def test_watch_edit_break_fix(tmp_path: Path) -> None:
         await asyncio.sleep(0.3)  # let the watcher start
         (tmp_path / "notes.txt").write_text("ignored: not a policy file")
         replace(policy_file, EDITED)
-        await wait_for(lambda: allowed(store, "claude-3"))
+        await eventually(lambda: allowed(store, "claude-3"))
         assert not allowed(store, "gpt-4o") and results[-1].ok
 
         replace(policy_file, BROKEN)
-        await wait_for(lambda: store.reloads_failed >= 1)
+        await eventually(lambda: store.reloads_failed >= 1)
         assert not results[-1].ok and allowed(store, "claude-3")  # still the last good set
 
         replace(policy_file, GOOD)
-        await wait_for(lambda: allowed(store, "gpt-4o"))
+        await eventually(lambda: allowed(store, "gpt-4o"))
         assert results[-1].ok and store.last_error is None
     finally:
         watcher.cancel()
@@ -217,17 +206,17 @@ async def test_watch_follows_configmap_updates(tmp_path: Path, watching: Callabl
     await asyncio.sleep(0.3)  # let the watcher start
 
     volume.update({"policy.yaml": EDITED})
-    await wait_for(lambda: allowed(store, "claude-3"), timeout=5)
+    await eventually(lambda: allowed(store, "claude-3"), timeout=5)
     assert results[-1].ok and not allowed(store, "gpt-4o") and store.current.files == ("policy.yaml",)
 
     volume.update({"policy.yaml": BROKEN})
-    await wait_for(lambda: store.reloads_failed >= 1, timeout=5)
+    await eventually(lambda: store.reloads_failed >= 1, timeout=5)
     assert not results[-1].ok and allowed(store, "claude-3")  # the last good set keeps serving
     [problem] = store.status()["last_error"]["problems"]
     assert problem["file"] == str(volume.directory / "policy.yaml") and problem["rule"] == "allow-claude"
 
     volume.update({"policy.yaml": GOOD})
-    await wait_for(lambda: allowed(store, "gpt-4o"), timeout=5)
+    await eventually(lambda: allowed(store, "gpt-4o"), timeout=5)
     assert results[-1].ok and store.status()["last_error"] is None
 
 
@@ -244,7 +233,7 @@ async def test_watch_follows_a_symlink_target_outside_the_directory(
     await asyncio.sleep(0.3)
 
     replace(shared / "policy.yaml", EDITED)  # no event in cm/: the poll's snapshot sees the new file
-    await wait_for(lambda: allowed(store, "claude-3"), timeout=5)
+    await eventually(lambda: allowed(store, "claude-3"), timeout=5)
 
 
 class AwatchCalls:
@@ -272,7 +261,7 @@ async def test_watch_survives_deleting_and_recreating_the_directory(
     await asyncio.sleep(0.3)
 
     shutil.rmtree(directory)
-    await wait_for(lambda: store.reloads_failed >= 1, timeout=5)
+    await eventually(lambda: store.reloads_failed >= 1, timeout=5)
     assert not results[-1].ok and results[-1].policy is good and store.current is good
     assert store.status()["last_error"]["problems"][0]["message"] == "policy directory not found"
     await asyncio.sleep(0.5)  # several polls: no reload, no watch started while it is gone
@@ -280,11 +269,11 @@ async def test_watch_survives_deleting_and_recreating_the_directory(
 
     directory.mkdir()
     replace(directory / "policy.yaml", EDITED)
-    await wait_for(lambda: allowed(store, "claude-3"), timeout=5)
+    await eventually(lambda: allowed(store, "claude-3"), timeout=5)
     assert results[-1].ok and store.last_error is None and awatch.count == 2  # watching the new directory
 
     replace(directory / "policy.yaml", GOOD)
-    await wait_for(lambda: allowed(store, "gpt-4o"), timeout=5)
+    await eventually(lambda: allowed(store, "gpt-4o"), timeout=5)
 
 
 async def test_watch_follows_a_directory_replaced_in_one_step(
@@ -300,8 +289,8 @@ async def test_watch_follows_a_directory_replaced_in_one_step(
     (tmp_path / "next" / "policy.yaml").write_text(EDITED)
     (tmp_path / "policies").rename(tmp_path / "old")
     (tmp_path / "next").rename(tmp_path / "policies")
-    await wait_for(lambda: allowed(store, "claude-3") and awatch.count == 2, timeout=5)
+    await eventually(lambda: allowed(store, "claude-3") and awatch.count == 2, timeout=5)
 
     replace(tmp_path / "policies" / "policy.yaml", GOOD)
-    await wait_for(lambda: allowed(store, "gpt-4o"), timeout=5)
+    await eventually(lambda: allowed(store, "gpt-4o"), timeout=5)
     assert store.reloads_failed == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from celgate.policy import ANONYMOUS, PolicySet, RequestInfo, ToolCall, audit_re
 from celgate.policy.backends import BACKENDS
 from celgate.policy.cli import CaseError, build_request, build_tool
 from celgate.policy.context import request_variables, tool_variables
+from tests.helpers import write_yaml
 
 POLICY = """
     version: 1
@@ -27,7 +27,7 @@ POLICY = """
 
 
 def load(tmp_path: Path, backend: str) -> PolicySet:
-    (tmp_path / "p.yaml").write_text(textwrap.dedent(POLICY))
+    write_yaml(tmp_path, POLICY, "p.yaml")
     return load_policies(tmp_path, backend)
 
 

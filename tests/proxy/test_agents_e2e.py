@@ -30,10 +30,9 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from celgate.adapters.sdkenv import prepare_sdk
-from tests.helpers import REPO, Celgate, assert_openai_error
+from tests.helpers import REPO, Celgate, assert_openai_error, write_policy
 from tests.helpers.fakeupstream import (
     FakeUpstream,
     Script,
@@ -44,6 +43,7 @@ from tests.helpers.fakeupstream import (
     text_stream,
     tool_call_stream,
 )
+from tests.helpers.observe import eventually, get_json, sample, scrape
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 OpenAIFactory = Callable[..., openai.AsyncOpenAI]
@@ -81,48 +81,11 @@ def write_agent(root: Path, name: str, source: str, **files: str) -> Path:
     return folder
 
 
-def write_policy(tmp_path: Path, text: str) -> Path:
-    directory = tmp_path / "policies"
-    directory.mkdir(exist_ok=True)
-    (directory / "policy.yaml").write_text(textwrap.dedent(text))
-    return directory
-
-
 async def start_with_agents(
     start_celgate: StartCelgate, upstream: FakeUpstream, agents: Path, **overrides: Any
 ) -> Celgate:
     settings: dict[str, Any] = {"upstream": upstream.base_url, "agents": agents, "agents_model": "fake-model"}
     return await start_celgate(**{**settings, **overrides})
-
-
-async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url) as response:
-        assert response.status == 200, await response.text()
-        return await response.json()
-
-
-async def metrics(http: aiohttp.ClientSession, celgate: Celgate) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of ``/metrics``: (sample name, labels) -> value."""
-    async with http.get(celgate.root + "/metrics") as response:
-        text = await response.text()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = DEADLINE) -> None:
-    """Poll ``check`` until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for: {what}")
-        await asyncio.sleep(0.05)
 
 
 def sha256(text: str) -> str:
@@ -472,7 +435,7 @@ async def test_a_denied_tool_never_runs_and_the_model_sees_the_denial(
     assert outputs["call_danger"] == DENIAL
     assert outputs["call_broken"].startswith("An error occurred while running the tool")  # the SDK's error result
 
-    samples = await metrics(http, celgate)
+    samples = await scrape(http, celgate)
     calls = "celgate_tool_calls_total"
     # Each call is counted once at the upstream point (all allowed) and once at the agent point.
     for tool in ("safe_tool", "broken_tool", "danger_tool"):
@@ -552,7 +515,7 @@ async def test_broken_agents_are_reported_and_working_ones_served(
     assert errors["Helper"]["kind"] == "import_error"
     assert "ImportError" in errors["Helper"]["message"] and "missing" in errors["Helper"]["message"]
 
-    samples = await metrics(http, celgate)
+    samples = await scrape(http, celgate)
     for name, kind in (("Syntax", "import_error"), ("NoExport", "no_export"), ("Helper", "import_error")):
         assert sample(samples, "celgate_agent_load_failures_total", agent=name, kind=kind) == 1
     assert sample(samples, "celgate_agent_load_failures_total", agent="Good", kind="import_error") is None
@@ -682,7 +645,7 @@ async def test_watch_mode_reloads_adds_removes_and_keeps_the_last_good_version(
     assert await ask("Live") == "v2: hi"
     live = next(a for a in (await get_json(http, celgate.root + "/admin/agents"))["agents"] if a["name"] == "Live")
     assert live["stale"] is True
-    samples = await metrics(http, celgate)
+    samples = await scrape(http, celgate)
     assert sample(samples, "celgate_agent_load_failures_total", agent="Live", kind="import_error") == 1
 
     # Fixing it serves the new version and clears the error.
@@ -746,7 +709,7 @@ async def read_until(response: aiohttp.ClientResponse, marker: bytes) -> bytes:
 
 async def requests_with_status(http: aiohttp.ClientSession, celgate: Celgate, model: str, status: str) -> float:
     route = "/v1/chat/completions"
-    return sample(await metrics(http, celgate), "celgate_requests_total", route=route, model=model, status=status) or 0
+    return sample(await scrape(http, celgate), "celgate_requests_total", route=route, model=model, status=status) or 0
 
 
 async def test_a_client_disconnect_mid_text_cancels_the_run_before_its_tool(
@@ -784,7 +747,7 @@ async def test_a_client_disconnect_mid_text_cancels_the_run_before_its_tool(
     held.set()  # too late: nothing is listening any more
     assert not effects.exists()  # the tool never ran
     assert len(upstream.requests) == 1  # and there was no second turn
-    assert sample(await metrics(http, celgate), "celgate_active_streams") == 0
+    assert sample(await scrape(http, celgate), "celgate_active_streams") == 0
 
 
 async def test_a_client_disconnect_cancels_a_running_tool(
@@ -1106,7 +1069,7 @@ async def test_the_triage_example_hands_off_to_billing_and_refunds(
     )
     assert result["output"] == "Refunded 21.00 EUR on INV-1001."
     assert content(chunks) == "Here is what the tool returned: Refunded 21.00 EUR on INV-1001."
-    samples = await metrics(http, demo)
+    samples = await scrape(http, demo)
     # small-refunds allowed it at the upstream point and at the agent point; it ran once.
     assert sample(samples, "celgate_tool_calls_total", tool="issue_refund", decision="allow", source="upstream") == 1
     assert sample(samples, "celgate_tool_calls_total", tool="issue_refund", decision="allow", source="agent") == 1

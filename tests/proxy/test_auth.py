@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from celgate.proxy.settings import Secret, SettingsError
-from tests.helpers import Celgate, assert_openai_error
+from tests.helpers import Celgate, assert_openai_error, write_policy
 from tests.helpers.fakeupstream import FakeUpstream
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
@@ -30,18 +30,17 @@ def lower(headers: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
     """A minimal policy: everything allowed, one principal (alice) known by her key's sha256."""
-    directory = tmp_path / "policies"
-    directory.mkdir()
-    (directory / "allow.yaml").write_text(
+    return write_policy(
+        tmp_path,
         "version: 1\n"
         "defaults:\n"
         "  decision: allow\n"
         "principals:\n"
         "  - id: alice\n"
         f"    key_sha256: {hashlib.sha256(ALICE_KEY.encode()).hexdigest()}\n"
-        "    team: blue\n"
+        "    team: blue\n",
+        "allow.yaml",
     )
-    return directory
 
 
 async def test_passthrough_forwards_the_client_authorization_unchanged(

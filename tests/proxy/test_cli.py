@@ -22,15 +22,13 @@ from celgate.proxy.settings import (
     UpstreamTimeouts,
     load_settings,
 )
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, free_port, write_yaml
 from tests.helpers.fakeupstream import FakeUpstream
 from tests.helpers.process import CELGATE, STARTUP_SECONDS, Running, clean_env, stop
 
 
 def allow_all_policy(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "allow.yaml").write_text("version: 1\ndefaults:\n  decision: allow\n")
-    return directory
+    return write_yaml(directory, "version: 1\ndefaults:\n  decision: allow\n", "allow.yaml").parent
 
 
 # ------------------------------------------------------------------------------------ the command

@@ -17,18 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from celgate.proxy.settings import Settings, UpstreamTimeouts
 from tests.helpers import Celgate, free_port
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, text_stream, tool_call_stream
+from tests.helpers.observe import Samples, parse_samples
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 MESSAGES = [{"role": "user", "content": "Hi"}]
 SELF_ROUTES = {"/metrics", "/admin/metrics"}  # fetching the figures changes these figures
 
 
-SampleKey = tuple[str, frozenset[tuple[str, str]]]
-
-
-async def scrape(
-    http: aiohttp.ClientSession, celgate: Celgate
-) -> tuple[dict[SampleKey, float], dict[SampleKey, float]]:
+async def scrape(http: aiohttp.ClientSession, celgate: Celgate) -> tuple[Samples, Samples]:
     """(text samples, JSON samples), each {(name, labels): value}, minus the scrape routes' own figures."""
     async with http.get(celgate.root + "/metrics") as response:
         assert response.status == 200
@@ -37,12 +33,8 @@ async def scrape(
     async with http.get(celgate.root + "/admin/metrics") as response:
         assert response.status == 200
         families = await response.json()
-    from_text: dict[SampleKey, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.labels.get("route") not in SELF_ROUTES:
-                from_text[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    from_json: dict[SampleKey, float] = {}
+    from_text = {key: v for key, v in parse_samples(text).items() if dict(key[1]).get("route") not in SELF_ROUTES}
+    from_json: Samples = {}
     for family in families.values():
         assert set(family) == {"type", "help", "samples"}
         for sample in family["samples"]:
@@ -55,13 +47,13 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, str) else value
 
 
-def value(samples: dict[SampleKey, float], name: str, **labels: str) -> float:
+def value(samples: Samples, name: str, **labels: str) -> float:
     key = (name, frozenset(labels.items()))
     assert key in samples, f"{name}{labels} not in {sorted(k for k in samples if k[0] == name)}"
     return samples[key]
 
 
-def values(samples: dict[SampleKey, float], name: str, **labels: str) -> list[float]:
+def values(samples: Samples, name: str, **labels: str) -> list[float]:
     return [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
 
 

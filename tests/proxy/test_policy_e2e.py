@@ -24,14 +24,14 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from celgate.policy import PolicyLoadError, PolicyStore
 from celgate.proxy import create_app
 from celgate.proxy.keys import GATEWAY_TOKEN
 from celgate.proxy.settings import Settings, SettingsError
-from tests.helpers import REPO, Celgate, assert_openai_error
+from tests.helpers import REPO, Celgate, assert_openai_error, replace, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
+from tests.helpers.observe import get_json, labelled, metric, policies_status, scrape, wait_for_status
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
 OpenAIFactory = Callable[..., openai.AsyncOpenAI]
@@ -54,43 +54,6 @@ def fast_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(PolicyStore, "watch", functools.partialmethod(PolicyStore.watch, debounce_ms=50))
 
 
-def replace(path: Path, text: str) -> None:
-    """Save like an editor that writes atomically: one complete file, never a half-written one."""
-    temp = path.with_name(f".{path.name}.tmp")  # a dot file: the watcher ignores it
-    temp.write_text(text)
-    temp.replace(path)
-
-
-def policy_dir(tmp_path: Path, text: str) -> Path:
-    """``tmp_path/policies/policy.yaml`` holding ``text``."""
-    directory = tmp_path / "policies"
-    directory.mkdir(exist_ok=True)
-    (directory / "policy.yaml").write_text(text)
-    return directory
-
-
-async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url) as response:
-        assert response.status == 200, await response.text()
-        return await response.json()
-
-
-async def policies_status(http: aiohttp.ClientSession, gate: Celgate) -> dict[str, Any]:
-    return await get_json(http, gate.root + "/admin/policies")
-
-
-async def wait_for_status(
-    http: aiohttp.ClientSession, gate: Celgate, condition: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    """Poll ``/admin/policies`` every 50 ms until ``condition`` holds (at most 10 s)."""
-    async with asyncio.timeout(WAIT_SECONDS):
-        while True:
-            status = await policies_status(http, gate)
-            if condition(status):
-                return status
-            await asyncio.sleep(POLL_SECONDS)
-
-
 async def arm_watcher(http: aiohttp.ClientSession, gate: Celgate, path: Path) -> dict[str, Any]:
     """Wait until the watcher sees changes: re-save the unchanged file until a reload is counted.
 
@@ -107,29 +70,6 @@ async def arm_watcher(http: aiohttp.ClientSession, gate: Celgate, path: Path) ->
                 if status["reloads"]["ok"] >= 1:
                     return status
                 await asyncio.sleep(POLL_SECONDS)
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-async def scrape(http: aiohttp.ClientSession, gate: Celgate) -> Samples:
-    async with http.get(gate.root + "/metrics") as response:
-        assert response.status == 200
-        text = await response.text()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def metric(samples: Samples, name: str, **labels: str) -> float:
-    """The sample with exactly these labels; 0 when it was never touched (labelled counters start absent)."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def labelled(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
-    return {labels: value for (n, labels), value in samples.items() if n == name}
 
 
 def reassemble(chunks: list[Any]) -> tuple[dict[int, dict[str, str]], list[str], str]:
@@ -232,7 +172,7 @@ async def test_hot_reload_edit_break_fix_on_a_live_server(
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    directory = policy_dir(tmp_path, RELOAD_V1)
+    directory = write_policy(tmp_path, RELOAD_V1)
     path = directory / "policy.yaml"
     gate = await start_celgate(upstream=upstream.base_url, policies=directory, no_policy=False, watch=True)
     client = oai(gate.url)
@@ -335,7 +275,7 @@ async def test_a_request_in_flight_finishes_on_the_policy_it_started_with(
     tmp_path: Path,
 ) -> None:
     """Observed: the held call is decided after the swap, by the old set (the request's snapshot)."""
-    directory = policy_dir(tmp_path, SNAPSHOT_V1)
+    directory = write_policy(tmp_path, SNAPSHOT_V1)
     path = directory / "policy.yaml"
     gate = await start_celgate(upstream=upstream.base_url, policies=directory, no_policy=False, watch=True)
     client = oai(gate.url)
@@ -391,7 +331,7 @@ rules:
 
 @pytest.fixture
 async def intercepting(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
-    directory = policy_dir(tmp_path, INTERCEPT_POLICY)
+    directory = write_policy(tmp_path, INTERCEPT_POLICY)
     return await start_celgate(upstream=upstream.base_url, policies=directory, no_policy=False)
 
 
@@ -706,7 +646,7 @@ async def test_audit_log_records_denials_only_without_keys_or_arguments(
 ) -> None:
     audit = tmp_path / "audit.jsonl"
     gate = await start_celgate(
-        upstream=upstream.base_url, policies=policy_dir(tmp_path, AUDIT_POLICY), no_policy=False, audit_log=str(audit)
+        upstream=upstream.base_url, policies=write_policy(tmp_path, AUDIT_POLICY), no_policy=False, audit_log=str(audit)
     )
     denied_id, stream_id = await audited_traffic(gate, upstream, oai)
     await gate.stop()
@@ -747,7 +687,7 @@ async def test_audit_log_with_allows_and_arguments(
     audit = tmp_path / "audit.jsonl"
     gate = await start_celgate(
         upstream=upstream.base_url,
-        policies=policy_dir(tmp_path, AUDIT_POLICY),
+        policies=write_policy(tmp_path, AUDIT_POLICY),
         no_policy=False,
         audit_log=str(audit),
         audit_allows=True,
@@ -811,7 +751,7 @@ rules:
 @pytest.fixture
 async def fail_closed(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
     return await start_celgate(
-        upstream=upstream.base_url, policies=policy_dir(tmp_path, FAIL_CLOSED_POLICY), no_policy=False
+        upstream=upstream.base_url, policies=write_policy(tmp_path, FAIL_CLOSED_POLICY), no_policy=False
     )
 
 
@@ -906,7 +846,7 @@ def test_a_missing_policy_directory_refuses_to_start(tmp_path: Path) -> None:
 
 
 def test_a_broken_policy_refuses_to_start(tmp_path: Path) -> None:
-    directory = policy_dir(tmp_path, BROKEN_CEL)
+    directory = write_policy(tmp_path, BROKEN_CEL)
     with pytest.raises(PolicyLoadError) as info:
         create_app(
             Settings(
@@ -946,7 +886,9 @@ async def test_the_agent_header_selects_agent_rules(
     upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, tmp_path: Path
 ) -> None:
     """On celgate's own loopback calls (internal token) ``x-celgate-agent`` names the agent rules apply to."""
-    gate = await start_celgate(upstream=upstream.base_url, policies=policy_dir(tmp_path, AGENT_POLICY), no_policy=False)
+    gate = await start_celgate(
+        upstream=upstream.base_url, policies=write_policy(tmp_path, AGENT_POLICY), no_policy=False
+    )
     client = oai(gate.url)
     internal = {"x-celgate-internal": gate.app[GATEWAY_TOKEN]}
     error = await denied(client.chat.completions.create(model="m", messages=MESSAGES))
@@ -983,7 +925,9 @@ async def test_a_spoofed_agent_header_changes_nothing(
     upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, tmp_path: Path, token: str | None
 ) -> None:
     """Without celgate's internal token, claiming an agent's name grants none of its permissions."""
-    gate = await start_celgate(upstream=upstream.base_url, policies=policy_dir(tmp_path, AGENT_POLICY), no_policy=False)
+    gate = await start_celgate(
+        upstream=upstream.base_url, policies=write_policy(tmp_path, AGENT_POLICY), no_policy=False
+    )
     headers = {"x-celgate-agent": "WeatherAgent", **({"x-celgate-internal": token} if token is not None else {})}
     error = await denied(oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, extra_headers=headers))
     assert "(default)" in error["message"]

@@ -24,7 +24,7 @@ import pytest
 from multidict import CIMultiDict
 
 from celgate.proxy.settings import Secret
-from tests.helpers import Celgate, assert_openai_error
+from tests.helpers import Celgate, assert_openai_error, write_policy
 from tests.helpers.rawupstream import RawRequest, RawUpstream, default_response, json_response
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
@@ -65,13 +65,12 @@ async def raw_upstream() -> AsyncIterator[RawUpstream]:
 
 @pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "policies"
-    directory.mkdir()
-    (directory / "p.yaml").write_text(
+    return write_policy(
+        tmp_path,
         "version: 1\ndefaults:\n  decision: allow\nprincipals:\n  - id: client\n"
-        f"    key_sha256: {hashlib.sha256(CLIENT_KEY.encode()).hexdigest()}\n"
+        f"    key_sha256: {hashlib.sha256(CLIENT_KEY.encode()).hexdigest()}\n",
+        "p.yaml",
     )
-    return directory
 
 
 def assert_forwarded_once(upstream: RawUpstream, target: str, body: bytes) -> RawRequest:
