@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import Celgate
 from tests.helpers.fakeupstream import FakeUpstream
-from tests.helpers.harness import Celgate
 from tests.helpers.node import node_env
 from tests.helpers.process import serve
 

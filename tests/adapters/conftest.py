@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import textwrap
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from aiohttp import web
 
 from celgate import policy
 from celgate.adapters import AgentRegistry, AgentSettings, CallerContext
-from celgate.adapters.sdkenv import prepare_sdk
+from tests.helpers.dropins import sdk_environment, write_agent  # noqa: F401  (autouse here)
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 
@@ -189,16 +187,6 @@ class FakeHooks:
         self.load_failures.append((agent, kind))
 
 
-@pytest.fixture(autouse=True)
-def sdk_environment() -> Iterator[None]:
-    """Registries set OPENAI_* variables process-wide: restore them for other tests."""
-    saved = dict(os.environ)
-    prepare_sdk.cache_clear()
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
 @pytest.fixture
 async def gateway(aiohttp_server: Any) -> FakeGateway:
     fake = FakeGateway()
@@ -212,16 +200,6 @@ async def gateway(aiohttp_server: Any) -> FakeGateway:
 @pytest.fixture
 def hooks() -> FakeHooks:
     return FakeHooks()
-
-
-def write_agent(root: Path, name: str, source: str, **files: str) -> Path:
-    """Create ``root/name/agent.py`` (dedented) plus extra files (``helpers_py`` -> helpers.py)."""
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "agent.py").write_text(textwrap.dedent(source))
-    for file_name, content in files.items():
-        (folder / file_name.replace("_py", ".py").replace("_txt", ".txt")).write_text(textwrap.dedent(content))
-    return folder
 
 
 @pytest.fixture
@@ -263,3 +241,91 @@ def caller_for(gateway: FakeGateway, agent: str, authorization: str | None = "Be
 
 async def collect(stream: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
     return [chunk async for chunk in stream]
+
+
+# --- drop-ins both APIs' runner tests use -------------------------------------------------------------
+
+TOOLS_AGENT = """
+import asyncio
+from agents import Agent, function_tool
+
+RAN = []
+
+@function_tool
+def safe(x: int) -> str:
+    \"\"\"A harmless tool.\"\"\"
+    RAN.append(("safe", x))
+    return f"safe {x}"
+
+@function_tool
+def danger(x: int) -> str:
+    \"\"\"A tool the policy denies.\"\"\"
+    RAN.append(("danger", x))
+    return "boom"
+
+@function_tool
+def broken() -> str:
+    \"\"\"Always raises.\"\"\"
+    raise RuntimeError("kaput")
+
+@function_tool
+async def slow() -> str:
+    \"\"\"Finishes after a while.\"\"\"
+    await asyncio.sleep(0.3)
+    RAN.append(("slow", 0))
+    return "slow done"
+
+agent = Agent(name="Tools", instructions="Use tools.", tools=[safe, danger, broken, slow])
+"""
+
+
+WORKFLOW = """
+from agents import Agent, RunConfig, Runner, function_tool, trace
+from openai import AsyncOpenAI
+from pydantic import BaseModel
+
+client = AsyncOpenAI()
+
+class Route(BaseModel):
+    department: str
+
+@function_tool
+def get_invoice(invoice_id: str) -> str:
+    \"\"\"Look up an invoice.\"\"\"
+    return f"{invoice_id}: paid"
+
+classifier = Agent(name="Classifier", instructions="Classify.", output_type=Route)
+billing = Agent(name="Billing", instructions="Invoices.", tools=[get_invoice])
+triage = Agent(name="Triage", instructions="Route.", handoffs=[billing])
+
+class WorkflowInput(BaseModel):
+    input_as_text: str
+
+async def run_workflow(workflow_input: WorkflowInput):
+    with trace("wf"):
+        text = workflow_input.input_as_text
+        route = await Runner.run(classifier, input=text, run_config=RunConfig(workflow_name="x"))
+        result = await Runner.run(triage, input=[{"role": "user", "content": text}])
+        return {"output_text": route.final_output.department + ": " + result.final_output_as(str)}
+"""
+
+
+# An Agent Builder export whose output is structured: sent once, at the end.
+STRUCTURED_WORKFLOW = """
+from pydantic import BaseModel
+
+class Answer(BaseModel):
+    value: int
+
+class WorkflowInput(BaseModel):
+    input_as_text: str
+
+async def run_workflow(workflow_input: WorkflowInput):
+    return Answer(value=len(workflow_input.input_as_text))
+"""
+
+
+@pytest.fixture
+async def tools(tmp_path: Path, make_registry: Any) -> AgentRegistry:
+    write_agent(tmp_path, "Tools", TOOLS_AGENT)
+    return await make_registry(tmp_path)

@@ -13,41 +13,21 @@ from aiohttp import web
 
 from celgate.adapters import AgentRegistry, AgentRunError, run_completion, stream_completion
 
-from .conftest import Error, FakeGateway, FakeHooks, InBandError, Text, ToolCalls, caller_for, collect, write_agent
+from .conftest import (
+    STRUCTURED_WORKFLOW,
+    TOOLS_AGENT,
+    WORKFLOW,
+    Error,
+    FakeGateway,
+    FakeHooks,
+    InBandError,
+    Text,
+    ToolCalls,
+    caller_for,
+    collect,
+    write_agent,
+)
 from .test_messages import CONVERSATION
-
-TOOLS_AGENT = """
-import asyncio
-from agents import Agent, function_tool
-
-RAN = []
-
-@function_tool
-def safe(x: int) -> str:
-    \"\"\"A harmless tool.\"\"\"
-    RAN.append(("safe", x))
-    return f"safe {x}"
-
-@function_tool
-def danger(x: int) -> str:
-    \"\"\"A tool the policy denies.\"\"\"
-    RAN.append(("danger", x))
-    return "boom"
-
-@function_tool
-def broken() -> str:
-    \"\"\"Always raises.\"\"\"
-    raise RuntimeError("kaput")
-
-@function_tool
-async def slow() -> str:
-    \"\"\"Finishes after a while.\"\"\"
-    await asyncio.sleep(0.3)
-    RAN.append(("slow", 0))
-    return "slow done"
-
-agent = Agent(name="Tools", instructions="Use tools.", tools=[safe, danger, broken, slow])
-"""
 
 
 def chat(model: str, messages: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
@@ -64,12 +44,6 @@ def events(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def tool_messages(gateway: FakeGateway, request: int) -> dict[str, Any]:
     return {m["tool_call_id"]: m["content"] for m in gateway.requests[request].body["messages"] if m["role"] == "tool"}
-
-
-@pytest.fixture
-async def tools(tmp_path: Path, make_registry: Any) -> AgentRegistry:
-    write_agent(tmp_path, "Tools", TOOLS_AGENT)
-    return await make_registry(tmp_path)
 
 
 async def test_whole_conversation_reaches_the_model(tmp_path: Path, gateway: FakeGateway, make_registry: Any) -> None:
@@ -388,37 +362,6 @@ async def test_tool_events_parse_with_the_openai_client(
     assert received[-1].usage is not None and received[-1].usage.total_tokens == 30
 
 
-WORKFLOW = """
-from agents import Agent, RunConfig, Runner, function_tool, trace
-from openai import AsyncOpenAI
-from pydantic import BaseModel
-
-client = AsyncOpenAI()
-
-class Route(BaseModel):
-    department: str
-
-@function_tool
-def get_invoice(invoice_id: str) -> str:
-    \"\"\"Look up an invoice.\"\"\"
-    return f"{invoice_id}: paid"
-
-classifier = Agent(name="Classifier", instructions="Classify.", output_type=Route)
-billing = Agent(name="Billing", instructions="Invoices.", tools=[get_invoice])
-triage = Agent(name="Triage", instructions="Route.", handoffs=[billing])
-
-class WorkflowInput(BaseModel):
-    input_as_text: str
-
-async def run_workflow(workflow_input: WorkflowInput):
-    with trace("wf"):
-        text = workflow_input.input_as_text
-        route = await Runner.run(classifier, input=text, run_config=RunConfig(workflow_name="x"))
-        result = await Runner.run(triage, input=[{"role": "user", "content": text}])
-        return {"output_text": route.final_output.department + ": " + result.final_output_as(str)}
-"""
-
-
 async def test_workflow_streams_its_runs_and_returns_its_output(
     tmp_path: Path, gateway: FakeGateway, hooks: FakeHooks, make_registry: Any
 ) -> None:
@@ -468,18 +411,7 @@ async def test_workflow_output_is_sent_when_nothing_was_streamed(
     write_agent(
         tmp_path,
         "Fixed",
-        """
-        from pydantic import BaseModel
-
-        class Answer(BaseModel):
-            value: int
-
-        class WorkflowInput(BaseModel):
-            input_as_text: str
-
-        async def run_workflow(workflow_input: WorkflowInput):
-            return Answer(value=len(workflow_input.input_as_text))
-        """,
+        STRUCTURED_WORKFLOW,
     )
     registry = await make_registry(tmp_path)
     chunks = await collect(

@@ -13,18 +13,22 @@ from celgate.adapters import AgentRegistry, AgentRunError, run_response, stream_
 from celgate.adapters.gateway import GatewayProvider
 from tests.helpers.responses_wire import check_stream
 
-from .conftest import Error, FakeGateway, FakeHooks, Text, ToolCalls, caller_for, collect, write_agent
-from .test_runner import TOOLS_AGENT, WORKFLOW
+from .conftest import (
+    STRUCTURED_WORKFLOW,
+    WORKFLOW,
+    Error,
+    FakeGateway,
+    FakeHooks,
+    Text,
+    ToolCalls,
+    caller_for,
+    collect,
+    write_agent,
+)
 
 
 def responses_body(model: str, input: Any = "hi", **extra: Any) -> dict[str, Any]:
     return {"model": model, "input": input, **extra}
-
-
-@pytest.fixture
-async def tools(tmp_path: Path, make_registry: Any) -> AgentRegistry:
-    write_agent(tmp_path, "Tools", TOOLS_AGENT)
-    return await make_registry(tmp_path)
 
 
 async def test_a_response_holds_the_final_answer_and_no_calls(
@@ -144,18 +148,7 @@ async def test_a_structured_output_is_sent_once_at_the_end(
     write_agent(
         tmp_path,
         "Fixed",
-        """
-        from pydantic import BaseModel
-
-        class Answer(BaseModel):
-            value: int
-
-        class WorkflowInput(BaseModel):
-            input_as_text: str
-
-        async def run_workflow(workflow_input: WorkflowInput):
-            return Answer(value=len(workflow_input.input_as_text))
-        """,
+        STRUCTURED_WORKFLOW,
     )
     registry = await make_registry(tmp_path)
     events = await collect(

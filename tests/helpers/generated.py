@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from celgate.policy import context
 from celgate.proxy import settings
 
-from .harness import REPO
+from . import REPO
 
 __all__ = ["GENERATED", "Generated", "main"]
 

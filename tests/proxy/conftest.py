@@ -1,12 +1,14 @@
-"""Fixtures for the proxy end-to-end tests: a raw HTTP client and the real openai client."""
+"""Fixtures for the proxy end-to-end tests: a raw HTTP client, the real openai client, the demo setup."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import openai
 import pytest
+
+from tests.helpers import REPO, Celgate
 
 
 @pytest.fixture
@@ -29,3 +31,11 @@ async def oai() -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:
     yield make
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def demo(start_celgate: Callable[..., Awaitable[Celgate]]) -> Celgate:
+    """celgate as `celgate serve --upstream demo` runs it from the repository root: starter policy, ./agents."""
+    return await start_celgate(
+        upstream="demo", no_policy=False, policies=REPO / "policies", agents=REPO / "agents", demo_delay_ms=0
+    )

@@ -23,7 +23,7 @@ import hashlib
 import json
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,8 @@ import aiohttp
 import openai
 import pytest
 
-from celgate.adapters.sdkenv import prepare_sdk
-from tests.helpers import REPO, Celgate, assert_openai_error, write_policy
+from tests.helpers import Celgate, assert_openai_error, write_policy
+from tests.helpers.dropins import sdk_environment, write_agent  # noqa: F401  (autouse here)
 from tests.helpers.fakeupstream import (
     FakeUpstream,
     Script,
@@ -53,32 +53,6 @@ DEADLINE = 15.0  # seconds any bounded wait in this module may take before faili
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def sdk_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The registry sets OPENAI_* variables process-wide on first use: undo that after each test.
-
-    ``prepare_sdk`` is cached per gateway URL, so it is cleared too: the next
-    registry must set the variables again (an Agent Builder export's
-    import-time ``AsyncOpenAI()`` needs ``OPENAI_API_KEY``).
-    """
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_AGENTS_DISABLE_TRACING"):
-        monkeypatch.setenv(name, "x")  # records the original value (or its absence) for the undo
-        monkeypatch.delenv(name)
-    prepare_sdk.cache_clear()
-    yield
-    prepare_sdk.cache_clear()
-
-
-def write_agent(root: Path, name: str, source: str, **files: str) -> Path:
-    """``root/name/agent.py`` (dedented) plus extra files: ``helpers_py="..."`` -> ``helpers.py``."""
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "agent.py").write_text(textwrap.dedent(source))
-    for file_name, content in files.items():
-        (folder / file_name.replace("_py", ".py")).write_text(textwrap.dedent(content))
-    return folder
 
 
 async def start_with_agents(
@@ -998,14 +972,6 @@ async def test_a_tool_call_failing_the_agents_model_response_is_a_403_either_way
 
 
 # --- 9. the shipped examples through celgate with --upstream demo ---------------------------------------
-
-
-@pytest.fixture
-async def demo(start_celgate: StartCelgate) -> Celgate:
-    """celgate as `celgate serve --upstream demo` runs it from the repository root: starter policy, ./agents."""
-    return await start_celgate(
-        upstream="demo", no_policy=False, policies=REPO / "policies", agents=REPO / "agents", demo_delay_ms=0
-    )
 
 
 def celgate_events(chunks: list[Any]) -> list[dict[str, Any]]:

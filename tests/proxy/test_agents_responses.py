@@ -19,9 +19,11 @@ import aiohttp
 import openai
 import pytest
 
-from tests.helpers import REPO, Celgate, assert_openai_error
+from tests.helpers import REPO, Celgate, assert_openai_error, write_policy
 from tests.helpers import responses_wire as rw
+from tests.helpers.dropins import sdk_environment, write_agent  # noqa: F401  (autouse here)
 from tests.helpers.fakeupstream import FakeUpstream, Script, completion, text_stream, tool_call_stream
+from tests.helpers.observe import sample, scrape
 
 from .test_agents_e2e import (
     DENIAL,
@@ -32,12 +34,7 @@ from .test_agents_e2e import (
     THREE_CALLS,
     TOOL_POLICY,
     TOOLBOX_AGENT,
-    metrics,
-    sample,
-    sdk_environment,  # noqa: F401  (autouse: undoes the SDK's process-wide environment after each test here too)
     start_with_agents,
-    write_agent,
-    write_policy,
 )
 
 StartCelgate = Callable[..., Awaitable[Celgate]]
@@ -55,14 +52,6 @@ EVENT_TYPES = {
     "response.output_item.done",
     "response.completed",
 }
-
-
-@pytest.fixture
-async def demo(start_celgate: StartCelgate) -> Celgate:
-    """celgate as `celgate serve --upstream demo` runs it from the repository root: starter policy, ./agents."""
-    return await start_celgate(
-        upstream="demo", no_policy=False, policies=REPO / "policies", agents=REPO / "agents", demo_delay_ms=0
-    )
 
 
 async def raw_stream(http: aiohttp.ClientSession, celgate: Celgate, body: dict[str, Any]) -> tuple[int, bytes]:
@@ -155,7 +144,7 @@ async def test_a_denied_tool_is_still_denied_and_the_client_sees_only_the_answer
     assert effects.read_text().splitlines() == ["safe_tool apple"]  # never danger_tool
     outputs = {m["tool_call_id"]: m["content"] for m in upstream.requests[1].body["messages"] if m["role"] == "tool"}
     assert outputs == {"call_safe": "safe: apple", "call_danger": DENIAL}
-    samples = await metrics(http, celgate)
+    samples = await scrape(http, celgate)
     assert sample(samples, "celgate_tool_calls_total", tool="danger_tool", decision="deny", source="agent") == 1
     assert sample(samples, "celgate_tool_calls_total", tool="safe_tool", decision="allow", source="agent") == 1
 
@@ -276,7 +265,7 @@ async def test_with_agents_api_responses_the_agents_model_calls_use_the_response
     outputs = {i["call_id"]: i["output"] for i in second["input"] if i.get("type") == "function_call_output"}
     assert outputs == {"call_safe": "safe: apple", "call_danger": DENIAL}
     assert effects.read_text().splitlines() == ["safe_tool apple"]
-    samples = await metrics(http, celgate)
+    samples = await scrape(http, celgate)
     # The model's calls passed celgate's Responses tool-call point, then the agent's.
     assert sample(samples, "celgate_tool_calls_total", tool="danger_tool", decision="allow", source="upstream") == 1
     assert sample(samples, "celgate_tool_calls_total", tool="danger_tool", decision="deny", source="agent") == 1

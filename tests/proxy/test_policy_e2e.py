@@ -72,6 +72,26 @@ async def arm_watcher(http: aiohttp.ClientSession, gate: Celgate, path: Path) ->
                 await asyncio.sleep(POLL_SECONDS)
 
 
+Watched = Callable[[str], Awaitable[tuple[Celgate, Path, str]]]
+
+
+@pytest.fixture
+def watched(
+    fast_watch: None, upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession, tmp_path: Path
+) -> Watched:
+    """``await watched(text)``: a celgate watching its policy file (written with ``text``), the watcher armed.
+
+    Gives the celgate, the policy file to edit, and the version it started with.
+    """
+
+    async def start(text: str) -> tuple[Celgate, Path, str]:
+        path = write_policy(tmp_path, text) / "policy.yaml"
+        gate = await start_celgate(upstream=upstream.base_url, policies=path.parent, no_policy=False, watch=True)
+        return gate, path, (await arm_watcher(http, gate, path))["active"]["version"]
+
+    return start
+
+
 def reassemble(chunks: list[Any]) -> tuple[dict[int, dict[str, str]], list[str], str]:
     """What a client rebuilds from ``openai`` stream chunks: tool calls by index, finish reasons, content."""
     calls: dict[int, dict[str, str]] = {}
@@ -165,18 +185,10 @@ RELOAD_FIXED = (
 
 
 async def test_hot_reload_edit_break_fix_on_a_live_server(
-    fast_watch: None,
-    upstream: FakeUpstream,
-    start_celgate: StartCelgate,
-    oai: OpenAIFactory,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
+    watched: Watched, upstream: FakeUpstream, oai: OpenAIFactory, http: aiohttp.ClientSession
 ) -> None:
-    directory = write_policy(tmp_path, RELOAD_V1)
-    path = directory / "policy.yaml"
-    gate = await start_celgate(upstream=upstream.base_url, policies=directory, no_policy=False, watch=True)
+    gate, path, v1 = await watched(RELOAD_V1)
     client = oai(gate.url)
-    v1 = (await arm_watcher(http, gate, path))["active"]["version"]
 
     answer = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert answer.choices[0].message.content == "Hello world"
@@ -267,19 +279,11 @@ SNAPSHOT_V2 = (
 
 
 async def test_a_request_in_flight_finishes_on_the_policy_it_started_with(
-    fast_watch: None,
-    upstream: FakeUpstream,
-    start_celgate: StartCelgate,
-    oai: OpenAIFactory,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
+    watched: Watched, upstream: FakeUpstream, oai: OpenAIFactory, http: aiohttp.ClientSession
 ) -> None:
     """Observed: the held call is decided after the swap, by the old set (the request's snapshot)."""
-    directory = write_policy(tmp_path, SNAPSHOT_V1)
-    path = directory / "policy.yaml"
-    gate = await start_celgate(upstream=upstream.base_url, policies=directory, no_policy=False, watch=True)
+    gate, path, v1 = await watched(SNAPSHOT_V1)
     client = oai(gate.url)
-    v1 = (await arm_watcher(http, gate, path))["active"]["version"]
 
     resume = asyncio.Event()
     steps = tool_call_stream([WEATHER], pieces=3)
