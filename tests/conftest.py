@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import Celgate
+from tests.helpers import Celgate, StartCelgate
 from tests.helpers.fakeupstream import FakeUpstream
 from tests.helpers.node import node_env
 from tests.helpers.process import serve
@@ -28,7 +28,7 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-async def start_celgate() -> AsyncIterator[Callable[..., Awaitable[Celgate]]]:
+async def start_celgate() -> AsyncIterator[StartCelgate]:
     """Start celgate with ``Settings`` overrides; everything started is stopped after the test."""
     from celgate.proxy import create_app
     from celgate.proxy.settings import Settings
@@ -54,6 +54,6 @@ async def start_celgate() -> AsyncIterator[Callable[..., Awaitable[Celgate]]]:
 
 
 @pytest.fixture
-async def celgate(upstream: FakeUpstream, start_celgate: Callable[..., Awaitable[Celgate]]) -> Celgate:
+async def celgate(upstream: FakeUpstream, start_celgate: StartCelgate) -> Celgate:
     """celgate without a policy in front of the fake upstream."""
     return await start_celgate(upstream=upstream.base_url)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import socket
 import textwrap
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import openai
 from aiohttp import web
 
 from celgate.proxy.keys import SETTINGS
@@ -21,6 +23,8 @@ __all__ = [
     "ALLOW_REQUESTS",
     "REPO",
     "Celgate",
+    "OpenAIFactory",
+    "StartCelgate",
     "assert_openai_error",
     "free_port",
     "replace",
@@ -62,6 +66,11 @@ class Celgate:
         if self.server is not None:
             server, self.server = self.server, None
             await server.stop()
+
+
+# The root conftest's ``start_celgate(**settings)`` and the proxy conftest's ``oai(base_url, ...)``.
+StartCelgate = Callable[..., Awaitable[Celgate]]
+OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 
 
 def free_port() -> int:

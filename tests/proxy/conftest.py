@@ -1,14 +1,17 @@
-"""Fixtures for the proxy end-to-end tests: a raw HTTP client, the real openai client, the demo setup."""
+"""Fixtures for the proxy end-to-end tests: a raw HTTP client, the real openai client, celgate set up as
+the test module's ``POLICY`` says, and the demo setup."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import openai
 import pytest
 
-from tests.helpers import REPO, Celgate
+from tests.helpers import REPO, Celgate, OpenAIFactory, StartCelgate, write_policy
+from tests.helpers.fakeupstream import FakeUpstream
 
 
 @pytest.fixture
@@ -19,7 +22,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-async def oai() -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:
+async def oai() -> AsyncIterator[OpenAIFactory]:
     """``oai(base_url, api_key=...)``: a real ``AsyncOpenAI`` client, without retries, closed after the test."""
     clients: list[openai.AsyncOpenAI] = []
 
@@ -34,8 +37,17 @@ async def oai() -> AsyncIterator[Callable[..., openai.AsyncOpenAI]]:
 
 
 @pytest.fixture
-async def demo(start_celgate: Callable[..., Awaitable[Celgate]]) -> Celgate:
+async def demo(start_celgate: StartCelgate) -> Celgate:
     """celgate as `celgate serve --upstream demo` runs it from the repository root: starter policy, ./agents."""
     return await start_celgate(
         upstream="demo", no_policy=False, policies=REPO / "policies", agents=REPO / "agents", demo_delay_ms=0
     )
+
+
+@pytest.fixture
+async def gate(
+    request: pytest.FixtureRequest, upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path
+) -> Celgate:
+    """celgate enforcing the test module's ``POLICY`` in front of the fake upstream (a module may define its own)."""
+    policies = write_policy(tmp_path, request.module.POLICY)
+    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=policies)

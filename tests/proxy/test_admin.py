@@ -8,7 +8,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -17,11 +17,10 @@ import pytest
 from celgate.proxy.accesslog import JsonLineWriter, log_handler
 from celgate.proxy.redaction import REDACTED, holding_secrets, redact, redact_json
 from celgate.proxy.settings import Secret, Settings, SettingsError, check_listener, is_loopback, load_settings
-from tests.helpers import Celgate, assert_openai_error, free_port
+from tests.helpers import Celgate, StartCelgate, assert_openai_error, free_port
 from tests.helpers.fakeupstream import FakeUpstream
 from tests.helpers.process import CELGATE, STARTUP_SECONDS, Running, clean_env
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 ADMIN_ROUTES = ("/metrics", "/admin/metrics", "/admin/policies", "/admin/agents", "/admin/agents/errors")
 PROBES = ("/healthz", "/readyz")

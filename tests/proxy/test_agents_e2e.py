@@ -23,7 +23,6 @@ import hashlib
 import json
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.helpers import Celgate, assert_openai_error, write_policy
+from tests.helpers import Celgate, OpenAIFactory, StartCelgate, assert_openai_error, write_policy
 from tests.helpers.dropins import sdk_environment, write_agent  # noqa: F401  (autouse here)
 from tests.helpers.fakeupstream import (
     FakeUpstream,
@@ -44,9 +43,6 @@ from tests.helpers.fakeupstream import (
     tool_call_stream,
 )
 from tests.helpers.observe import eventually, get_json, sample, scrape
-
-StartCelgate = Callable[..., Awaitable[Celgate]]
-OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 
 CLIENT_KEY = "sk-e2e-alice"
 DEADLINE = 15.0  # seconds any bounded wait in this module may take before failing
@@ -1043,7 +1039,7 @@ async def test_the_triage_example_hands_off_to_billing_and_refunds(
 
 
 async def test_a_model_named_like_a_broken_agent_is_a_503_not_a_trip_upstream(
-    start_celgate: Callable[..., Awaitable[Celgate]],
+    start_celgate: StartCelgate,
     upstream: FakeUpstream,
     tmp_path: Path,
     http: aiohttp.ClientSession,
@@ -1063,10 +1059,10 @@ async def test_a_model_named_like_a_broken_agent_is_a_503_not_a_trip_upstream(
 
 
 async def test_models_lists_only_the_agents_the_caller_may_use(
-    start_celgate: Callable[..., Awaitable[Celgate]],
+    start_celgate: StartCelgate,
     upstream: FakeUpstream,
     tmp_path: Path,
-    oai: Callable[..., openai.AsyncOpenAI],
+    oai: OpenAIFactory,
 ) -> None:
     for name in ("PublicAgent", "SecretAgent"):
         folder = tmp_path / "agents" / name

@@ -11,7 +11,6 @@ items: the agent's tool calls ran inside celgate and never reach it as
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.helpers import REPO, Celgate, assert_openai_error, write_policy
+from tests.helpers import REPO, Celgate, OpenAIFactory, StartCelgate, assert_openai_error, write_policy
 from tests.helpers import responses_wire as rw
 from tests.helpers.dropins import sdk_environment, write_agent  # noqa: F401  (autouse here)
 from tests.helpers.fakeupstream import FakeUpstream, Script, completion, text_stream, tool_call_stream
@@ -36,9 +35,6 @@ from .test_agents_e2e import (
     TOOLBOX_AGENT,
     start_with_agents,
 )
-
-StartCelgate = Callable[..., Awaitable[Celgate]]
-OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 
 WEATHER_ANSWER = "Here is what the tool returned: Paris: 21.0 C, sunny"
 EVENT_TYPES = {

@@ -5,19 +5,17 @@ A denied tool's body must never run: the side effect is the proof.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.helpers import ALLOW_REQUESTS, Celgate, write_policy
+from tests.helpers import ALLOW_REQUESTS, StartCelgate, write_policy
 from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import FakeUpstream, Script
 
 agents = pytest.importorskip("agents")
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 POLICY = (
     ALLOW_REQUESTS
     + """\

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -13,10 +12,9 @@ import openai
 import pytest
 
 from celgate.proxy.settings import Secret, SettingsError
-from tests.helpers import Celgate, assert_openai_error, write_policy
+from tests.helpers import Celgate, OpenAIFactory, StartCelgate, assert_openai_error, write_policy
 from tests.helpers.fakeupstream import FakeUpstream
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 ALICE_KEY = "sk-alice-0123456789abcdef"
 UPSTREAM_KEY = "sk-upstream-fedcba9876543210"
 UNKNOWN_KEY = "sk-unknown-5555aaaa5555"
@@ -44,7 +42,7 @@ def policy_dir(tmp_path: Path) -> Path:
 
 
 async def test_passthrough_forwards_the_client_authorization_unchanged(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI], http: aiohttp.ClientSession
+    celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, http: aiohttp.ClientSession
 ) -> None:
     client = oai(celgate.url, api_key="sk-client-key-1")
     await client.chat.completions.create(model="fake-model", messages=MESSAGES)
@@ -64,7 +62,7 @@ async def test_passthrough_forwards_the_client_authorization_unchanged(
 async def test_passthrough_with_a_policy_resolves_principals_and_still_forwards_the_key(
     upstream: FakeUpstream,
     start_celgate: StartCelgate,
-    oai: Callable[..., openai.AsyncOpenAI],
+    oai: OpenAIFactory,
     policy_dir: Path,
     tmp_path: Path,
 ) -> None:
@@ -87,7 +85,7 @@ async def test_passthrough_with_a_policy_resolves_principals_and_still_forwards_
 async def test_sidecar_keys_send_the_upstream_key(
     upstream: FakeUpstream,
     start_celgate: StartCelgate,
-    oai: Callable[..., openai.AsyncOpenAI],
+    oai: OpenAIFactory,
     http: aiohttp.ClientSession,
     policy_dir: Path,
 ) -> None:
@@ -134,7 +132,7 @@ async def test_sidecar_keys_refuse_unknown_client_keys_with_401(
 
 
 async def test_sidecar_keys_401_reaches_the_openai_client(
-    upstream: FakeUpstream, start_celgate: StartCelgate, oai: Callable[..., openai.AsyncOpenAI], policy_dir: Path
+    upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, policy_dir: Path
 ) -> None:
     celgate = await start_celgate(
         upstream=upstream.base_url, no_policy=False, policies=policy_dir, upstream_api_key=Secret(UPSTREAM_KEY)
@@ -152,7 +150,7 @@ async def test_sidecar_keys_need_a_policy(start_celgate: StartCelgate, upstream:
 async def test_keys_never_appear_in_logs_or_metrics(
     upstream: FakeUpstream,
     start_celgate: StartCelgate,
-    oai: Callable[..., openai.AsyncOpenAI],
+    oai: OpenAIFactory,
     http: aiohttp.ClientSession,
     policy_dir: Path,
     tmp_path: Path,

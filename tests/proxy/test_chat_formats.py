@@ -6,19 +6,14 @@ Legacy functions, custom tools, the role of a stripped first call, stored object
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import openai
 import pytest
 
-from tests.helpers import ALLOW_REQUESTS, Celgate, write_policy
+from tests.helpers import ALLOW_REQUESTS, Celgate, OpenAIFactory
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
-OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 MESSAGES = [{"role": "user", "content": "hi"}]
 POLICY = (
     ALLOW_REQUESTS
@@ -34,11 +29,6 @@ POLICY = (
     effect: allow
 """
 )
-
-
-@pytest.fixture
-async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
-    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
 
 
 def legacy_completion(name: str, arguments: str) -> dict[str, Any]:

@@ -9,18 +9,14 @@ in what the client got.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import openai
 import pytest
 
-from tests.helpers import ALLOW_REQUESTS, Celgate, write_policy
+from tests.helpers import ALLOW_REQUESTS, Celgate, OpenAIFactory
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 MESSAGES = [{"role": "user", "content": "hi"}]
 POLICY = (
     ALLOW_REQUESTS
@@ -37,11 +33,6 @@ POLICY = (
 """
 )
 DENIED = "shell.exec"
-
-
-@pytest.fixture
-async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
-    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
 
 
 def call_delta(
@@ -223,7 +214,7 @@ async def test_tool_calls_after_done_are_a_fault(
 
 
 async def test_the_openai_client_never_sees_a_denied_call_in_a_text_plain_stream(
-    gate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+    gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
     upstream.push(Script(steps=tool_call_stream([("c1", DENIED, "{}")]), headers={"Content-Type": "text/plain"}))
     stream = await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, stream=True)
@@ -277,7 +268,7 @@ async def test_a_hostile_completion_is_a_502(
 
 
 async def test_an_escaped_key_in_a_completion_is_decided(
-    gate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+    gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
     body = json.dumps(completion(None, tool_calls=[("c1", DENIED, "{}")])).replace(
         '"tool_calls"', '"tool\\u005fcalls"', 1

@@ -9,7 +9,6 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import openai
 import pytest
 
 from celgate.proxy import __version__
@@ -22,7 +21,7 @@ from celgate.proxy.settings import (
     UpstreamTimeouts,
     load_settings,
 )
-from tests.helpers import REPO, free_port, write_yaml
+from tests.helpers import REPO, OpenAIFactory, free_port, write_yaml
 from tests.helpers.fakeupstream import FakeUpstream
 from tests.helpers.process import CELGATE, STARTUP_SECONDS, Running, clean_env, stop
 
@@ -71,7 +70,7 @@ async def test_serve_proxies_to_the_upstream(
     upstream: FakeUpstream,
     tmp_path: Path,
     policy: str,
-    oai: Callable[..., openai.AsyncOpenAI],
+    oai: OpenAIFactory,
 ) -> None:
     """The benchmark's invocation: --host, --port, --upstream and --policies DIR (or --no-policy)."""
     port = free_port()
@@ -98,7 +97,7 @@ async def test_serve_proxies_to_the_upstream(
 
 
 async def test_serve_demo_streams_and_calls_tools(
-    serve: Callable[..., asyncio.Future[Running]], oai: Callable[..., openai.AsyncOpenAI]
+    serve: Callable[..., asyncio.Future[Running]], oai: OpenAIFactory
 ) -> None:
     if not any((REPO / "policies").glob("*.yaml")):
         pytest.skip("the repository's starter policy is not there yet")

@@ -9,16 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.helpers import Celgate, assert_openai_error, write_policy
+from tests.helpers import Celgate, StartCelgate, assert_openai_error
 from tests.helpers.fakeupstream import FakeUpstream
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 POLICY = """\
 version: 1
 defaults:
@@ -87,11 +84,6 @@ async def test_too_many_or_too_large_headers_are_a_400(
     assert data.split(b" ")[1] == str(status).encode(), data[:80]
     assert b"application/json" in data.split(b"\r\n\r\n")[0]
     assert upstream.requests == []
-
-
-@pytest.fixture
-async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
-    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
 
 
 async def post(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -26,12 +26,10 @@ from pydantic import TypeAdapter
 from celgate.proxy import demo as demo_module
 from celgate.proxy.demo import DemoServer, demo_reply, responses_messages
 from celgate.proxy.jsontext import compact_json
-from tests.helpers import REPO, Celgate
+from tests.helpers import REPO, Celgate, OpenAIFactory, StartCelgate
 
 __all__: list[str] = []
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
-OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 
 WEATHER: FunctionToolParam = {
     "type": "function",

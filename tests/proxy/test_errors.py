@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -12,12 +12,11 @@ import openai
 import pytest
 
 from celgate.proxy.settings import UpstreamTimeouts
-from tests.helpers import Celgate, assert_openai_error, free_port
+from tests.helpers import Celgate, OpenAIFactory, StartCelgate, assert_openai_error, free_port
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, text_stream
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 PROMPT = {"model": "fake-model", "messages": MESSAGES}
-StartCelgate = Callable[..., Awaitable[Celgate]]
 
 
 async def post_chat(
@@ -61,7 +60,7 @@ async def test_bad_request_bodies_are_400(
     assert upstream.requests == []  # never forwarded
 
 
-async def test_stream_yes_is_not_a_silent_non_stream(celgate: Celgate, oai: Callable[..., openai.AsyncOpenAI]) -> None:
+async def test_stream_yes_is_not_a_silent_non_stream(celgate: Celgate, oai: OpenAIFactory) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         await oai(celgate.url).chat.completions.create(
             model="fake-model", messages=MESSAGES, extra_body={"stream": "yes"}
@@ -145,7 +144,7 @@ async def test_wrong_method_is_405_in_openai_shape(celgate: Celgate, http: aioht
 
 
 async def test_upstream_refused_is_502(
-    start_celgate: StartCelgate, http: aiohttp.ClientSession, oai: Callable[..., openai.AsyncOpenAI]
+    start_celgate: StartCelgate, http: aiohttp.ClientSession, oai: OpenAIFactory
 ) -> None:
     celgate = await start_celgate(upstream=f"http://127.0.0.1:{free_port()}/v1")
     for stream in (False, True):
@@ -253,7 +252,7 @@ async def test_mid_stream_reset_ends_with_an_error_event_and_no_done(
 
 
 async def test_mid_stream_reset_raises_in_the_openai_client(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+    celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
     upstream.push(Script(steps=[*text_stream(["partial"], done=False)[:2], Step(reset=True)]))
     stream = await oai(celgate.url).chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
@@ -269,7 +268,7 @@ async def test_mid_stream_stall_past_idle_timeout_ends_with_an_error_event(
     upstream: FakeUpstream,
     start_celgate: StartCelgate,
     http: aiohttp.ClientSession,
-    oai: Callable[..., openai.AsyncOpenAI],
+    oai: OpenAIFactory,
 ) -> None:
     celgate = await start_celgate(upstream=upstream.base_url, timeouts=UpstreamTimeouts(idle=0.3))
     steps = [*text_stream(["before"], done=False)[:2], Step(stall=30, data=b"data: [DONE]\n\n")]
@@ -333,7 +332,7 @@ async def test_upstream_429_passes_through_verbatim(
 
 
 async def test_upstream_429_reaches_the_openai_client(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+    celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
     upstream.push(Script(status=429, json=RATE_LIMIT, headers={"Retry-After": "7"}))
     with pytest.raises(openai.RateLimitError) as info:

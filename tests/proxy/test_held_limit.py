@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.helpers import ALLOW_REQUESTS, Celgate, write_policy
+from tests.helpers import ALLOW_REQUESTS, Celgate, StartCelgate, write_policy
 from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, sse
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 POLICY = (
     ALLOW_REQUESTS
     + """\

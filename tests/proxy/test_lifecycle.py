@@ -11,11 +11,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import Celgate, assert_openai_error, free_port, write_policy
+from tests.helpers import StartCelgate, assert_openai_error, free_port, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, text_stream
 from tests.helpers.process import Running, clean_env
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 KEY = "sk-limited-principal-123456"
 POLICY = f"""\
 version: 1

@@ -21,7 +21,7 @@ import io
 import json
 import logging
 import textwrap
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,8 @@ from celgate.proxy.accesslog import log_handler
 from celgate.proxy.keys import ENFORCER
 from celgate.proxy.redaction import REDACTED
 from celgate.proxy.settings import Secret
-from tests.helpers import Celgate
+from tests.helpers import Celgate, StartCelgate
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, completion, text_stream, tool_call_stream
-
-StartCelgate = Callable[..., Awaitable[Celgate]]
 
 UPSTREAM_KEY = "sk-upstream-leakcheck-0123456789abcdef"
 ALICE_KEY = "sk-alice-leakcheck-abcdef0123456789"  # a principal known by key_sha256

@@ -6,19 +6,15 @@ once into a cached directory (tests/helpers/node.py).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-
 import pytest
 
-from tests.helpers import ALLOW_REQUESTS, Celgate, write_policy
+from tests.helpers import ALLOW_REQUESTS, Celgate
 from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import FakeUpstream, Script, text_stream, tool_call_stream
 from tests.helpers.node import NodeEnv, run_node
 
 pytestmark = pytest.mark.timeout(240)
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 POLICY = (
     ALLOW_REQUESTS
     + """\
@@ -35,11 +31,6 @@ WEATHER_TOOL = {
 }
 ROME = ("call_r", "get_weather", '{"city":"Rome"}')
 PARIS = ("call_p", "get_weather", '{"city":"Paris"}')
-
-
-@pytest.fixture
-async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
-    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
 
 
 async def test_chat_stream_helper_survives_a_stripped_first_call(

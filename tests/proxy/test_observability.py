@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,10 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from celgate.proxy.settings import Settings, UpstreamTimeouts
-from tests.helpers import Celgate, free_port
+from tests.helpers import Celgate, OpenAIFactory, StartCelgate, free_port
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, text_stream, tool_call_stream
 from tests.helpers.observe import Samples, parse_samples
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 MESSAGES = [{"role": "user", "content": "Hi"}]
 SELF_ROUTES = {"/metrics", "/admin/metrics"}  # fetching the figures changes these figures
 
@@ -57,9 +55,7 @@ def values(samples: Samples, name: str, **labels: str) -> list[float]:
     return [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
 
 
-async def traffic(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI], http: aiohttp.ClientSession
-) -> None:
+async def traffic(celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, http: aiohttp.ClientSession) -> None:
     client = oai(celgate.url)
     await client.chat.completions.create(model="fake-model", messages=MESSAGES)
     for _ in range(2):
@@ -87,7 +83,7 @@ async def traffic(
 
 
 async def test_prometheus_text_and_admin_json_agree(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI], http: aiohttp.ClientSession
+    celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, http: aiohttp.ClientSession
 ) -> None:
     await traffic(celgate, upstream, oai, http)
     from_text, from_json = await scrape(http, celgate)
@@ -101,7 +97,7 @@ async def test_prometheus_text_and_admin_json_agree(
 
 
 async def test_celgate_metrics_after_traffic(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI], http: aiohttp.ClientSession
+    celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, http: aiohttp.ClientSession
 ) -> None:
     await traffic(celgate, upstream, oai, http)
     samples, _ = await scrape(http, celgate)
@@ -194,7 +190,7 @@ async def test_upstream_errors_by_kind(
 async def test_tool_call_metrics_by_decision(
     upstream: FakeUpstream,
     start_celgate: StartCelgate,
-    oai: Callable[..., openai.AsyncOpenAI],
+    oai: OpenAIFactory,
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:

@@ -29,12 +29,10 @@ from celgate.policy import PolicyLoadError, PolicyStore
 from celgate.proxy import create_app
 from celgate.proxy.keys import GATEWAY_TOKEN
 from celgate.proxy.settings import Settings, SettingsError
-from tests.helpers import REPO, Celgate, assert_openai_error, replace, write_policy
+from tests.helpers import REPO, Celgate, OpenAIFactory, StartCelgate, assert_openai_error, replace, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
 from tests.helpers.observe import get_json, labelled, metric, policies_status, scrape, wait_for_status
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
-OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 MESSAGES = [{"role": "user", "content": "Hi"}]
 BENCH_POLICY = REPO / "tests" / "policy" / "corpus" / "bench" / "bench.yaml"
 POLL_SECONDS = 0.05

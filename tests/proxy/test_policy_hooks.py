@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import openai
 import pytest
 
-from tests.helpers import Celgate, assert_openai_error
+from tests.helpers import Celgate, OpenAIFactory, StartCelgate, assert_openai_error
 from tests.helpers.fakeupstream import FakeUpstream, Script, completion, tool_call_stream
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 MESSAGES = [{"role": "user", "content": "Hi"}]
 POLICY = """\
 version: 1
@@ -52,9 +50,7 @@ async def gated(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: P
     return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=policies)
 
 
-async def test_a_denied_model_is_403(
-    gated: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
-) -> None:
+async def test_a_denied_model_is_403(gated: Celgate, upstream: FakeUpstream, oai: OpenAIFactory) -> None:
     with pytest.raises(openai.PermissionDeniedError) as info:
         await oai(gated.url).chat.completions.create(model="forbidden-model", messages=MESSAGES)
     assert info.value.status_code == 403
@@ -65,7 +61,7 @@ async def test_a_denied_model_is_403(
 
 
 async def test_stream_with_only_a_denied_call_ends_with_stop_and_the_reason(
-    gated: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+    gated: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
     upstream.push(Script(steps=tool_call_stream([SHELL])))
     stream = await oai(gated.url).chat.completions.create(
@@ -105,7 +101,7 @@ def _with_index(chunk: dict, index: int) -> dict:
 
 
 async def test_stream_with_an_error_action_ends_with_an_error_event(
-    gated: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, oai: Callable[..., openai.AsyncOpenAI]
+    gated: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, oai: OpenAIFactory
 ) -> None:
     upstream.push(Script(steps=tool_call_stream([READ_ENV])))
     async with http.post(
@@ -124,9 +120,7 @@ async def test_stream_with_an_error_action_ends_with_an_error_event(
         [_ async for _ in stream]
 
 
-async def test_non_stream_denied_call_is_stripped(
-    gated: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
-) -> None:
+async def test_non_stream_denied_call_is_stripped(gated: Celgate, upstream: FakeUpstream, oai: OpenAIFactory) -> None:
     upstream.push(
         Script(json=completion(None, tool_calls=[WEATHER, SHELL])), Script(json=completion(None, tool_calls=[SHELL]))
     )

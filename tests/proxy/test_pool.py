@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import openai
 import pytest
 from aiohttp import web
 
-from tests.helpers import Celgate
+from tests.helpers import StartCelgate
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ async def short_keepalive_upstream() -> AsyncIterator[tuple[str, list[int]]]:
 
 
 async def test_connections_are_reused_and_closed_ones_replaced(
-    short_keepalive_upstream: tuple[str, list[int]], start_celgate: Callable[..., Awaitable[Celgate]]
+    short_keepalive_upstream: tuple[str, list[int]], start_celgate: StartCelgate
 ) -> None:
     url, peers = short_keepalive_upstream
     celgate = await start_celgate(upstream=url)

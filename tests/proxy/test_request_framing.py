@@ -16,7 +16,7 @@ import os
 import random
 import string
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -24,10 +24,9 @@ import pytest
 from multidict import CIMultiDict
 
 from celgate.proxy.settings import Secret
-from tests.helpers import Celgate, assert_openai_error, write_policy
+from tests.helpers import StartCelgate, assert_openai_error, write_policy
 from tests.helpers.rawupstream import RawRequest, RawUpstream, default_response, json_response
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 CLIENT_KEY = "sk-framing-client-0123456789"
 UPSTREAM_KEY = "sk-framing-upstream-9876543210"
 SMUGGLED = (

@@ -8,7 +8,6 @@ upstream that speaks the wire format exactly (tests/helpers/responses_wire).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,10 @@ import aiohttp
 import openai
 import pytest
 
-from tests.helpers import Celgate, write_policy
+from tests.helpers import Celgate, OpenAIFactory, StartCelgate, write_policy
 from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import FakeUpstream, ResponsesStore, Script
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
-OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 POLICY = """\
 version: 1
 defaults:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -11,10 +10,8 @@ import pytest
 
 from celgate.proxy.errors import BadRequest
 from celgate.proxy.route_table import Kind, classify
-from tests.helpers import ALLOW_REQUESTS, Celgate, assert_openai_error, write_policy
+from tests.helpers import ALLOW_REQUESTS, Celgate, StartCelgate, assert_openai_error, write_policy
 from tests.helpers.fakeupstream import FakeUpstream
-
-StartCelgate = Callable[..., Awaitable[Celgate]]
 
 POLICY = (
     ALLOW_REQUESTS

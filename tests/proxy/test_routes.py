@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
-import openai
 import pytest
 
-from tests.helpers import Celgate, free_port
+from tests.helpers import Celgate, OpenAIFactory, StartCelgate, free_port
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, sse
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 PROMPT = {"model": "fake-model", "messages": [{"role": "user", "content": "Hi"}]}
 
 
@@ -73,7 +71,7 @@ async def test_an_unusable_request_id_is_replaced(
     assert lower(upstream.requests[0].headers)["x-request-id"] == returned
 
 
-async def test_openai_client_sees_the_request_id(celgate: Celgate, oai: Callable[..., openai.AsyncOpenAI]) -> None:
+async def test_openai_client_sees_the_request_id(celgate: Celgate, oai: OpenAIFactory) -> None:
     raw = await oai(celgate.url).chat.completions.with_raw_response.create(
         model="fake-model", messages=PROMPT["messages"], extra_headers={"x-request-id": "sdk-1"}
     )
@@ -110,9 +108,7 @@ async def test_embeddings_forwarded_verbatim_both_ways_with_query_string(
     assert recorded.headers["Authorization"] == "Bearer sk-emb"
 
 
-async def test_embeddings_with_the_openai_client(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
-) -> None:
+async def test_embeddings_with_the_openai_client(celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory) -> None:
     upstream.push(
         Script(
             json={
@@ -290,7 +286,7 @@ async def test_multipart_upload_is_forwarded_intact(
 
 
 async def test_audio_transcription_upload_through_the_openai_client(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+    celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
     upstream.push(Script(json={"text": "hello"}))
     result = await oai(celgate.url).audio.transcriptions.create(
@@ -400,7 +396,7 @@ async def test_x_celgate_headers_never_reach_the_upstream(
 
 
 async def test_models_returns_the_upstream_list(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI], http: aiohttp.ClientSession
+    celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, http: aiohttp.ClientSession
 ) -> None:
     listing = {
         "object": "list",

@@ -9,11 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import openai
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from celgate.proxy.keys import METRICS
-from tests.helpers import Celgate
+from tests.helpers import Celgate, OpenAIFactory
 from tests.helpers.fakeupstream import (
     USAGE,
     FakeUpstream,
@@ -54,9 +53,7 @@ async def stream_post(http: aiohttp.ClientSession, celgate: Celgate, body: dict[
 # ------------------------------------------------------------------------------ the openai client
 
 
-async def test_non_stream_completion(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
-) -> None:
+async def test_non_stream_completion(celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory) -> None:
     client = oai(celgate.url)
     result = await client.chat.completions.create(model="fake-model", messages=MESSAGES, temperature=0.2)
     assert result.choices[0].message.content == "Hello world"
@@ -67,9 +64,7 @@ async def test_non_stream_completion(
     assert recorded.body == {"model": "fake-model", "messages": MESSAGES, "temperature": 0.2}
 
 
-async def test_non_stream_tool_calls(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
-) -> None:
+async def test_non_stream_tool_calls(celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory) -> None:
     upstream.push(Script(json=completion(None, tool_calls=PARALLEL_CALLS)))
     result = await oai(celgate.url).chat.completions.create(model="fake-model", messages=MESSAGES, tools=TOOLS)
     calls = result.choices[0].message.tool_calls or []
@@ -77,9 +72,7 @@ async def test_non_stream_tool_calls(
     assert result.choices[0].finish_reason == "tool_calls"
 
 
-async def test_stream_with_usage_and_done(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
-) -> None:
+async def test_stream_with_usage_and_done(celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory) -> None:
     upstream.push(Script(steps=text_stream(["Hello", ",", " world", "!"])))
     stream = await oai(celgate.url).chat.completions.create(
         model="fake-model", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
@@ -95,7 +88,7 @@ async def test_stream_with_usage_and_done(
 
 
 async def test_stream_parallel_tool_calls_reassembled_by_the_client(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+    celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
     upstream.push(Script(steps=tool_call_stream(PARALLEL_CALLS, pieces=4)))
     stream = await oai(celgate.url).chat.completions.create(
@@ -121,7 +114,7 @@ async def test_stream_parallel_tool_calls_reassembled_by_the_client(
 
 
 async def test_unknown_fields_pass_untouched(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI], http: aiohttp.ClientSession
+    celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, http: aiohttp.ClientSession
 ) -> None:
     first = chat_chunk({"role": "assistant", "content": "", "x_delta_extra": [1, {"a": None}]})
     first["x_vendor"] = {"trace": "abc", "nested": {"k": 1.5}}
@@ -257,7 +250,7 @@ async def test_first_chunk_arrives_while_the_upstream_holds_the_second(
 
 
 async def test_openai_client_sees_each_chunk_before_the_next_is_sent(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
+    celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
 ) -> None:
     words = ["one", " two", " three"]
     gates = [asyncio.Event() for _ in words]
@@ -294,9 +287,7 @@ async def test_tool_call_deltas_stream_through_without_waiting_for_the_end(
     assert bytes(received) == b"".join(step.data for step in steps)
 
 
-async def test_many_concurrent_streams(
-    celgate: Celgate, upstream: FakeUpstream, oai: Callable[..., openai.AsyncOpenAI]
-) -> None:
+async def test_many_concurrent_streams(celgate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory) -> None:
     client = oai(celgate.url)
 
     async def one(i: int) -> str:

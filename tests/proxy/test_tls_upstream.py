@@ -5,14 +5,14 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import openai
 import pytest
 from aiohttp import web
 
-from tests.helpers import Celgate
+from tests.helpers import StartCelgate
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
@@ -77,7 +77,7 @@ async def tls_upstream(tmp_path: Path) -> AsyncIterator[tuple[str, Path, list[st
 
 async def test_an_https_upstream_is_verified_and_reused(
     tls_upstream: tuple[str, Path, list[str]],
-    start_celgate: Callable[..., Awaitable[Celgate]],
+    start_celgate: StartCelgate,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, cert, hosts = tls_upstream
@@ -95,7 +95,7 @@ async def test_an_https_upstream_is_verified_and_reused(
 
 async def test_an_untrusted_upstream_certificate_is_a_502(
     tls_upstream: tuple[str, Path, list[str]],
-    start_celgate: Callable[..., Awaitable[Celgate]],
+    start_celgate: StartCelgate,
 ) -> None:
     url, _, hosts = tls_upstream
     celgate = await start_celgate(upstream=url)
