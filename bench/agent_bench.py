@@ -43,7 +43,13 @@ import textwrap
 import time
 from pathlib import Path
 
-from processes import REPO, free_port, process  # bench/ is on sys.path when a benchmark runs
+from processes import (  # bench/ is on sys.path when a benchmark runs
+    REPO,
+    celgate_env,
+    free_port,
+    process,
+    serve_command,
+)
 
 MOCK_MODEL = "bench-mock"
 REPLY = "Benchmark reply: the quick brown fox jumps over the lazy dog."
@@ -298,17 +304,9 @@ def measure_overhead(runs: int, warmup: int, policies: Path | None) -> list[str]
         folder.mkdir()
         (folder / "agent.py").write_text(AGENT_SOURCE)
         policy_args = ["--policies", str(policies)] if policies else ["--no-policy"]
-        serve = [
-            sys.executable,
-            "-m",
-            "celgate.proxy",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(celgate_port),
-            "--upstream",
-            f"http://127.0.0.1:{mock_port}/v1",
+        serve = serve_command(
+            celgate_port,
+            mock_port,
             *policy_args,
             "--agents",
             tmp,
@@ -320,11 +318,10 @@ def measure_overhead(runs: int, warmup: int, policies: Path | None) -> list[str]
             "--log-level",
             "warning",
             "--no-upstream-check",
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CELGATE_"))}
+        )
         with (
             process([sys.executable, __file__, "--serve-mock", str(mock_port)], mock_port),
-            process(serve, celgate_port, env=env),
+            process(serve, celgate_port, env=celgate_env()),
         ):
             samples = asyncio.run(
                 time_paths(f"http://127.0.0.1:{mock_port}/v1", f"http://127.0.0.1:{celgate_port}/v1", runs, warmup)

@@ -1,4 +1,5 @@
-"""Processes for the project's benchmarks: a free port, and a service started, awaited and stopped by group."""
+"""Processes for the project's benchmarks: a free port, the ``celgate serve`` command, and a service
+started, awaited and stopped by group."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["REPO", "free_port", "process"]
+__all__ = ["REPO", "celgate_env", "free_port", "process", "serve_command"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,6 +23,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def serve_command(port: int, upstream_port: int, *args: str) -> list[str]:
+    """``celgate serve`` on a loopback ``port`` in front of a mock on ``upstream_port``, plus ``args``."""
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    serve = ["-m", "celgate.proxy", "serve", "--host", "127.0.0.1", "--port", str(port), "--upstream", upstream]
+    return [sys.executable, *serve, *args]
+
+
+def celgate_env() -> dict[str, str]:
+    """This environment without ``OPENAI_*`` and ``CELGATE_*``: only the flags configure the celgate measured."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CELGATE_"))}
 
 
 @contextlib.contextmanager

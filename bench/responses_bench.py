@@ -47,7 +47,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from processes import REPO, free_port, process  # bench/ is on sys.path when a benchmark runs
+from processes import (  # bench/ is on sys.path when a benchmark runs
+    REPO,
+    celgate_env,
+    free_port,
+    process,
+    serve_command,
+)
 
 __all__ = ["main"]
 
@@ -495,20 +501,8 @@ def pinned(cpu: int, args: list[str]) -> list[str]:
 def measure(mock_port: int, policy_args: list[str], plan: dict[str, Any]) -> dict[str, Any]:
     """One celgate (pinned to PROXY_CPU) in front of the mock, loaded from a process on LOAD_CPU."""
     port = free_port()
-    serve = [
-        sys.executable,
-        "-m",
-        "celgate.proxy",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--upstream",
-        f"http://127.0.0.1:{mock_port}/v1",
-        *policy_args,
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CELGATE_"))}
+    serve = serve_command(port, mock_port, *policy_args)
+    env = celgate_env()
     with (
         tempfile.TemporaryDirectory(prefix="celgate-bench-responses-") as cwd,
         process(pinned(PROXY_CPU, serve), port, env={**env, "PWD": cwd}) as celgate,

@@ -80,19 +80,19 @@ class Limits:
     @staticmethod
     def _check(kind: str, total: int, ceiling: int, own: int, own_ceiling: int) -> None:
         if ceiling and total >= ceiling:
-            raise TooManyRequests(
-                f"celgate: too many concurrent {kind} (limit {ceiling}); retry shortly",
-                scope="global",
-                kind=kind,
-                retry_after=_RETRY_AFTER_SECONDS,
-            )
+            raise _refusal(kind, "global", ceiling)
         if own_ceiling and own >= own_ceiling:
-            raise TooManyRequests(
-                f"celgate: too many concurrent {kind} for this principal (limit {own_ceiling}); retry shortly",
-                scope="principal",
-                kind=kind,
-                retry_after=_RETRY_AFTER_SECONDS,
-            )
+            raise _refusal(kind, "principal", own_ceiling)
+
+
+def _refusal(kind: str, scope: str, ceiling: int) -> TooManyRequests:
+    whose = " for this principal" if scope == "principal" else ""
+    return TooManyRequests(
+        f"celgate: too many concurrent {kind}{whose} (limit {ceiling}); retry shortly",
+        scope=scope,
+        kind=kind,
+        retry_after=_RETRY_AFTER_SECONDS,
+    )
 
 
 def _own(principal: Principal, attribute: str) -> int:
