@@ -11,7 +11,7 @@ from openai.types.responses import Response
 from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel
 from celgate.adapters import AgentRegistry, AgentRunError, run_response, stream_response
 from celgate.adapters.gateway import GatewayProvider
-from tests.helpers.responses_wire import check_stream
+from tests.helpers.responses_wire import MESSAGE_EVENT_TYPES, check_stream
 
 from .conftest import (
     STRUCTURED_WORKFLOW,
@@ -59,17 +59,7 @@ async def test_a_stream_is_well_formed_and_shows_no_calls(tools: AgentRegistry, 
         stream_response(tools.get("Tools"), responses_body("Tools", stream=True), caller_for(gateway, "Tools"))
     )
     final = check_stream(events)
-    assert {e["type"] for e in events} <= {
-        "response.created",
-        "response.in_progress",
-        "response.output_item.added",
-        "response.content_part.added",
-        "response.output_text.delta",
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "response.completed",
-    }
+    assert {e["type"] for e in events} <= MESSAGE_EVENT_TYPES
     assert [item["type"] for item in final["output"]] == ["message"]
     assert Response.model_validate(final).output_text == "Seven. "
     assert final["usage"]["total_tokens"] == 30

@@ -37,6 +37,7 @@ __all__ = [
     "CALL_OUTPUT_TYPES",
     "CALL_WORDS",
     "DEFAULT_MODEL",
+    "MESSAGE_EVENT_TYPES",
     "Item",
     "SSEFrame",
     "apply_patch_call_item",
@@ -75,6 +76,21 @@ Item = dict[str, Any]
 ResponseStatus = Literal["completed", "incomplete", "failed", "in_progress", "queued", "cancelled"]
 
 DEFAULT_MODEL = "fake-model"  # what fakeupstream's chat answers name too
+
+# Every event type of a streamed response whose output is one text message.
+MESSAGE_EVENT_TYPES = frozenset(
+    {
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    }
+)
 
 CALL_OUTPUT_TYPES: dict[str, str] = {
     "function_call": "function_call_output",

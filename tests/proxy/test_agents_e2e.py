@@ -368,18 +368,23 @@ THREE_CALLS = [
 ]
 
 
+async def start_toolbox(
+    start_celgate: StartCelgate, upstream: FakeUpstream, tmp_path: Path, **settings: Any
+) -> tuple[Celgate, Path]:
+    """The Toolbox drop-in under ``TOOL_POLICY``; its tools write their side effects to the file returned."""
+    effects = tmp_path / "effects.log"
+    write_agent(tmp_path / "agents", "Toolbox", TOOLBOX_AGENT.format(effects=str(effects)))
+    policies = write_policy(tmp_path, TOOL_POLICY)
+    celgate = await start_with_agents(
+        start_celgate, upstream, tmp_path / "agents", no_policy=False, policies=policies, **settings
+    )
+    return celgate, effects
+
+
 @pytest.fixture
 async def toolbox(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> tuple[Celgate, Path, Path]:
-    effects, audit = tmp_path / "effects.log", tmp_path / "audit.jsonl"
-    write_agent(tmp_path / "agents", "Toolbox", TOOLBOX_AGENT.format(effects=str(effects)))
-    celgate = await start_with_agents(
-        start_celgate,
-        upstream,
-        tmp_path / "agents",
-        no_policy=False,
-        policies=write_policy(tmp_path, TOOL_POLICY),
-        audit_log=str(audit),
-    )
+    audit = tmp_path / "audit.jsonl"
+    celgate, effects = await start_toolbox(start_celgate, upstream, tmp_path, audit_log=str(audit))
     return celgate, effects, audit
 
 

@@ -31,23 +31,11 @@ from .test_agents_e2e import (
     LOOPING_AGENT,
     PLAIN_AGENT,
     THREE_CALLS,
-    TOOL_POLICY,
-    TOOLBOX_AGENT,
+    start_toolbox,
     start_with_agents,
 )
 
 WEATHER_ANSWER = "Here is what the tool returned: Paris: 21.0 C, sunny"
-EVENT_TYPES = {
-    "response.created",
-    "response.in_progress",
-    "response.output_item.added",
-    "response.content_part.added",
-    "response.output_text.delta",
-    "response.output_text.done",
-    "response.content_part.done",
-    "response.output_item.done",
-    "response.completed",
-}
 
 
 async def raw_stream(http: aiohttp.ClientSession, celgate: Celgate, body: dict[str, Any]) -> tuple[int, bytes]:
@@ -74,7 +62,7 @@ async def test_the_weather_example_streams_a_response(demo: Celgate, oai: OpenAI
     )
     events = [event async for event in stream]
     final = rw.check_stream([event.model_dump(mode="json") for event in events])
-    assert {event.type for event in events} <= EVENT_TYPES
+    assert {event.type for event in events} <= rw.MESSAGE_EVENT_TYPES
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == WEATHER_ANSWER
     assert events[-1].type == "response.completed" and events[-1].response.output_text == WEATHER_ANSWER
     assert [item["type"] for item in final["output"]] == ["message"]
@@ -107,12 +95,7 @@ async def test_a_raw_stream_is_named_events_without_done(demo: Celgate, http: ai
 
 @pytest.fixture
 async def toolbox(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> tuple[Celgate, Path]:
-    effects = tmp_path / "effects.log"
-    write_agent(tmp_path / "agents", "Toolbox", TOOLBOX_AGENT.format(effects=str(effects)))
-    celgate = await start_with_agents(
-        start_celgate, upstream, tmp_path / "agents", no_policy=False, policies=write_policy(tmp_path, TOOL_POLICY)
-    )
-    return celgate, effects
+    return await start_toolbox(start_celgate, upstream, tmp_path)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -235,16 +218,7 @@ async def test_with_agents_api_responses_the_agents_model_calls_use_the_response
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    effects = tmp_path / "effects.log"
-    write_agent(tmp_path / "agents", "Toolbox", TOOLBOX_AGENT.format(effects=str(effects)))
-    celgate = await start_with_agents(
-        start_celgate,
-        upstream,
-        tmp_path / "agents",
-        no_policy=False,
-        policies=write_policy(tmp_path, TOOL_POLICY),
-        agents_api="responses",
-    )
+    celgate, effects = await start_toolbox(start_celgate, upstream, tmp_path, agents_api="responses")
     calls = [rw.function_call_item(call_id, name, arguments) for call_id, name, arguments in THREE_CALLS[:2]]
     upstream.push(Script(json=rw.response_object(calls)), Script(json=rw.response_object([rw.message_item("Done.")])))
     reply = await oai(celgate.url).chat.completions.create(
