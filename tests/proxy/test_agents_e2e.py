@@ -1070,18 +1070,16 @@ async def test_models_lists_only_the_agents_the_caller_may_use(
     oai: OpenAIFactory,
 ) -> None:
     for name in ("PublicAgent", "SecretAgent"):
-        folder = tmp_path / "agents" / name
-        folder.mkdir(parents=True)
-        (folder / "agent.py").write_text(f"from agents import Agent\n\nagent = Agent(name={name!r})\n")
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "p.yaml").write_text(
-        textwrap.dedent("""\
+        write_agent(tmp_path / "agents", name, f"from agents import Agent\n\nagent = Agent(name={name!r})\n")
+    policies = write_policy(
+        tmp_path,
+        """\
         version: 1
         defaults: {decision: allow}
         rules:
           - {name: no-secrets, on: request, agents: ["Secret*"], effect: deny, reason: secret}
-    """)
+        """,
+        "p.yaml",
     )
     celgate = await start_celgate(
         upstream=upstream.base_url,

@@ -34,7 +34,7 @@ from celgate.proxy.accesslog import log_handler
 from celgate.proxy.keys import ENFORCER
 from celgate.proxy.redaction import REDACTED
 from celgate.proxy.settings import Secret
-from tests.helpers import Celgate, StartCelgate
+from tests.helpers import Celgate, StartCelgate, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, completion, text_stream, tool_call_stream
 
 UPSTREAM_KEY = "sk-upstream-leakcheck-0123456789abcdef"
@@ -209,9 +209,7 @@ async def test_no_secret_reaches_any_output(
     logs: dict[str, io.StringIO], tmp_path: Path,
 ) -> None:  # fmt: skip
     sidecar = mode == "sidecar"
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "policy.yaml").write_text(POLICY)
+    policies = write_policy(tmp_path, POLICY)
     agents = tmp_path / "agents"
     (agents / "Broken").mkdir(parents=True)
     (agents / "Broken" / "agent.py").write_text(textwrap.dedent(BROKEN_AGENT))

@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from celgate.proxy.settings import Settings, UpstreamTimeouts
-from tests.helpers import Celgate, OpenAIFactory, StartCelgate, free_port
+from tests.helpers import Celgate, OpenAIFactory, StartCelgate, free_port, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, text_stream, tool_call_stream
 from tests.helpers.observe import Samples, parse_samples
 
@@ -194,13 +194,13 @@ async def test_tool_call_metrics_by_decision(
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "tools.yaml").write_text(
+    policies = write_policy(
+        tmp_path,
         "version: 1\n"
         "defaults:\n  decision: allow\n"
         "rules:\n"
-        "  - name: no-shell\n    on: tool_call\n    tools: ['shell*']\n    effect: deny\n    reason: no shells\n"
+        "  - name: no-shell\n    on: tool_call\n    tools: ['shell*']\n    effect: deny\n    reason: no shells\n",
+        "tools.yaml",
     )
     celgate = await start_celgate(upstream=upstream.base_url, no_policy=False, policies=policies)
     upstream.push(Script(steps=tool_call_stream([("c1", "get_weather", "{}"), ("c2", "shell.exec", '{"cmd": "ls"}')])))

@@ -9,7 +9,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.helpers import Celgate, OpenAIFactory, StartCelgate, assert_openai_error
+from tests.helpers import Celgate, OpenAIFactory, StartCelgate, assert_openai_error, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, completion, tool_call_stream
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -44,10 +44,7 @@ READ_OK = ("call_o", "read_file", '{"path": "/app/README.md"}')
 
 @pytest.fixture
 async def gated(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "policy.yaml").write_text(POLICY)
-    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=policies)
+    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
 
 
 async def test_a_denied_model_is_403(gated: Celgate, upstream: FakeUpstream, oai: OpenAIFactory) -> None:
