@@ -13,6 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.helpers import free_port
+
 __all__ = ["CELGATE", "STARTUP_SECONDS", "Running", "clean_env", "serve", "stop", "wait_healthy"]
 
 CELGATE = Path(sys.executable).parent / "celgate"
@@ -38,10 +40,19 @@ class Running:
 
 @pytest.fixture
 async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., asyncio.Future[Running]]]:
-    """``await serve(*args, port=..., cwd=..., env=...)``: ``celgate serve ...`` up and healthy; stopped after."""
+    """``await serve(*args, port=..., cwd=..., env=...)``: ``celgate serve ...`` up and healthy; stopped after.
+
+    Without ``port``, a free one is chosen and passed as ``--port``; with it, ``args`` (or the
+    environment, or the config file) must make celgate listen there.
+    """
     started: list[Running] = []
 
-    async def start(*args: str, port: int, cwd: Path | None = None, env: dict[str, str] | None = None) -> Running:
+    async def start(
+        *args: str, port: int | None = None, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> Running:
+        if port is None:
+            port = free_port()
+            args = ("--port", str(port), *args)
         logs = tmp_path / f"celgate-{len(started)}"
         logs.mkdir()
         with open(logs / "stdout.log", "wb") as out, open(logs / "stderr.log", "wb") as err:

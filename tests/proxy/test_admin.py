@@ -111,19 +111,15 @@ async def test_the_container_command_needs_its_admin_token(tmp_path: Path) -> No
 async def test_serve_on_0_0_0_0_with_an_admin_token(
     serve: Callable[..., asyncio.Future[Running]], upstream: FakeUpstream
 ) -> None:
-    port = free_port()
     env = clean_env(CELGATE_ADMIN_TOKEN_ENV="GATE_ADMIN", GATE_ADMIN=ADMIN_TOKEN)
     running = await serve(
         "--host",
         "0.0.0.0",
-        "--port",
-        str(port),
         "--no-policy",
         "--upstream",
         upstream.base_url,
         "--log-level",
         "debug",
-        port=port,
         env=env,
     )
     async with aiohttp.ClientSession() as http:

@@ -11,9 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import StartCelgate, assert_openai_error, free_port, write_policy
+from tests.helpers import StartCelgate, assert_openai_error, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, text_stream
-from tests.helpers.process import Running, clean_env
+from tests.helpers.process import Running
 
 KEY = "sk-limited-principal-123456"
 POLICY = f"""\
@@ -78,18 +78,13 @@ async def read_events(response: aiohttp.ClientResponse) -> bytes:
 async def test_sigterm_drains_streams_then_ends_them_in_band_and_exits_0(
     upstream: FakeUpstream, serve: Callable[..., Awaitable[Running]], tmp_path: Path
 ) -> None:
-    port = free_port()
     running = await serve(
-        "--port",
-        str(port),
         "--upstream",
         upstream.base_url,
         "--no-policy",
         "--drain-seconds",
         "1",
         "--no-upstream-check",
-        port=port,
-        env=clean_env(),
     )
     upstream.push(slow_stream(3, 0.1), slow_stream(100, 0.1))  # one ends within the drain, one does not
     async with aiohttp.ClientSession() as http:
@@ -111,18 +106,13 @@ async def test_sighup_reloads_the_policy(
     upstream: FakeUpstream, serve: Callable[..., Awaitable[Running]], tmp_path: Path
 ) -> None:
     policies = write_policy(tmp_path, "version: 1\ndefaults:\n  decision: allow\n")
-    port = free_port()
     running = await serve(
-        "--port",
-        str(port),
         "--upstream",
         upstream.base_url,
         "--policies",
         str(policies),
         "--no-watch",
         "--no-upstream-check",
-        port=port,
-        env=clean_env(),
     )
     async with aiohttp.ClientSession() as http:
         body = {"model": "m", "messages": MESSAGES}
