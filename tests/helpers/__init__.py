@@ -20,6 +20,7 @@ from celgate.proxy.keys import SETTINGS
 from celgate.proxy.server import Server
 
 __all__ = [
+    "ALLOW_PARIS_WEATHER",
     "ALLOW_REQUESTS",
     "REPO",
     "Celgate",
@@ -43,6 +44,17 @@ rules:
     on: request
     effect: allow
 """
+# ALLOW_REQUESTS, and the weather tool for Paris only: the rule most interception tests decide by.
+ALLOW_PARIS_WEATHER = (
+    ALLOW_REQUESTS
+    + """\
+  - name: weather-in-paris-only
+    on: tool_call
+    tools: ["get_weather"]
+    when: tool.arguments.city == "Paris"
+    effect: allow
+"""
+)
 
 
 @dataclasses.dataclass

@@ -296,9 +296,8 @@ async def test_a_raw_stream_is_valid_sse_ending_in_done(
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "ab"
 
 
-# --- 3. governed tools: policy, side effects, metrics, audit ------------------------------------------
-
-TOOLBOX_AGENT = """\
+# A drop-in's tools append their side effects, one line each, to the file ``{effects}`` (``_record``).
+EFFECTS_PRELUDE = """\
     from pathlib import Path
 
     from agents import Agent, function_tool
@@ -311,6 +310,13 @@ TOOLBOX_AGENT = """\
             f.write(line + "\\n")
 
 
+"""
+
+# --- 3. governed tools: policy, side effects, metrics, audit ------------------------------------------
+
+TOOLBOX_AGENT = (
+    EFFECTS_PRELUDE
+    + """\
     @function_tool
     def safe_tool(item: str) -> str:
         \"\"\"Harmless.\"\"\"
@@ -334,6 +340,7 @@ TOOLBOX_AGENT = """\
 
     agent = Agent(name="Toolbox", instructions="Use your tools.", tools=[safe_tool, danger_tool, broken_tool])
 """
+)
 TOOL_POLICY = """\
     version: 1
     defaults:
@@ -633,18 +640,10 @@ async def test_watch_mode_reloads_adds_removes_and_keeps_the_last_good_version(
 
 # --- 6. a client disconnect cancels the run -----------------------------------------------------------
 
-CANCEL_AGENT = """\
+CANCEL_AGENT = (
+    EFFECTS_PRELUDE
+    + """\
     import asyncio
-    from pathlib import Path
-
-    from agents import Agent, function_tool
-
-    EFFECTS = Path({effects!r})
-
-
-    def _record(line: str) -> None:
-        with EFFECTS.open("a") as f:
-            f.write(line + "\\n")
 
 
     @function_tool
@@ -669,6 +668,7 @@ CANCEL_AGENT = """\
 
     agent = Agent(name="Canceller", instructions="Work.", tools=[record_effect, slow_tool])
 """
+)
 STREAM_BODY = {"model": "Canceller", "messages": [{"role": "user", "content": "Go"}], "stream": True}
 
 

@@ -14,18 +14,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import ALLOW_REQUESTS, Celgate, OpenAIFactory
+from tests.helpers import ALLOW_PARIS_WEATHER, Celgate, OpenAIFactory
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 POLICY = (
-    ALLOW_REQUESTS
+    ALLOW_PARIS_WEATHER
     + """\
-  - name: weather-in-paris-only
-    on: tool_call
-    tools: ["get_weather"]
-    when: tool.arguments.city == "Paris"
-    effect: allow
   - name: lookups
     on: tool_call
     tools: ["lookup"]

@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import ALLOW_REQUESTS, Celgate
+from tests.helpers import ALLOW_PARIS_WEATHER, Celgate
 from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import FakeUpstream, Script, text_stream, tool_call_stream
 from tests.helpers.node import NodeEnv, run_node
 
 pytestmark = pytest.mark.timeout(240)
 
-POLICY = (
-    ALLOW_REQUESTS
-    + """\
-  - name: weather-in-paris-only
-    on: tool_call
-    tools: ["get_weather"]
-    when: tool.arguments.city == "Paris"
-    effect: allow
-"""
-)
+POLICY = ALLOW_PARIS_WEATHER
 WEATHER_TOOL = {
     "type": "function",
     "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},

@@ -310,25 +310,16 @@ async def test_a_request_in_flight_finishes_on_the_policy_it_started_with(
 
 # --------------------------------------------------------------------------- 3. stream interception
 
-INTERCEPT_POLICY = """\
-version: 1
-defaults:
-  decision: deny
-rules:
-  - name: any-model
-    on: request
-    effect: allow
-  - name: weather-in-sane-units
-    on: tool_call
-    tools: ["get_weather"]
-    when: tool.arguments.unit in ["celsius", "fahrenheit"]
-    effect: allow
+INTERCEPT_POLICY = (
+    SNAPSHOT_V1
+    + """\
   - name: no-shell
     on: tool_call
     tools: ["shell*"]
     effect: deny
     reason: no shells
 """
+)
 
 
 @pytest.fixture
