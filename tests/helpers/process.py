@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import free_port
 
-__all__ = ["CELGATE", "STARTUP_SECONDS", "Running", "clean_env", "serve", "stop", "wait_healthy"]
+__all__ = ["CELGATE", "STARTUP_SECONDS", "Running", "clean_env", "refused", "serve", "stop", "wait_healthy"]
 
 CELGATE = Path(sys.executable).parent / "celgate"
 STARTUP_SECONDS = 30
@@ -67,6 +67,21 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., asyncio.Future[Ru
     yield start  # type: ignore[misc]
     for running in started:
         await stop(running)
+
+
+async def refused(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int | None, str]:
+    """Run ``celgate serve *args``, which must exit before it serves: its exit code and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        str(CELGATE),
+        "serve",
+        *args,
+        cwd=cwd,
+        env=env or clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=STARTUP_SECONDS)
+    return process.returncode, stderr.decode()
 
 
 async def wait_healthy(running: Running) -> None:

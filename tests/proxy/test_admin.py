@@ -19,7 +19,7 @@ from celgate.proxy.redaction import REDACTED, holding_secrets, redact, redact_js
 from celgate.proxy.settings import Secret, Settings, SettingsError, check_listener, is_loopback, load_settings
 from tests.helpers import Celgate, StartCelgate, assert_openai_error, free_port
 from tests.helpers.fakeupstream import FakeUpstream
-from tests.helpers.process import CELGATE, STARTUP_SECONDS, Running, clean_env
+from tests.helpers.process import Running, clean_env, refused
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 ADMIN_ROUTES = ("/metrics", "/admin/metrics", "/admin/policies", "/admin/agents", "/admin/agents/errors")
@@ -86,26 +86,19 @@ async def test_create_app_refuses_a_public_listener_without_an_admin_token(
 
 
 async def test_serve_on_0_0_0_0_without_an_admin_token_exits_2(tmp_path: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        str(CELGATE), "serve", "--host", "0.0.0.0", "--port", str(free_port()), "--no-policy",
-        cwd=tmp_path, env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=STARTUP_SECONDS)
-    assert process.returncode == 2
-    message = stderr.decode()
+    returncode, message = await refused("--host", "0.0.0.0", "--port", str(free_port()), "--no-policy", cwd=tmp_path)
+    assert returncode == 2
     assert "0.0.0.0" in message and "--admin-token-env" in message and "CELGATE_ADMIN_TOKEN_ENV" in message
 
 
 async def test_the_container_command_needs_its_admin_token(tmp_path: Path) -> None:
     """The Containerfile's CMD (its flags, here): without CELGATE_ADMIN_TOKEN it says so and exits 2."""
-    process = await asyncio.create_subprocess_exec(
-        str(CELGATE), "serve", "--host", "0.0.0.0", "--port", str(free_port()), "--no-policy",
-        "--admin-token-env", "CELGATE_ADMIN_TOKEN",
-        cwd=tmp_path, env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    returncode, stderr = await refused(
+        "--host", "0.0.0.0", "--port", str(free_port()), "--no-policy", "--admin-token-env", "CELGATE_ADMIN_TOKEN",
+        cwd=tmp_path,
     )  # fmt: skip
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=STARTUP_SECONDS)
-    assert process.returncode == 2
-    assert "CELGATE_ADMIN_TOKEN" in stderr.decode()
+    assert returncode == 2
+    assert "CELGATE_ADMIN_TOKEN" in stderr
 
 
 async def test_serve_on_0_0_0_0_with_an_admin_token(

@@ -23,7 +23,7 @@ from celgate.proxy.settings import (
 )
 from tests.helpers import REPO, OpenAIFactory, free_port, write_yaml
 from tests.helpers.fakeupstream import FakeUpstream
-from tests.helpers.process import CELGATE, STARTUP_SECONDS, Running, clean_env, stop
+from tests.helpers.process import CELGATE, Running, clean_env, refused, stop
 
 
 def allow_all_policy(directory: Path) -> Path:
@@ -137,19 +137,8 @@ async def test_serve_demo_streams_and_calls_tools(
 
 
 async def test_serve_refuses_to_start_without_a_policy_dir(tmp_path: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        str(CELGATE),
-        "serve",
-        "--port",
-        str(free_port()),
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=STARTUP_SECONDS)
-    assert process.returncode not in (0, None)
-    message = stderr.decode()
+    returncode, message = await refused("--port", str(free_port()), cwd=tmp_path)
+    assert returncode not in (0, None)
     assert "policy directory" in message and "policies" in message
     assert "--no-policy" in message
 
@@ -158,36 +147,15 @@ async def test_serve_refuses_to_start_with_a_broken_policy(tmp_path: Path) -> No
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "bad.yaml").write_text("version: 1\nrules:\n  - name: x\n    on: request\n    effect: maybe\n")
-    process = await asyncio.create_subprocess_exec(
-        str(CELGATE),
-        "serve",
-        "--port",
-        str(free_port()),
-        "--policies",
-        str(broken),
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=STARTUP_SECONDS)
-    assert process.returncode not in (0, None)
-    assert "bad.yaml" in stderr.decode()
+    returncode, stderr = await refused("--port", str(free_port()), "--policies", str(broken), cwd=tmp_path)
+    assert returncode not in (0, None)
+    assert "bad.yaml" in stderr
 
 
 async def test_serve_rejects_a_bad_setting_with_its_source(tmp_path: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        str(CELGATE),
-        "serve",
-        "--no-policy",
-        cwd=tmp_path,
-        env=clean_env(CELGATE_PORT="eighty"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=STARTUP_SECONDS)
-    assert process.returncode == 2
-    assert "port" in stderr.decode() and "environment" in stderr.decode()
+    returncode, stderr = await refused("--no-policy", cwd=tmp_path, env=clean_env(CELGATE_PORT="eighty"))
+    assert returncode == 2
+    assert "port" in stderr and "environment" in stderr
 
 
 async def test_port_flag_beats_celgate_port(
