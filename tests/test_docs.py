@@ -1,7 +1,7 @@
 """The docs stay true: generated sections match their source, links and file paths resolve, flags exist.
 
 Checked files: the README, CONTRIBUTING, CHANGELOG and every page under
-``docs/``. A path is an inline code span naming something in the checkout
+``docs/`` and ``deploy/``. A path is an inline code span naming something in the checkout
 (``proxy/settings.py``, ``tests/helpers/``, ``policies/*.yaml``), or a test as
 ``file::function``; docs/security.md names tests relative to ``tests/``.
 """
@@ -18,7 +18,13 @@ from celgate.proxy import cli
 from tests.helpers import REPO
 from tests.helpers.generated import GENERATED, REGENERATE, Generated
 
-DOCS = [REPO / "README.md", REPO / "CONTRIBUTING.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").rglob("*.md"))]
+DOCS = [
+    REPO / "README.md",
+    REPO / "CONTRIBUTING.md",
+    REPO / "CHANGELOG.md",
+    *sorted((REPO / "docs").rglob("*.md")),
+    *sorted((REPO / "deploy").rglob("*.md")),
+]
 
 # Paths the docs name because they must not exist, or no longer do.
 ABSENT_ON_PURPOSE = {
