@@ -91,6 +91,8 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 @dataclass(frozen=True, slots=True)
 class _Meta:
+    """What ``_setting`` records on a field: how to read its value, and how to document it."""
+
     convert: Callable[[Any], Any]
     help: str
     shown: str | None
