@@ -210,7 +210,7 @@ def test_every_event_of_a_stream_is_its_openai_type() -> None:
         assert dump(parsed) == event
         assert type(STREAM_EVENT.validate_python(event)) is cls
         seen.add(event["type"])
-    assert rw.MESSAGE_EVENT_TYPES | {
+    every_type = rw.MESSAGE_EVENT_TYPES | {
         "response.refusal.delta",
         "response.refusal.done",
         "response.function_call_arguments.delta",
@@ -232,7 +232,8 @@ def test_every_event_of_a_stream_is_its_openai_type() -> None:
         "response.shell_call_command.added",
         "response.shell_call_command.delta",
         "response.shell_call_command.done",
-    } <= seen
+    }
+    assert every_type <= seen
     assert rw.check_stream(events) == events[-1]["response"]
 
 
