@@ -19,7 +19,7 @@ import json
 from typing import Any, Literal
 
 from tests.helpers import responses_wire as rw
-from tests.helpers.fakeupstream import Script, completion, text_stream, tool_call_stream
+from tests.helpers.fakeupstream import Script, Step, completion, text_stream, tool_call_stream
 
 __all__ = [
     "CHAT_TOOLS",
@@ -31,6 +31,7 @@ __all__ = [
     "WEATHER",
     "Api",
     "arguments",
+    "cut_stream",
     "reply",
     "upstream_error",
 ]
@@ -90,6 +91,16 @@ def reply(api: Api, stream: bool, *, text: str | None = None, calls: tuple[tuple
         if stream
         else (Script(json=rw.response_object(output, model=MODEL)))
     )
+
+
+def cut_stream(api: Api) -> Script:
+    """A stream the upstream breaks off (TCP reset) after some text: celgate ends it with an in-band error event.
+
+    A client must raise, never take the text so far for the whole answer.
+    """
+    steps = reply(api, True, text="It is sunny in Paris").steps
+    assert steps is not None
+    return Script(steps=[*steps[:-4], Step(reset=True)])  # before the finish: no stop, no completed event
 
 
 def upstream_error(status: int = 429, message: str = "Rate limit reached for requests") -> Script:

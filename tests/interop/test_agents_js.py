@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import Celgate
 from tests.helpers.fakeupstream import FakeUpstream
-from tests.helpers.interop import DENIED_MODEL, MODEL, SHELL, WEATHER, arguments, reply, upstream_error
+from tests.helpers.interop import DENIED_MODEL, MODEL, SHELL, WEATHER, arguments, cut_stream, reply, upstream_error
 from tests.helpers.node import NodeEnv, run_node
 
 pytestmark = pytest.mark.timeout(240)
@@ -28,10 +28,11 @@ async def test_text(node_env: NodeEnv, gate: Celgate, upstream: FakeUpstream, st
 
 
 @pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("calls", [(WEATHER,), (SHELL, WEATHER)], ids=["alone", "after-a-denied-one"])
 async def test_an_allowed_tool_runs_with_its_arguments(
-    node_env: NodeEnv, gate: Celgate, upstream: FakeUpstream, stream: bool
+    node_env: NodeEnv, gate: Celgate, upstream: FakeUpstream, stream: bool, calls: tuple[tuple[str, str, str], ...]
 ) -> None:
-    upstream.push(reply("responses", stream, calls=(WEATHER,)), reply("responses", stream, text="Sunny in Paris"))
+    upstream.push(reply("responses", stream, calls=calls), reply("responses", stream, text="Sunny in Paris"))
     result = await run_node("agents_run", gate.url, args={"stream": stream})
     assert result["executed"] == [{"name": "get_weather", "arguments": arguments(WEATHER)}]
     assert result["final_output"] == "Sunny in Paris"
@@ -69,6 +70,12 @@ async def test_an_upstream_rate_limit_is_rate_limit_error(
     upstream.push(upstream_error(429))
     result = await run_node("agents_run", gate.url, expect_error=True)
     assert (result["error"]["name"], result["error"]["status"]) == ("RateLimitError", 429)
+
+
+async def test_a_cut_stream_raises(node_env: NodeEnv, gate: Celgate, upstream: FakeUpstream) -> None:
+    upstream.push(cut_stream("responses"))
+    result = await run_node("agents_run", gate.url, args={"stream": True}, expect_error=True)
+    assert "cut" in result["error"]["message"], result["error"]
 
 
 async def test_models(node_env: NodeEnv, gate: Celgate, upstream: FakeUpstream) -> None:

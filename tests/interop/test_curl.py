@@ -23,6 +23,8 @@ from tests.helpers.interop import (
     RESPONSES_TOOLS,
     SHELL,
     WEATHER,
+    Api,
+    cut_stream,
     reply,
     upstream_error,
 )
@@ -117,6 +119,17 @@ async def test_an_upstream_error_passes_through(gate: Celgate, upstream: FakeUps
     status, text = await curl(gate.url + "/chat/completions", {"model": MODEL, "messages": MESSAGES, "stream": True})
     assert status == 429
     assert_openai_error(json.loads(text), code="rate_limit_exceeded")
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_a_cut_stream_ends_with_an_error_event(gate: Celgate, upstream: FakeUpstream, api: Api) -> None:
+    upstream.push(cut_stream(api))
+    path, body = ("/chat/completions", {"messages": MESSAGES}) if api == "chat" else ("/responses", {"input": "Hi"})
+    status, text = await curl(gate.url + path, {"model": MODEL, "stream": True, **body})
+    assert status == 200  # the head went out before the fault
+    frames = rw.parse_sse(text)
+    assert frames[-1].event == "error" and "[DONE]" not in text
+    assert_openai_error(json.loads(frames[-1].data), code="upstream_reset")
 
 
 async def test_models(gate: Celgate, upstream: FakeUpstream) -> None:

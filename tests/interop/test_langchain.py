@@ -18,7 +18,7 @@ from langchain_openai import ChatOpenAI
 
 from tests.helpers import Celgate
 from tests.helpers.fakeupstream import FakeUpstream
-from tests.helpers.interop import DENIED_MODEL, MODEL, SHELL, WEATHER, Api, arguments, reply, upstream_error
+from tests.helpers.interop import DENIED_MODEL, MODEL, SHELL, WEATHER, Api, arguments, cut_stream, reply, upstream_error
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,17 +75,17 @@ async def test_text(gate: Celgate, upstream: FakeUpstream, api: Api, stream: boo
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("api", APIS)
-@pytest.mark.parametrize("call", [WEATHER, SHELL], ids=["allowed", "denied"])
+@pytest.mark.parametrize("calls", [(WEATHER,), (SHELL, WEATHER), (SHELL,)], ids=["allowed", "mixed", "denied"])
 async def test_only_allowed_tool_calls_reach_the_app(
-    gate: Celgate, upstream: FakeUpstream, api: Api, stream: bool, call: tuple[str, str, str]
+    gate: Celgate, upstream: FakeUpstream, api: Api, stream: bool, calls: tuple[tuple[str, str, str], ...]
 ) -> None:
     executed: list[str] = []
     tools = {t.name: t for t in make_tools(executed)}
-    upstream.push(reply(api, stream, calls=(call,)))
+    upstream.push(reply(api, stream, calls=calls))
     message = await ask(chat_model(gate, api).bind_tools(list(tools.values())), stream)
     for tool_call in message.tool_calls:
         await tools[tool_call["name"]].ainvoke(tool_call["args"])
-    if call is WEATHER:
+    if WEATHER in calls:
         assert [(c["id"], c["name"], c["args"]) for c in message.tool_calls] == [
             (WEATHER[0], "get_weather", arguments(WEATHER))
         ]
@@ -117,3 +117,10 @@ async def test_an_upstream_rate_limit_is_rate_limit_error(gate: Celgate, upstrea
     with pytest.raises(openai.RateLimitError) as raised:
         await ask(chat_model(gate, api), False)
     assert raised.value.code == "rate_limit_exceeded"
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_cut_stream_raises(gate: Celgate, upstream: FakeUpstream, api: Api) -> None:
+    upstream.push(cut_stream(api))
+    with pytest.raises(openai.APIError, match="cut"):
+        await ask(chat_model(gate, api), True)

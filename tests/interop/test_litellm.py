@@ -22,6 +22,7 @@ from tests.helpers.interop import (
     SHELL,
     WEATHER,
     Api,
+    cut_stream,
     reply,
     upstream_error,
 )
@@ -65,8 +66,11 @@ async def test_sync_completion(gate: Celgate, upstream: FakeUpstream) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_an_allowed_tool_call_arrives_intact(gate: Celgate, upstream: FakeUpstream, stream: bool) -> None:
-    upstream.push(reply("chat", stream, calls=(WEATHER,)))
+@pytest.mark.parametrize("calls", [(WEATHER,), (SHELL, WEATHER)], ids=["alone", "after-a-denied-one"])
+async def test_an_allowed_tool_call_arrives_intact(
+    gate: Celgate, upstream: FakeUpstream, stream: bool, calls: tuple[tuple[str, str, str], ...]
+) -> None:
+    upstream.push(reply("chat", stream, calls=calls))
     response = await chat(gate, stream, tools=CHAT_TOOLS)
     calls = response.choices[0].message.tool_calls
     assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [WEATHER]
@@ -103,9 +107,26 @@ async def test_an_upstream_rate_limit_is_rate_limit_error(gate: Celgate, upstrea
     assert raised.value.status_code == 429
 
 
+async def test_a_cut_stream_raises(gate: Celgate, upstream: FakeUpstream) -> None:
+    """LiteLLM wraps mid-stream errors in ``MidStreamFallbackError`` (a ``ServiceUnavailableError``) for its router."""
+    upstream.push(cut_stream("chat"))
+    with pytest.raises(litellm.exceptions.MidStreamFallbackError, match="cut"):
+        await chat(gate, True)
+
+
+async def test_a_cut_responses_stream_raises(gate: Celgate, upstream: FakeUpstream) -> None:
+    upstream.push(cut_stream("responses"))
+    with pytest.raises(litellm.exceptions.MidStreamFallbackError, match="cut"):
+        response = await litellm.aresponses(**options(gate), input="Hi", stream=True)
+        async for _ in response:
+            pass
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize(
-    ("calls", "text"), [((), "It is sunny"), ((WEATHER,), None), ((SHELL,), None)], ids=["text", "allowed", "denied"]
+    ("calls", "text"),
+    [((), "It is sunny"), ((WEATHER,), None), ((SHELL, WEATHER), None), ((SHELL,), None)],
+    ids=["text", "allowed", "mixed", "denied"],
 )
 async def test_responses(
     gate: Celgate, upstream: FakeUpstream, stream: bool, calls: tuple[tuple[str, str, str], ...], text: str | None
@@ -124,8 +145,9 @@ async def test_responses(
             assert "".join(deltas) == text
         response = events[-1].response
     items = [(i.type, getattr(i, "name", None), getattr(i, "arguments", None)) for i in response.output]
-    if calls == (WEATHER,):
-        assert items == [("function_call", "get_weather", WEATHER[2])]
+    if WEATHER in calls:
+        assert items[-1] == ("function_call", "get_weather", WEATHER[2])
+        assert "run_shell" not in str(items)
     else:
         assert [kind for kind, _, _ in items] == ["message"]
         said = response.output[0].content[0].text

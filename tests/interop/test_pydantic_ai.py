@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 import openai
 import pytest
 from pydantic_ai import Agent
-from pydantic_ai.exceptions import ModelAuthenticationError, ModelHTTPError, ModelRateLimitError
+from pydantic_ai.exceptions import ModelAPIError, ModelAuthenticationError, ModelHTTPError, ModelRateLimitError
 from pydantic_ai.models import Model
 from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 from tests.helpers import Celgate
 from tests.helpers.fakeupstream import FakeUpstream
-from tests.helpers.interop import DENIED_MODEL, MODEL, SHELL, WEATHER, Api, reply, upstream_error
+from tests.helpers.interop import DENIED_MODEL, MODEL, SHELL, WEATHER, Api, cut_stream, reply, upstream_error
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,10 +79,11 @@ async def test_text(client: openai.AsyncOpenAI, upstream: FakeUpstream, api: Api
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("calls", [(WEATHER,), (SHELL, WEATHER)], ids=["alone", "after-a-denied-one"])
 async def test_an_allowed_tool_runs_with_its_arguments(
-    client: openai.AsyncOpenAI, upstream: FakeUpstream, api: Api, stream: bool
+    client: openai.AsyncOpenAI, upstream: FakeUpstream, api: Api, stream: bool, calls: tuple[tuple[str, str, str], ...]
 ) -> None:
-    upstream.push(reply(api, stream, calls=(WEATHER,)), reply(api, stream, text="It is sunny in Paris"))
+    upstream.push(reply(api, stream, calls=calls), reply(api, stream, text="It is sunny in Paris"))
     executed: list[str] = []
     assert await run(make_agent(model(client, api), executed), stream) == "It is sunny in Paris"
     assert executed == ["weather:Paris"]
@@ -125,3 +126,10 @@ async def test_an_upstream_rate_limit_is_a_rate_limit_error(
     upstream.push(upstream_error(429))
     with pytest.raises(ModelRateLimitError):
         await run(make_agent(model(client, api), []), False)
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_cut_stream_raises(client: openai.AsyncOpenAI, upstream: FakeUpstream, api: Api) -> None:
+    upstream.push(cut_stream(api))
+    with pytest.raises(ModelAPIError, match="cut"):
+        await run(make_agent(model(client, api), []), True)
