@@ -54,6 +54,27 @@ async def test_a_denied_tool_never_runs(node_env: NodeEnv, gate: Celgate, upstre
 
 
 @pytest.mark.parametrize("stream", [False, True])
+async def test_previous_response_id_chains_past_a_stripped_call(
+    node_env: NodeEnv, stateful_gate: Celgate, stateful_upstream: FakeUpstream, stream: bool
+) -> None:
+    """On a server-kept conversation each turn sends only its new items; the API wants an output for every call
+    of the stored response, so celgate answers the one it stripped."""
+    upstream = stateful_upstream
+    upstream.push(
+        reply("responses", False, text="Hi"),
+        reply("responses", stream, calls=(SHELL, WEATHER)),
+        reply("responses", stream, text="Sunny in Paris"),
+    )
+    result = await run_node("agents_run", stateful_gate.url, args={"stream": stream, "chain": True})
+    assert result["final_output"] == "Sunny in Paris"
+    assert result["executed"] == [{"name": "get_weather", "arguments": arguments(WEATHER)}]
+    *_, follow_up = (r.body for r in upstream.requests if r.method == "POST")
+    assert upstream.store is not None and follow_up["previous_response_id"] in upstream.store.responses
+    outputs = {i["call_id"]: i["output"] for i in follow_up["input"] if i.get("type") == "function_call_output"}
+    assert outputs[WEATHER[0]] == "sunny" and "run_shell denied by policy" in outputs[SHELL[0]]
+
+
+@pytest.mark.parametrize("stream", [False, True])
 async def test_a_policy_denial_is_permission_denied(
     node_env: NodeEnv, gate: Celgate, upstream: FakeUpstream, stream: bool
 ) -> None:

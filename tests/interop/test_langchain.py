@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 import pytest
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
 from langchain_openai import ChatOpenAI
 
@@ -50,14 +50,14 @@ def make_tools(executed: list[str]) -> list[BaseTool]:
     return [get_weather, run_shell]
 
 
-async def ask(model: ChatOpenAI | Any, stream: bool) -> AIMessage:
+async def ask(model: ChatOpenAI | Any, stream: bool, prompt: str | list[Any] = PROMPT) -> AIMessage:
     """One turn, as an app does it: ``ainvoke``, or ``astream`` with the chunks added up."""
     if not stream:
-        message = await model.ainvoke(PROMPT)
+        message = await model.ainvoke(prompt)
         assert isinstance(message, AIMessage)
         return message
     total: AIMessageChunk | None = None
-    async for chunk in model.astream(PROMPT):
+    async for chunk in model.astream(prompt):
         total = chunk if total is None else total + chunk
     assert total is not None
     return total
@@ -124,3 +124,30 @@ async def test_a_cut_stream_raises(gate: Celgate, upstream: FakeUpstream, api: A
     upstream.push(cut_stream(api))
     with pytest.raises(openai.APIError, match="cut"):
         await ask(chat_model(gate, api), True)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_use_previous_response_id_chains_past_a_stripped_call(
+    stateful_gate: Celgate, stateful_upstream: FakeUpstream, stream: bool
+) -> None:
+    """The follow-up sends only the new tool result after ``previous_response_id``; the API wants an output for
+    every call of the stored response, so celgate answers the one it stripped."""
+    upstream = stateful_upstream
+    upstream.push(reply("responses", stream, calls=(SHELL, WEATHER)), reply("responses", stream, text="Sunny"))
+    executed: list[str] = []
+    tools = {t.name: t for t in make_tools(executed)}
+    llm = ChatOpenAI(
+        model=MODEL, base_url=stateful_gate.url, api_key="sk-test", max_retries=0, use_previous_response_id=True
+    ).bind_tools(list(tools.values()))
+    history: list[Any] = [HumanMessage(PROMPT)]
+    history.append(await ask(llm, stream, history))
+    for tool_call in history[-1].tool_calls:
+        history.append(
+            ToolMessage(await tools[tool_call["name"]].ainvoke(tool_call["args"]), tool_call_id=tool_call["id"])
+        )
+    answer = await ask(llm, stream, history)
+    assert answer.text == "Sunny" and executed == ["weather:Paris"]
+    _, follow_up = (r.body for r in upstream.requests if r.method == "POST")
+    assert upstream.store is not None and follow_up["previous_response_id"] in upstream.store.responses
+    outputs = {i["call_id"]: i["output"] for i in follow_up["input"]}
+    assert outputs[WEATHER[0]] == "sunny" and "run_shell denied by policy" in outputs[SHELL[0]]

@@ -133,3 +133,24 @@ async def test_a_cut_stream_raises(client: openai.AsyncOpenAI, upstream: FakeUps
     upstream.push(cut_stream(api))
     with pytest.raises(ModelAPIError, match="cut"):
         await run(make_agent(model(client, api), []), True)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_previous_response_id_chains_past_a_stripped_call(
+    stateful_gate: Celgate, stateful_upstream: FakeUpstream, stream: bool
+) -> None:
+    """With ``openai_previous_response_id="auto"`` the follow-up answers only the call it saw; the API wants an
+    output for every call of the stored response, so celgate answers the one it stripped."""
+    upstream = stateful_upstream
+    upstream.push(reply("responses", stream, calls=(SHELL, WEATHER)), reply("responses", stream, text="Sunny"))
+    executed: list[str] = []
+    async with openai.AsyncOpenAI(base_url=stateful_gate.url, api_key="sk-test", max_retries=0) as client:
+        llm = OpenAIResponsesModel(
+            MODEL, provider=OpenAIProvider(openai_client=client), settings={"openai_previous_response_id": "auto"}
+        )
+        assert await run(make_agent(llm, executed), stream) == "Sunny"
+    assert executed == ["weather:Paris"]
+    _, follow_up = (r.body for r in upstream.requests if r.method == "POST")
+    assert upstream.store is not None and follow_up["previous_response_id"] in upstream.store.responses
+    outputs = {i["call_id"]: i["output"] for i in follow_up["input"]}
+    assert outputs[WEATHER[0]] == "sunny" and "run_shell denied by policy" in outputs[SHELL[0]]

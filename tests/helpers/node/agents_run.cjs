@@ -1,7 +1,8 @@
 'use strict';
 // The OpenAI Agents SDK for JS (@openai/agents) on its default model, the Responses API, with two tools
 // that record each time they run: get_weather and run_shell. Reports what ran and the final output.
-// args: model (default "fake-model"), prompt, stream (run with {stream: true} and read every event).
+// args: model (default "fake-model"), prompt, stream (run with {stream: true} and read every event),
+//       chain (run "Hello" first, then the prompt with previousResponseId: the server keeps the conversation).
 const { main, openaiClient, versions } = require('./_common.cjs');
 
 main(async (input) => {
@@ -36,17 +37,19 @@ main(async (input) => {
     tools: [getWeather, runShell],
   });
   const prompt = args.prompt ?? 'What is the weather in Paris?';
+  const options = {};
+  if (args.chain) options.previousResponseId = (await run(agent, 'Hello')).lastResponseId;
   const events = [];
   let result;
   if (args.stream) {
-    result = await run(agent, prompt, { stream: true });
+    result = await run(agent, prompt, { ...options, stream: true });
     for await (const event of result) {
       if (event.type === 'raw_model_stream_event') events.push(event.data.type);
     }
     await result.completed;
     if (result.error) throw result.error;
   } else {
-    result = await run(agent, prompt);
+    result = await run(agent, prompt, options);
   }
   return {
     versions: versions('@openai/agents'),
