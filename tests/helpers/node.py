@@ -1,4 +1,4 @@
-"""Running the real Node clients (openai-node, the Vercel AI SDK) against a base URL from pytest.
+"""Running the real Node clients (openai-node, the Vercel AI SDK, the JS Agents SDK) against a base URL from pytest.
 
 celgate must work for the clients people actually use, and the Node ones parse
 streams their own way. The versions pinned in ``tests/helpers/node/package.json``
