@@ -10,7 +10,8 @@ same thing for every client:
 
 * every model may be used except ``forbidden-*`` (a 403 ``policy_denied``);
 * ``get_weather`` may be called; ``run_shell`` is denied (no rule allows it,
-  so celgate also removes it from the tools a request offers).
+  so celgate also removes it from the tools a request offers) and its call is
+  stripped; a ``delete_repo`` call fails the whole response (``action: error``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.helpers.fakeupstream import Script, Step, completion, text_stream, to
 
 __all__ = [
     "CHAT_TOOLS",
+    "DELETE",
     "DENIED_MODEL",
     "MODEL",
     "POLICY",
@@ -57,11 +59,19 @@ rules:
     on: tool_call
     tools: ["get_weather"]
     effect: allow
+  - name: never-delete
+    on: tool_call
+    tools: ["delete_repo"]
+    effect: deny
+    action: error
+    reason: repositories are not deleted from here
 """
 WEATHER = ("call_weather", "get_weather", '{"city":"Paris"}')
 """An allowed call ``(id, name, arguments)``: it must reach the client byte for byte."""
 SHELL = ("call_shell", "run_shell", '{"command":"rm -rf /"}')
 """A denied call: it must never reach the client, and a client's tool body must never run."""
+DELETE = ("call_delete", "delete_repo", '{"repo":"celgate"}')
+"""A call whose rule fails the whole response: a 403, or an in-band error event once a stream has started."""
 CHAT_TOOLS = [
     {
         "type": "function",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import FakeUpstream
 from tests.helpers.interop import (
     CHAT_TOOLS,
+    DELETE,
     DENIED_MODEL,
     MODEL,
     RESPONSES_TOOLS,
@@ -36,12 +38,12 @@ MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
 STATUS = "\n%{http_code}"  # curl -w: the status on a line of its own after the body
 
 
-async def curl(url: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
-    """``curl -sN`` as the README runs it: the status and the body as received."""
+async def curl(url: str, body: dict[str, Any] | str | None = None) -> tuple[int, str]:
+    """``curl -sN`` as the README runs it: the status and the body as received (``body`` may be ``@file``)."""
     assert CURL is not None
     command = [CURL, "-sN", "-w", STATUS, url, "-H", "Authorization: Bearer sk-anything"]
     if body is not None:
-        command += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+        command += ["-H", "Content-Type: application/json", "-d", body if isinstance(body, str) else json.dumps(body)]
     process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
     stdout, _ = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, stdout
@@ -101,6 +103,33 @@ async def test_responses_stream(gate: Celgate, upstream: FakeUpstream, call: tup
         assert output == [("message", None, None)] and "rm -rf" not in text
         said = response["output"][0]["content"][0]["text"]
         assert said == "It is sunny" if call is None else "run_shell denied by policy" in said
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_a_call_that_fails_the_response_ends_the_stream_with_policy_denied(
+    gate: Celgate, upstream: FakeUpstream, api: Api
+) -> None:
+    upstream.push(reply(api, True, calls=(DELETE,)))
+    path, body = ("/chat/completions", {"messages": MESSAGES}) if api == "chat" else ("/responses", {"input": "Hi"})
+    status, text = await curl(gate.url + path, {"model": MODEL, "stream": True, **body})
+    assert status == 200 and DELETE[0] not in text  # no part of the call went out
+    frames = rw.parse_sse(text)
+    assert frames[-1].event == "error" and "[DONE]" not in text
+    error = assert_openai_error(json.loads(frames[-1].data), type_="policy_denied", code="policy_denied")
+    assert error["status"] == 403 and "repositories are not deleted from here" in error["message"]
+
+
+async def test_a_large_body_with_expect_100_continue(gate: Celgate, upstream: FakeUpstream, tmp_path: Path) -> None:
+    """Past 1 MiB curl sends ``Expect: 100-continue`` and waits for the interim answer before the body."""
+    upstream.push(reply("chat", True, text="It is sunny"))
+    big = tmp_path / "body.json"
+    big.write_text(json.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "x" * 2**21}]}))
+    status, text = await curl(gate.url + "/chat/completions", f"@{big}")
+    assert status == 200
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chat_chunks(text) if c["choices"]) == (
+        "It is sunny"
+    )
+    assert len(upstream.requests[0].raw) == big.stat().st_size
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -18,7 +18,18 @@ from langchain_openai import ChatOpenAI
 
 from tests.helpers import Celgate
 from tests.helpers.fakeupstream import FakeUpstream
-from tests.helpers.interop import DENIED_MODEL, MODEL, SHELL, WEATHER, Api, arguments, cut_stream, reply, upstream_error
+from tests.helpers.interop import (
+    DELETE,
+    DENIED_MODEL,
+    MODEL,
+    SHELL,
+    WEATHER,
+    Api,
+    arguments,
+    cut_stream,
+    reply,
+    upstream_error,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,7 +58,13 @@ def make_tools(executed: list[str]) -> list[BaseTool]:
         executed.append(f"shell:{command}")
         return "done"
 
-    return [get_weather, run_shell]
+    @tool
+    def delete_repo(repo: str) -> str:
+        """Delete a repository."""
+        executed.append(f"delete:{repo}")
+        return "deleted"
+
+    return [get_weather, run_shell, delete_repo]
 
 
 async def ask(model: ChatOpenAI | Any, stream: bool, prompt: str | list[Any] = PROMPT) -> AIMessage:
@@ -97,6 +114,17 @@ async def test_only_allowed_tool_calls_reach_the_app(
     body = upstream.requests[0].body
     offered = [t["function"]["name"] if api == "chat" else t["name"] for t in body["tools"]]
     assert offered == ["get_weather"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("api", APIS)
+async def test_a_call_that_fails_the_response_raises(
+    gate: Celgate, upstream: FakeUpstream, api: Api, stream: bool
+) -> None:
+    """``action: error``: a 403 before a stream starts, an in-band error event after."""
+    upstream.push(reply(api, stream, calls=(DELETE,)))
+    with pytest.raises(openai.PermissionDeniedError if not stream else openai.APIError, match="never-delete"):
+        await ask(chat_model(gate, api).bind_tools(make_tools([])), stream)
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -16,6 +16,7 @@ from tests.helpers import Celgate
 from tests.helpers.fakeupstream import FakeUpstream
 from tests.helpers.interop import (
     CHAT_TOOLS,
+    DELETE,
     DENIED_MODEL,
     MODEL,
     RESPONSES_TOOLS,
@@ -27,7 +28,11 @@ from tests.helpers.interop import (
     upstream_error,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    # LiteLLM's own types warn under this pydantic (ReadOnly TypedDict items, its usage model): not celgate's output.
+    pytest.mark.filterwarnings("ignore:.*ReadOnly.*:UserWarning", "ignore:Pydantic serializer warnings:UserWarning"),
+]
 
 MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
 
@@ -98,6 +103,15 @@ async def test_a_policy_denial_is_an_api_error_403(gate: Celgate, upstream: Fake
     assert raised.value.status_code == 403
     assert "this model is not for this app" in str(raised.value)
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_call_that_fails_the_response_raises(gate: Celgate, upstream: FakeUpstream, stream: bool) -> None:
+    """``action: error``: a 403 before a stream starts, an in-band error event after (LiteLLM: a mid-stream error)."""
+    upstream.push(reply("chat", stream, calls=(DELETE,)))
+    expected = litellm.exceptions.MidStreamFallbackError if stream else litellm.APIError
+    with pytest.raises(expected, match="never-delete"):
+        await chat(gate, stream, tools=CHAT_TOOLS)
 
 
 async def test_an_upstream_rate_limit_is_rate_limit_error(gate: Celgate, upstream: FakeUpstream) -> None:

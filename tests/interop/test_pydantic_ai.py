@@ -19,7 +19,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 
 from tests.helpers import Celgate
 from tests.helpers.fakeupstream import FakeUpstream
-from tests.helpers.interop import DENIED_MODEL, MODEL, SHELL, WEATHER, Api, cut_stream, reply, upstream_error
+from tests.helpers.interop import DELETE, DENIED_MODEL, MODEL, SHELL, WEATHER, Api, cut_stream, reply, upstream_error
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,6 +53,12 @@ def make_agent(llm: Model, executed: list[str]) -> Agent[None, str]:
         """Run a shell command."""
         executed.append(f"shell:{command}")
         return "done"
+
+    @agent.tool_plain
+    def delete_repo(repo: str) -> str:
+        """Delete a repository."""
+        executed.append(f"delete:{repo}")
+        return "deleted"
 
     return agent
 
@@ -104,6 +110,19 @@ async def test_a_denied_tool_never_runs(
     assert len(upstream.requests) == 1
     tools = upstream.requests[0].body["tools"]
     assert [t["function"]["name"] if api == "chat" else t["name"] for t in tools] == ["get_weather"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("api", APIS)
+async def test_a_call_that_fails_the_response_never_runs(
+    client: openai.AsyncOpenAI, upstream: FakeUpstream, api: Api, stream: bool
+) -> None:
+    """``action: error``: a 403 before a stream starts, an in-band error event after; the run fails either way."""
+    upstream.push(reply(api, stream, calls=(DELETE,)), reply(api, stream, text="unreachable"))
+    executed: list[str] = []
+    with pytest.raises(ModelAuthenticationError if not stream else ModelAPIError, match="never-delete"):
+        await run(make_agent(model(client, api), executed), stream)
+    assert executed == [] and len(upstream.requests) == 1
 
 
 @pytest.mark.parametrize("stream", [False, True])
