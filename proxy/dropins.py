@@ -156,7 +156,8 @@ def _response_event(event: dict[str, Any]) -> bytes:
 
 
 def _as_celgate_error(exc: AgentRunError) -> AgentFailed:
-    return AgentFailed(exc.message, status=exc.status, error_type=exc.type, code=exc.code)
+    """The run's failure as the client gets it, redacted: it quotes exceptions of agent and tool code."""
+    return AgentFailed(redact(exc.message), status=exc.status, error_type=exc.type, code=exc.code)
 
 
 def _gateway_url(request: web.Request) -> str:

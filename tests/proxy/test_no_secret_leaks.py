@@ -8,6 +8,8 @@ not), models, embeddings, an unknown /v1 route, an unknown path, a denied
 request, a denied tool call whose arguments look secret (streamed and not), a
 stream the upstream cuts, an unknown key, a model name that is a key, a
 drop-in agent that fails to load with a password and keys in its exception, a
+drop-in whose tool fails its run with them (chat and Responses, streamed and
+not), a
 policy reload that fails quoting a password, and the admin routes with no,
 wrong and right token. Then every output is searched for every secret: the
 logs, the access and audit logs, ``/metrics``, every ``/admin/*`` JSON, and
@@ -94,6 +96,19 @@ BROKEN_AGENT = f"""\
         " (aws {AWS_KEY}, api key {BOB_KEY}, upstream key {UPSTREAM_KEY})"
     )
 """
+LEAKY_AGENT = f"""\
+    from agents import Agent, function_tool
+
+
+    @function_tool(failure_error_function=None)  # the exception fails the run instead of becoming a tool result
+    def connect() -> str:
+        \"\"\"Connects to the database.\"\"\"
+        raise RuntimeError("cannot connect to postgresql://agent:{DB_PASSWORD}@db.internal/app (key {BOB_KEY})")
+
+
+    agent = Agent(name="Leaky", instructions="Connect.", tools=[connect])
+"""
+LEAKY_CALL = [("call_connect", "connect", "{}")]
 
 
 @pytest.fixture(autouse=True)
@@ -185,6 +200,8 @@ async def drive(client: Client, upstream: FakeUpstream, sidecar: bool) -> dict[s
     status, body = await client.call("POST", "/v1/chat/completions", key=ALICE_KEY, body=chat("Broken"))
     assert status == 503 and REDACTED.encode() in body
 
+    await run_leaky_agent(client, upstream)
+
     store = client.gate.app[ENFORCER].source
     assert isinstance(store, PolicyStore)
     (store.directory / "policy.yaml").write_text(BROKEN_POLICY)
@@ -203,6 +220,20 @@ async def drive(client: Client, upstream: FakeUpstream, sidecar: bool) -> dict[s
     return views
 
 
+async def run_leaky_agent(client: Client, upstream: FakeUpstream) -> None:
+    """A drop-in whose tool raises with secrets in its message: chat and Responses, streamed and not."""
+    for path, body in (
+        ("/v1/chat/completions", chat("Leaky")),
+        ("/v1/responses", {"model": "Leaky", "input": "Hi"}),
+    ):
+        upstream.push(Script(json=completion(None, tool_calls=LEAKY_CALL)))
+        status, answer = await client.call("POST", path, key=ALICE_KEY, body=body)
+        assert status == 500 and b"Error running tool connect" in answer and REDACTED.encode() in answer, answer
+        upstream.push(Script(steps=tool_call_stream(LEAKY_CALL)))
+        status, answer = await client.call("POST", path, key=ALICE_KEY, body={**body, "stream": True})
+        assert status == 200 and b"event: error" in answer and REDACTED.encode() in answer, answer
+
+
 @pytest.mark.parametrize("mode", ["sidecar", "passthrough"])
 async def test_no_secret_reaches_any_output(
     mode: str, upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession,
@@ -213,6 +244,8 @@ async def test_no_secret_reaches_any_output(
     agents = tmp_path / "agents"
     (agents / "Broken").mkdir(parents=True)
     (agents / "Broken" / "agent.py").write_text(textwrap.dedent(BROKEN_AGENT))
+    (agents / "Leaky").mkdir()
+    (agents / "Leaky" / "agent.py").write_text(textwrap.dedent(LEAKY_AGENT))
     access, audit = tmp_path / "access.log", tmp_path / "audit.log"
     gate = await start_celgate(
         upstream=upstream.base_url, no_policy=False, policies=policies, agents=agents, agents_model="fake-model",
@@ -239,7 +272,7 @@ async def test_no_secret_reaches_any_output(
         ("request", "o3-mini"), ("tool_call", "shell.exec")}  # fmt: skip
     assert all("arguments" not in r for r in audit_lines)
     access_lines = [json.loads(line) for line in access.read_text().splitlines()]
-    assert len(access_lines) == len(client.seen)
+    assert len(access_lines) == len(client.seen) + 4  # and the Leaky agent's four model calls over loopback
     assert {"alice", "bob"} <= {line["principal"] for line in access_lines}
     log_text = logs["text"].getvalue()
     json_lines = [json.loads(line) for line in logs["json"].getvalue().splitlines()]
