@@ -39,7 +39,7 @@ from .redaction import holding_secrets
 from .router import add_catch_all, add_request_id_header
 from .routes import add_routes
 from .settings import DEMO_UPSTREAM, Settings, SettingsError, check_listener
-from .upstream import Upstream
+from .upstream import Upstream, UpstreamLimits
 
 __all__ = ["create_app"]
 
@@ -141,7 +141,12 @@ async def _demo_model(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _upstream(app: web.Application) -> AsyncIterator[None]:
-    app[UPSTREAM] = upstream = Upstream(app.get(_DEMO_URL) or app[SETTINGS].upstream, app[SETTINGS].timeouts)
+    settings = app[SETTINGS]
+    app[UPSTREAM] = upstream = Upstream(
+        app.get(_DEMO_URL) or settings.upstream,
+        settings.timeouts,
+        UpstreamLimits(settings.max_upstream_body_bytes, settings.max_upstream_event_bytes),
+    )
     await upstream.start()
     yield
     await upstream.close()

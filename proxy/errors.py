@@ -13,6 +13,7 @@
     ├── AgentFailed              (any)   agent_error (a drop-in run failed)
     └── UpstreamError            502     upstream_error
         ├── UpstreamUnavailable  502     (refused, reset, DNS, garbage)
+        ├── UpstreamTooLarge     502     (an event or a whole body past its cap)
         └── UpstreamTimeout      504     (connect, first byte, idle)
 
 Before a response is prepared, an error becomes a JSON body with its status
@@ -126,6 +127,10 @@ class UpstreamError(CelgateError):
 
 class UpstreamUnavailable(UpstreamError):
     status, code = 502, "upstream_unavailable"
+
+
+class UpstreamTooLarge(UpstreamError):
+    status, code = 502, "upstream_too_large"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -262,6 +262,24 @@ class Settings:
             shown="`1048576` (1 MiB)",
         ),
     )
+    max_upstream_event_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata=_setting(
+            int,
+            "largest upstream SSE event celgate relays; past it the stream ends with an SSE `error` event"
+            " (`upstream_too_large`) and the upstream connection is closed",
+            shown="`16777216` (16 MiB)",
+        ),
+    )
+    max_upstream_body_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_setting(
+            int,
+            "largest upstream body celgate reads whole (governed replies, model lists, stored objects, error"
+            " bodies); past it 502 `upstream_too_large` and the upstream connection is closed",
+            shown="`67108864` (64 MiB)",
+        ),
+    )
     upstream_check: bool = field(
         default=True, metadata=_setting(_bool, "`/readyz` checks that the upstream accepts connections")
     )
@@ -504,8 +522,9 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(f"client_timeout must be > 0, got {settings.client_timeout}")
     if settings.max_held_call_bytes < 1024:
         raise SettingsError(f"max_held_call_bytes must be >= 1024, got {settings.max_held_call_bytes}")
-    if settings.max_body_bytes < 1024:
-        raise SettingsError(f"max_body_bytes must be >= 1024, got {settings.max_body_bytes}")
+    for name in ("max_body_bytes", "max_upstream_event_bytes", "max_upstream_body_bytes"):
+        if getattr(settings, name) < 1024:
+            raise SettingsError(f"{name} must be >= 1024, got {getattr(settings, name)}")
     if settings.agents_max_turns < 1:
         raise SettingsError(f"agents_max_turns must be >= 1, got {settings.agents_max_turns}")
     upstream = settings.upstream

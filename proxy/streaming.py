@@ -2,7 +2,9 @@
 
 ``forward_sse`` relays an event stream whose tool calls policy must see:
 upstream reads are cut into whole SSE events, passed through the stream's
-interceptor and written at once (one write per upstream read).
+interceptor and written at once (one write per upstream read). One event
+may hold at most ``--max-upstream-event-bytes``: past it the stream ends
+with an SSE ``error`` event and the upstream connection is closed.
 ``forward_body`` relays any other body verbatim. A fault after the response
 started goes in-band: an SSE ``error`` event for event streams (never a
 made-up ``[DONE]``), a cut connection for other bodies. A client that leaves
@@ -48,11 +50,16 @@ async def forward_sse(
     metrics = request.app[METRICS]
     response = await start_stream(request, upstream.status, forwardable_response_headers(upstream.headers))
     splitter = SSESplitter()
+    limit = upstream.limits.event_bytes
     first_byte = True
     metrics.active_streams.inc()
     try:
         async for data in upstream.iter_chunks():
-            pieces = _intercepted(interceptor, splitter.feed(data))
+            held = len(splitter.pending) + len(data)
+            events = splitter.feed(data)
+            if held > limit:  # only then can an event, or the unfinished one, be over the limit
+                _check_event_sizes(upstream, events, splitter.pending, limit)
+            pieces = _intercepted(interceptor, events)
             if pieces:
                 await response.write(b"".join(pieces))
                 if first_byte:
@@ -82,6 +89,12 @@ async def forward_sse(
         metrics.active_streams.dec()
     await response.write_eof()
     return response
+
+
+def _check_event_sizes(upstream: UpstreamResponse, events: list[bytes], pending: bytes, limit: int) -> None:
+    """One SSE event over ``limit`` bytes (whole, or still arriving) is a fault: memory stays bounded."""
+    if len(pending) > limit or any(len(event) > limit for event in events):
+        raise upstream.too_large("an SSE event", limit)
 
 
 def _intercepted(interceptor: StreamInterceptor | None, events: list[bytes]) -> list[bytes]:

@@ -12,18 +12,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .errors import CelgateError, UpstreamTimeout, UpstreamUnavailable
+from .errors import CelgateError, UpstreamTimeout, UpstreamTooLarge, UpstreamUnavailable
 from .pool import ConnectFailed, ConnectionPool, Origin, PooledResponse, StreamedBody
 from .settings import UpstreamTimeouts
 
 __all__ = [
     "FAULTS",
     "Upstream",
+    "UpstreamLimits",
     "UpstreamResponse",
     "forwardable_request_headers",
     "forwardable_response_headers",
@@ -85,15 +87,28 @@ def forwardable_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[
     return _without(headers, _NOT_FORWARDED_RESPONSE | _connection_tokens(headers))
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamLimits:
+    """How much of an upstream reply celgate holds at once: a whole body it reads, one SSE event it relays.
+
+    A hostile or broken upstream must not grow celgate's memory without end;
+    past a limit the reply is a fault and its connection is closed.
+    """
+
+    body_bytes: int
+    event_bytes: int
+
+
 class UpstreamResponse:
     """An upstream response: status and headers now, the body through celgate's fault translation."""
 
-    __slots__ = ("_pooled", "headers", "status")
+    __slots__ = ("_pooled", "headers", "limits", "status")
 
-    def __init__(self, pooled: PooledResponse) -> None:
+    def __init__(self, pooled: PooledResponse, limits: UpstreamLimits) -> None:
         self._pooled = pooled
         self.status = pooled.status
         self.headers = pooled.headers
+        self.limits = limits
 
     @property
     def content_type(self) -> str:
@@ -104,9 +119,28 @@ class UpstreamResponse:
         return self._pooled.content_length
 
     async def read(self) -> bytes:
-        """The whole body."""
-        with _translated:
-            return await self._pooled.content.read()
+        """The whole body, at most ``limits.body_bytes`` of it: past that a fault, and the connection is closed."""
+        limit = self.limits.body_bytes
+        declared = self._pooled.content_length
+        if declared is not None and declared > limit:
+            raise self.too_large(f"a body of {declared} bytes", limit)
+        content = self._pooled.content
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            with _translated:
+                data = await content.readany()
+            if not data:
+                return b"".join(chunks)
+            size += len(data)
+            if size > limit:
+                raise self.too_large("a body", limit)
+            chunks.append(data)
+
+    def too_large(self, what: str, limit: int) -> UpstreamTooLarge:
+        """The fault for a reply past its limit; the connection is closed at once (its rest is never read)."""
+        self._pooled.protocol.close()
+        return UpstreamTooLarge(f"upstream sent {what} over celgate's limit of {limit} bytes")
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive."""
@@ -122,9 +156,10 @@ class UpstreamResponse:
 class Upstream:
     """Sends requests to one upstream base URL over a shared keep-alive pool (``pool.ConnectionPool``)."""
 
-    def __init__(self, base_url: str, timeouts: UpstreamTimeouts) -> None:
+    def __init__(self, base_url: str, timeouts: UpstreamTimeouts, limits: UpstreamLimits) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeouts = timeouts
+        self._limits = limits
         self._pool = ConnectionPool(timeouts.connect, timeouts.first_byte, timeouts.idle)
         self._origins: dict[str, tuple[Origin, str]] = {}  # base URL -> (origin, base path)
 
@@ -153,7 +188,7 @@ class Upstream:
         with _translated:
             pooled = await self._pool.send(method, origin, target or "/", headers, body)
         try:
-            yield UpstreamResponse(pooled)
+            yield UpstreamResponse(pooled, self._limits)
         finally:
             self._pool.release(pooled, origin)
 
