@@ -22,12 +22,12 @@ from aiohttp import web
 from .caller import Caller, admit, open_route
 from .chat_calls import CALL_KEYS as CHAT_CALL_KEYS
 from .chat_calls import ChatStreamInterceptor, filter_completion, filter_messages
-from .client_request import bounded_body, chat_body, json_body_or_none, read_body
+from .client_request import bounded_body, chat_body, json_body_or_none, passthrough_fields, read_body
 from .dropins import find_dropin, list_agents_as_models, run_dropin
 from .forwarding import relay_stored, relay_ungoverned, upstream_request
 from .governed import BodyFilter, relay_governed
 from .jsontext import compact_json
-from .keys import METRICS, RECORD
+from .keys import ENFORCER, METRICS, RECORD
 from .keys import ROUTE_MATCH as _MATCH
 from .offered import without_tools
 from .responses_routes import RESPONSES_HANDLERS
@@ -149,11 +149,15 @@ _STREAMED_TYPES = ("multipart/", "application/octet-stream", "audio/", "image/",
 async def passthrough(request: web.Request) -> web.StreamResponse:
     """A tool-free route (or one a policy opened): admitted by policy, then forwarded verbatim both ways.
 
-    Bodies are read as JSON for policy whatever their Content-Type says, unless they are uploads.
+    With policy active every body is read whole (capped and timed) before admission: form bodies for
+    their ``model`` field, anything else as JSON whatever its Content-Type says (an upstream may read
+    JSON under any label). The bytes read go upstream unchanged. Under ``--no-policy`` uploads stream.
     """
-    buffered = request.body_exists and not request.content_type.startswith(_STREAMED_TYPES)
+    buffered = request.body_exists and (
+        request.app[ENFORCER].enforcing or not request.content_type.startswith(_STREAMED_TYPES)
+    )
     raw = await read_body(request) if buffered else b""
-    admit(request, json_body_or_none(raw) if buffered else None)
+    admit(request, await passthrough_fields(request, raw) if buffered else None)
     upload = raw if buffered else (bounded_body(request) if request.body_exists else None)
     async with upstream_request(request, request.method, upload) as response:
         return await forward_body(request, response, sse=response.content_type == _EVENT_STREAM)
