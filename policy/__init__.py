@@ -3,8 +3,9 @@
 Pure Python, no I/O on the evaluation path. ``load_policies`` compiles a
 directory of ``*.yaml`` files into an immutable ``PolicySet``; ``PolicyStore``
 keeps the active set and reloads it when the files change. Rules decide the
-endpoints celgate governs (``governs``); ``routes:`` entries open the others
-(``PolicySet.open_route``). See ``docs/policies.md`` for the policy language.
+routes celgate governs or knows to be tool-free (``classify``, the route
+table); ``routes:`` entries open the others (``PolicySet.open_route``).
+See ``docs/policies.md`` for the policy language.
 """
 
 from .decision import Decision, Explanation, RuleTrace, audit_record
@@ -12,9 +13,9 @@ from .errors import CelCompileError, CelEvalError, PolicyError, PolicyLoadError,
 from .evaluate import decide, explain, explain_route, open_route
 from .loader import load_policies
 from .policyset import PolicySet
+from .route_table import Kind, NonCanonicalPath, RouteMatch, classify
 from .schema import (
     ANONYMOUS,
-    GOVERNED_ENDPOINTS,
     Action,
     Defaults,
     Effect,
@@ -25,13 +26,11 @@ from .schema import (
     Route,
     Rule,
     ToolCall,
-    governs,
 )
 from .store import PolicyStore, ReloadResult
 
 __all__ = [
     "ANONYMOUS",
-    "GOVERNED_ENDPOINTS",
     "Action",
     "CelCompileError",
     "CelEvalError",
@@ -39,7 +38,9 @@ __all__ = [
     "Defaults",
     "Effect",
     "Explanation",
+    "Kind",
     "Mode",
+    "NonCanonicalPath",
     "Point",
     "PolicyError",
     "PolicyLoadError",
@@ -50,14 +51,15 @@ __all__ = [
     "ReloadResult",
     "RequestInfo",
     "Route",
+    "RouteMatch",
     "Rule",
     "RuleTrace",
     "ToolCall",
     "audit_record",
+    "classify",
     "decide",
     "explain",
     "explain_route",
-    "governs",
     "load_policies",
     "open_route",
 ]

@@ -23,9 +23,10 @@ from .decision import Decision, Explanation
 from .errors import PolicyLoadError
 from .loader import load_policies
 from .policyset import PolicySet
-from .schema import ANONYMOUS, Point, Principal, RequestInfo, ToolCall, governs
+from .route_table import Kind, NonCanonicalPath, RouteMatch, classify
+from .schema import ANONYMOUS, Effect, Point, Principal, RequestInfo, ToolCall
 
-__all__ = ["CaseError", "build_request", "build_tool", "evaluate_case", "main", "read_cases"]
+__all__ = ["CaseError", "build_request", "build_tool", "evaluate_case", "main", "read_cases", "route_of"]
 
 _REQUEST_FIELDS = (
     "model", "agent", "stream", "path", "method", "headers", "tools", "tool_definitions", "user", "metadata",
@@ -46,18 +47,27 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
     return value
 
 
+def route_of(method: str, path: str) -> RouteMatch:
+    """The route the proxy would classify ``method path`` as (the same route table); non-canonical: an error."""
+    try:
+        return classify(method, path)
+    except NonCanonicalPath as exc:
+        raise CaseError(str(exc)) from None
+
+
 def build_request(spec: Mapping[str, Any]) -> RequestInfo:
     """A RequestInfo from a case's ``request:``; keys other than the known fields become body scalars.
 
-    ``model`` is required on the endpoints celgate governs; a request to any
-    other path is decided by routes and needs none.
+    ``model`` is required where the proxy requires it (creating a chat
+    completion or a response); ``path`` is classified as the proxy does.
     """
-    path = str(spec.get("path", "/v1/chat/completions"))
     method = str(spec.get("method", "POST")).upper()
+    route = route_of(method, str(spec.get("path", "/v1/chat/completions")))
+    path = route.path
     model = spec.get("model") or ""
     if not isinstance(model, str):
         raise CaseError("request.model must be a string")
-    if not model and governs(method, path):
+    if not model and route.requires_model:
         raise CaseError("request.model is required")
     headers = _mapping(spec.get("headers"), "request.headers")
     tools = spec.get("tools") or []
@@ -190,9 +200,11 @@ def _expectation(case: Mapping[str, Any]) -> Mapping[str, Any]:
 def evaluate_case(policy: PolicySet, case: Any, *, explain: bool = False) -> Decision:
     """The decision for one test case (its ``expect`` is not consulted); raises ``CaseError``.
 
-    As in the proxy, a request to a path celgate does not govern is decided by
-    routes (point ``route``). ``explain=True`` decides through the explain path
-    (every rule, no caches).
+    The points are the proxy's for the case's route (``RouteMatch.points``): a
+    path celgate does not govern is first decided by routes (point ``route``),
+    then, once opened, by request rules; the first denial is the case's
+    decision, else the route that opened it. ``explain=True`` decides through
+    the explain path (every rule, no caches).
     """
     case = _mapping(case, "each case")
     unknown = sorted(set(case) - set(_CASE_KEYS))
@@ -205,18 +217,37 @@ def evaluate_case(policy: PolicySet, case: Any, *, explain: bool = False) -> Dec
     request = build_request(_mapping(case.get("request"), "request"))
     now = _parse_now(case.get("now"))
     tool = build_tool(_mapping(case["tool"], "tool")) if case.get("tool") is not None else None
-    if not governs(request.method, request.path):
-        if tool is not None:
-            raise CaseError(f"tool: celgate decides tool calls only on the endpoints it governs, not {request.path}")
-        if explain:
-            return policy.explain_route(principal, request, now=now).decision
-        return policy.open_route(principal, request, now=now)
+    points = route_of(request.method, request.path).points
+    if tool is not None:
+        _check_carries_calls(points, request, "tool")
+    if Point.ROUTE in points:
+        route = (
+            policy.explain_route(principal, request, now=now).decision
+            if explain
+            else policy.open_route(principal, request, now=now)
+        )
+        if route.effect is Effect.DENY:
+            return route
+        admitted = (
+            policy.explain(Point.REQUEST, principal, request, None, now=now).decision
+            if explain
+            else policy.check_request(principal, request, now=now)
+        )
+        return admitted if admitted.effect is Effect.DENY else route
     if explain:
         point = Point.REQUEST if tool is None else Point.TOOL_CALL
         return policy.explain(point, principal, request, tool, now=now).decision
     if tool is None:
         return policy.check_request(principal, request, now=now)
     return policy.check_tool_call(principal, request, tool, now=now)
+
+
+def _check_carries_calls(points: tuple[Point, ...], request: RequestInfo, what: str) -> None:
+    if Point.TOOL_CALL not in points:
+        raise CaseError(
+            f"{what}: celgate decides tool calls only on the routes whose replies carry them,"
+            f" not {request.method} {request.path}"
+        )
 
 
 def _case_name(case: Any) -> str:
@@ -315,8 +346,7 @@ def _explain_inputs(policy: PolicySet, args: argparse.Namespace) -> tuple[Princi
     request = build_request(spec)
     tool = None
     if args.tool is not None:
-        if not governs(request.method, request.path):
-            raise CaseError(f"--tool: celgate decides tool calls only on the endpoints it governs, not {request.path}")
+        _check_carries_calls(route_of(request.method, request.path).points, request, "--tool")
         tool = build_tool({"name": args.tool, "arguments": args.args, "type": args.tool_type})
     return principal, note, request, tool
 
@@ -353,18 +383,22 @@ def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     except CaseError as exc:
         print(f"error: {exc}", file=out)
         return 2
-    if not governs(request.method, request.path):
+    route = route_of(request.method, request.path)
+    if Point.ROUTE in route.points:
         explanation = policy.explain_route(principal, request, now=now)
         print(f"point: route  subject: {explanation.decision.subject}  principal: {principal.id} ({note})", file=out)
         print(f"policy: {policy.version} ({_count(len(policy.routes), 'route')}, backend {policy.backend})", file=out)
         print("celgate's rules do not govern this path: it is refused unless a route opens it", file=out)
         _print_explanation(explanation, out, "route")
-        return 0
+        if explanation.decision.effect is Effect.DENY:
+            return 0
+        print("", file=out)  # opened: the request rules decide next, as in the proxy
     point = Point.TOOL_CALL if tool is not None else Point.REQUEST
     explanation = policy.explain(point, principal, request, tool, now=now)
     subject = explanation.decision.subject
     print(f"point: {point.value}  subject: {subject}  principal: {principal.id} ({note})", file=out)
     print(f"policy: {policy.version} ({_count(policy.rule_count, 'rule')}, backend {policy.backend})", file=out)
+    print(f"route: {route.kind.value}" + (f" ({route.name})" if route.kind is Kind.GOVERNED else ""), file=out)
     _print_explanation(explanation, out)
     return 0
 
@@ -395,8 +429,10 @@ def _parser() -> argparse.ArgumentParser:
     who = explain.add_mutually_exclusive_group(required=True)
     who.add_argument("--key", help="API key, resolved to a principal as the proxy would")
     who.add_argument("--principal", help="principal id (declared attributes are used)")
-    explain.add_argument("--model", help="the request's model (required on the endpoints celgate governs)")
-    explain.add_argument("--path", help="canonical request path (default /v1/chat/completions)")
+    explain.add_argument("--model", help="the request's model (required to create a chat completion or a response)")
+    explain.add_argument(
+        "--path", help="canonical request path, classified as the proxy does (default /v1/chat/completions)"
+    )
     explain.add_argument("--method", default="POST", help="HTTP method (default POST)")
     explain.add_argument("--agent", help="agent name (drop-in agent or x-celgate-agent)")
     explain.add_argument("--stream", action="store_true")

@@ -95,7 +95,7 @@ class PolicySet:
     def open_route(self, principal: Principal, request: RequestInfo, *, now: datetime | None = None) -> Decision:
         """Point ``route``: whether a ``routes:`` entry opens ``request.method`` on ``request.path``.
 
-        Asked only for paths celgate does not govern (``governs()`` is False),
+        Asked only for paths celgate does not govern (``route_table.Kind.NOT_GOVERNED``),
         with the canonical path. ``rule`` names the entry that opened it; a
         deny (``rule`` None) means the proxy refuses the request.
         """

@@ -15,7 +15,6 @@ from .globs import GlobList
 
 __all__ = [
     "ANONYMOUS",
-    "GOVERNED_ENDPOINTS",
     "RULE_POINTS",
     "Action",
     "Defaults",
@@ -27,7 +26,6 @@ __all__ = [
     "Route",
     "Rule",
     "ToolCall",
-    "governs",
 ]
 
 
@@ -63,19 +61,6 @@ class Action(StrEnum):
 
     STRIP = "strip"
     ERROR = "error"
-
-
-# The (method, canonical path) pairs whose traffic celgate reads and decides with rules. Any other
-# path is refused unless a ``routes:`` entry opens it: celgate cannot see the models, tools and
-# tool calls such traffic carries. The proxy and ``celgate policy`` share this one list.
-GOVERNED_ENDPOINTS: frozenset[tuple[str, str]] = frozenset(
-    {("POST", "/v1/chat/completions"), ("POST", "/v1/responses"), ("GET", "/v1/models")}
-)
-
-
-def governs(method: str, path: str) -> bool:
-    """Whether request and tool_call rules decide this canonical path; if not, only a route can open it."""
-    return (method, path) in GOVERNED_ENDPOINTS
 
 
 @dataclass(frozen=True, slots=True)

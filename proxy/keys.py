@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from celgate.adapters import AgentRegistry
+from celgate.policy import RouteMatch
 
 from .accesslog import AccessLog
 from .auth import Authenticator
@@ -13,7 +14,6 @@ from .lifecycle import Lifecycle
 from .limits import Limits
 from .metrics import Metrics
 from .record import RequestRecord
-from .route_table import RouteMatch
 from .settings import Settings
 from .upstream import Upstream
 

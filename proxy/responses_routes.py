@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from celgate.policy import ToolCall
+from celgate.policy.route_table import ID_PATTERN
 
 from .caller import Caller, admit
 from .client_request import INTERNAL_HEADERS, json_body_or_none, read_body, responses_body
@@ -42,7 +43,6 @@ from .responses_calls import (
     is_client_call,
     proposed_call,
 )
-from .route_table import ID_PATTERN
 from .strict import UnreadableUpstream, loads_strict
 from .toolcalls import ToolCallHook
 from .upstream import forwardable_request_headers

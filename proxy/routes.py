@@ -1,6 +1,6 @@
 """The client-facing /v1 API: one dispatcher over the route table, and the handlers of each route kind.
 
-Every /v1 request is classified once (``route_table.classify``: governed,
+Every /v1 request is classified once (``celgate.policy.classify``: governed,
 tool-free or not governed, on its canonical path). Governed routes are read
 -> admit -> dispatch: read and check the body (``client_request``), admit the
 caller (``caller.admit``: principal, policy view, request decision), then
@@ -19,11 +19,14 @@ from typing import Any
 
 from aiohttp import web
 
+from celgate.policy import Kind, NonCanonicalPath, RouteMatch, classify
+
 from .caller import Caller, admit, open_route
 from .chat_calls import CALL_KEYS as CHAT_CALL_KEYS
 from .chat_calls import ChatStreamInterceptor, filter_completion, filter_messages
 from .client_request import bounded_body, chat_body, json_body_or_none, passthrough_fields, read_body
 from .dropins import find_dropin, list_agents_as_models, run_dropin
+from .errors import BadRequest
 from .forwarding import relay_stored, relay_ungoverned, upstream_request
 from .governed import BodyFilter, relay_governed
 from .jsontext import compact_json
@@ -31,7 +34,6 @@ from .keys import ENFORCER, METRICS, RECORD
 from .keys import ROUTE_MATCH as _MATCH
 from .offered import without_tools
 from .responses_routes import RESPONSES_HANDLERS
-from .route_table import Kind, classify
 from .router import add_route
 from .streaming import forward_body
 from .toolcalls import ToolCallHook
@@ -49,7 +51,7 @@ def add_routes(app: web.Application) -> None:
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Classify the path, name the route in metrics, and hand over to its handler."""
-    match = classify(request.method, request.rel_url.raw_path)
+    match = _classified(request)
     request[_MATCH] = match
     request[RECORD].route = match.label
     if match.kind is Kind.GOVERNED:
@@ -57,6 +59,14 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if match.kind is Kind.TOOL_FREE:
         return await passthrough(request)
     return await not_governed(request)
+
+
+def _classified(request: web.Request) -> RouteMatch:
+    """The request's route (``celgate.policy.classify``, which the policy CLI shares); non-canonical: 400."""
+    try:
+        return classify(request.method, request.rel_url.raw_path)
+    except NonCanonicalPath as exc:
+        raise BadRequest(str(exc), code="non_canonical_path") from exc
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

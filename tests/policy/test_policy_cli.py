@@ -139,10 +139,11 @@ def test_explain_tool_call(policies: Path) -> None:
     lines = out.splitlines()
     assert code == 0
     assert lines[0] == "point: tool_call  subject: get_weather  principal: bench-app (from key)"
-    assert lines[2].split() == ["RULE", "EFFECT", "MODE", "GLOBS", "WHEN"]
-    assert lines[3].split() == ["weather", "allow", "enforce", "match", "true"]
-    assert lines[4] == "    when: size(tool.arguments.location) < 100"
-    assert lines[5].split() == ["no-shell", "deny", "enforce", "no", "match:", "tools", "-"]
+    assert lines[2] == "route: governed (chat.create)"
+    assert lines[3].split() == ["RULE", "EFFECT", "MODE", "GLOBS", "WHEN"]
+    assert lines[4].split() == ["weather", "allow", "enforce", "match", "true"]
+    assert lines[5] == "    when: size(tool.arguments.location) < 100"
+    assert lines[6].split() == ["no-shell", "deny", "enforce", "no", "match:", "tools", "-"]
     assert lines[-1] == "decision: allow by weather: allowed by rule weather"
 
 

@@ -10,7 +10,6 @@ import pytest
 
 from celgate.policy import (
     ANONYMOUS,
-    GOVERNED_ENDPOINTS,
     Effect,
     Mode,
     Point,
@@ -21,7 +20,7 @@ from celgate.policy import (
     Problem,
     RequestInfo,
     audit_record,
-    governs,
+    classify,
     load_policies,
 )
 from celgate.policy.backends import BACKENDS
@@ -124,10 +123,25 @@ def test_without_routes_every_ungoverned_path_is_refused_and_allow_all_opens_eve
     assert (opened.effect, opened.rule, opened.reason) == (Effect.ALLOW, None, "allowed by default")
 
 
-def test_governed_endpoints() -> None:
-    assert governs("POST", "/v1/chat/completions") and governs("POST", "/v1/responses") and governs("GET", "/v1/models")
-    assert not governs("GET", "/v1/chat/completions") and not governs("POST", "/v1/batches")
-    assert all(path.startswith("/v1/") for _, path in GOVERNED_ENDPOINTS)
+@pytest.mark.parametrize(
+    ("method", "path", "points", "requires_model"),
+    [
+        ("POST", "/v1/chat/completions", (Point.REQUEST, Point.TOOL_CALL), True),
+        ("POST", "/v1/responses", (Point.REQUEST, Point.TOOL_CALL), True),
+        ("GET", "/v1/chat/completions", (Point.REQUEST, Point.TOOL_CALL), False),  # stored: read back, filtered
+        ("GET", "/v1/responses/resp_1", (Point.REQUEST, Point.TOOL_CALL), False),
+        ("GET", "/v1/models", (Point.REQUEST,), False),
+        ("POST", "/v1/embeddings", (Point.REQUEST,), False),  # tool-free: admission only
+        ("DELETE", "/v1/responses/resp_1", (Point.REQUEST,), False),
+        ("POST", "/v1/batches", (Point.ROUTE, Point.REQUEST), False),  # not governed: a route must open it
+        ("PUT", "/v1/chat/completions", (Point.ROUTE, Point.REQUEST), False),
+    ],
+)
+def test_the_route_table_names_the_points_of_each_route(
+    method: str, path: str, points: tuple[Point, ...], requires_model: bool
+) -> None:
+    route = classify(method, path)
+    assert (route.points, route.requires_model) == (points, requires_model)
 
 
 def test_routes_merge_across_files_and_ids_are_unique(tmp_path: Path) -> None:
@@ -271,7 +285,12 @@ def test_explain_a_path_a_route_opens(policies: Path) -> None:
     assert lines[4].split() == ["allow-batches", "match", "true"]
     assert lines[5] == '    when: principal.team == "ops"'
     assert lines[6].split() == ["files-read", "no", "match:", "paths", "-"]
-    assert lines[-1] == "decision: allow by allow-batches: batch jobs for ops"
+    assert "decision: allow by allow-batches: batch jobs for ops" in lines
+    # opened: the request rules decide next, as in the proxy
+    request_head = lines[lines.index("") + 1]
+    assert request_head.startswith("point: request  subject: ") and "principal: team-ops-1" in request_head
+    assert "route: not governed" in lines
+    assert lines[-1] == "decision: allow by any-model: allowed by rule any-model"
 
 
 def test_explain_a_refused_path(policies: Path) -> None:
@@ -293,7 +312,7 @@ def test_explain_a_governed_path_explains_its_rules(policies: Path) -> None:
     code, out = run("explain", str(policies), "--principal", "anonymous", "--path", "/v1/responses")
     assert (code, out) == (2, "error: request.model is required\n")
     code, out = run("explain", str(policies), "--principal", "x", "--path", "/v1/batches", "--tool", "t")
-    assert code == 2 and "celgate decides tool calls only on the endpoints it governs" in out
+    assert code == 2 and "celgate decides tool calls only on the routes whose replies carry them" in out
 
 
 def test_check_counts_routes(policies: Path) -> None:
@@ -331,4 +350,4 @@ def test_route_cases(policies: Path, tmp_path: Path) -> None:
     assert code == 1 and lines[-1] == "FAIL: 2/4"
     assert lines[1].startswith("PASS    ops batches") and lines[2].startswith("PASS    realtime refused")
     assert lines[3].startswith("ERROR") and lines[3].endswith("request.model is required")
-    assert lines[4].startswith("ERROR") and "celgate decides tool calls only on the endpoints it governs" in lines[4]
+    assert lines[4].startswith("ERROR") and "celgate decides tool calls only on the routes whose replies" in lines[4]

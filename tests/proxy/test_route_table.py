@@ -8,8 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from celgate.proxy.errors import BadRequest
-from celgate.proxy.route_table import Kind, classify
+from celgate.policy import Kind, NonCanonicalPath, classify
 from tests.helpers import ALLOW_REQUESTS, Celgate, StartCelgate, assert_openai_error, write_policy
 from tests.helpers.fakeupstream import FakeUpstream
 
@@ -67,9 +66,8 @@ NON_CANONICAL = [
 
 @pytest.mark.parametrize("path", NON_CANONICAL)
 def test_non_canonical_paths_are_refused(path: str) -> None:
-    with pytest.raises(BadRequest) as info:
+    with pytest.raises(NonCanonicalPath, match="not a canonical API path"):
         classify("POST", path)
-    assert info.value.code == "non_canonical_path"
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,9 @@
 """The route table: every /v1 request path is read once, in canonical form, and classified.
 
+The one source of truth for which decision points apply to a request: the
+proxy dispatches on it, and ``celgate policy explain`` / ``test`` decide
+with it, so what the CLI says is what the proxy does.
+
 * **governed**: celgate parses the format and applies request and tool-call
   policy (chat completions, the Responses API, their stored objects, models);
 * **tool-free**: nothing there can carry a tool call (embeddings, files,
@@ -14,8 +18,16 @@ backslash, ``;`` or control character, and its route words are spelled as
 OpenAI spells them. Percent-escapes are allowed only inside the id
 segments of tool-free routes (``/v1/models/org%2Fname``), where decoding
 cannot turn the path into another route. Anything else non-canonical is a
-400: it is never forwarded under a governed route's name without governance,
-and never forwarded for a lenient upstream to reinterpret.
+400 (``NonCanonicalPath``): it is never forwarded under a governed route's
+name without governance, and never forwarded for a lenient upstream to
+reinterpret.
+
+Which points decide a request (``RouteMatch.points``):
+
+* governed: ``request``, then ``tool_call`` on the routes whose replies carry
+  calls (every governed route but the model list);
+* tool-free: ``request``;
+* not governed: ``route`` (a ``routes:`` entry must open it), then ``request``.
 """
 
 from __future__ import annotations
@@ -25,9 +37,13 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from .errors import BadRequest
+from .schema import Point
 
-__all__ = ["ID_PATTERN", "Kind", "RouteMatch", "classify"]
+__all__ = ["ID_PATTERN", "Kind", "NonCanonicalPath", "RouteMatch", "classify"]
+
+
+class NonCanonicalPath(ValueError):
+    """A path that is not in canonical form; its message says what to send instead."""
 
 
 class Kind(enum.Enum):
@@ -44,6 +60,20 @@ class RouteMatch:
     path: str  # the canonical (decoded) path policy sees
     ids: tuple[str, ...] = ()  # the {id} segments of a governed route
 
+    @property
+    def points(self) -> tuple[Point, ...]:
+        """The decision points a request on this route passes, in order."""
+        if self.kind is Kind.NOT_GOVERNED:
+            return (Point.ROUTE, Point.REQUEST)
+        if self.kind is Kind.GOVERNED and self.name in _CARRY_CALLS:
+            return (Point.REQUEST, Point.TOOL_CALL)
+        return (Point.REQUEST,)
+
+    @property
+    def requires_model(self) -> bool:
+        """Whether the request body must name a ``model`` (celgate refuses one without)."""
+        return self.name in _REQUIRE_MODEL
+
 
 _GOVERNED: dict[tuple[str, str], str] = {
     ("POST", "/v1/chat/completions"): "chat.create",
@@ -59,6 +89,8 @@ _GOVERNED: dict[tuple[str, str], str] = {
     ("GET", "/v1/models"): "models.list",
 }
 _GOVERNED_PATTERNS = frozenset(pattern for _, pattern in _GOVERNED)
+_CARRY_CALLS = frozenset(_GOVERNED.values()) - {"models.list"}
+_REQUIRE_MODEL = frozenset({"chat.create", "responses.create"})
 # Methods on governed paths that return nothing a client could run.
 _TOOL_FREE_EXACT = {
     ("DELETE", "/v1/chat/completions/{id}"),
@@ -154,9 +186,8 @@ def _pattern(segments: list[str]) -> tuple[str, tuple[str, ...]]:
     return "/" + "/".join(words), tuple(ids)
 
 
-def _non_canonical(raw_path: str) -> BadRequest:
-    return BadRequest(
+def _non_canonical(raw_path: str) -> NonCanonicalPath:
+    return NonCanonicalPath(
         f"celgate: {raw_path[:200]!r} is not a canonical API path (repeated or trailing '/', '.' or '..' "
-        "segments, escaped separators or route words, or a case variant); send the path as the API spells it",
-        code="non_canonical_path",
+        "segments, escaped separators or route words, or a case variant); send the path as the API spells it"
     )
