@@ -156,7 +156,7 @@ def _answer(caller: Caller, item: dict[str, Any], answered: set[Any]) -> dict[st
     if call.call_id in answered:
         return None
     tool = ToolCall(name=call.name, raw_arguments=call.raw_arguments, id=call.call_id, source="stored", type=call.type)
-    decision = caller.policy.check_tool_call(caller.principal, caller.info, tool)  # re-decided, not recorded
+    decision = caller.check_tool(tool)  # re-decided now, and recorded (metrics, audit) like any decision
     return make(call.call_id, decision.message) if decision.blocked else None
 
 

@@ -225,18 +225,22 @@ async def test_stored_responses_are_filtered_when_read_back(
 
 
 async def test_a_follow_up_after_a_strip_continues_on_another_celgate(
-    start_celgate: StartCelgate, policies: Path, oai: OpenAIFactory
+    start_celgate: StartCelgate, policies: Path, oai: OpenAIFactory, tmp_path: Path
 ) -> None:
     """The upstream demands an answer to every call it produced; celgate answers the ones it stripped.
 
-    Two celgate instances share nothing but the upstream: the follow-up lands on the other one.
+    Two celgate instances share nothing but the upstream: the follow-up lands on the other one, which
+    re-decides the stored calls and audits those decisions like any other.
     """
+    audit = tmp_path / "audit.jsonl"
     store = ResponsesStore()
     fake = FakeUpstream(store=store, enforce_tool_outputs=True)
     await fake.start()
     try:
         first = await start_celgate(upstream=fake.base_url, no_policy=False, policies=policies)
-        second = await start_celgate(upstream=fake.base_url, no_policy=False, policies=policies)
+        second = await start_celgate(
+            upstream=fake.base_url, no_policy=False, policies=policies, audit_log=str(audit), audit_allows=True
+        )
         fake.push(Script(json=rw.response_object([SHELL, LOOKUP])))
         created = await oai(first.url).responses.create(model="m", input="x", tools=TOOLS)  # type: ignore[arg-type]
         [lookup] = [i for i in created.output if i.type == "function_call"]
@@ -250,6 +254,10 @@ async def test_a_follow_up_after_a_strip_continues_on_another_celgate(
         sent = fake.requests[-1].body["input"]
         answer = next(i for i in sent if i.get("call_id") == "call_s")
         assert answer["type"] == "function_call_output" and "denied by policy" in answer["output"]
+        await second.stop()  # flushes the audit log
+        records = [json.loads(line) for line in audit.read_text().splitlines()]
+        [redecided] = [r for r in records if r["point"] == "tool_call"]  # the client answered call_l itself
+        assert (redecided["effect"], redecided["tool_call_id"], redecided["source"]) == ("deny", "call_s", "stored")
     finally:
         await fake.close()
 
