@@ -68,8 +68,10 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
     boundary = message.get_boundary()
     if not boundary or not message.is_multipart():
         raise _refused("no boundary, or the body is not multipart")
-    parts = message.get_payload()
-    assert isinstance(parts, list)
+    payload = message.get_payload()
+    parts = [part for part in payload if isinstance(part, Message)] if isinstance(payload, list) else []
+    if not parts or len(parts) != len(payload):
+        raise _refused("no parts")
     if message.defects or any(part.defects for part in parts):
         raise _refused("malformed multipart structure")
     if raw.count(b"--" + boundary.encode("latin-1", "replace")) != len(parts) + 1:
