@@ -36,6 +36,7 @@ __all__ = ["CALL_KEYS", "ChatStreamInterceptor", "filter_completion", "filter_me
 
 CALL_KEYS = (b'"tool_calls"', b'"function_call"')  # the keys a chat chunk or completion carries calls under
 _LEGACY = -1  # the call key of a choice's legacy ``function_call``
+_CALL_TYPES = frozenset({"", "function", "custom"})  # "": a later delta, typed by its first
 
 
 class _State(enum.Enum):
@@ -300,6 +301,8 @@ def _only_framing(delta: _Delta) -> bool:
 def _read_choice(choice: Any) -> _Delta:
     if not isinstance(choice, dict):
         raise UnreadableUpstream("upstream chunk has a choice that is not an object")
+    if choice.get("message") is not None:  # some clients read a chunk's message like a completion's
+        raise UnreadableUpstream("upstream chunk has a message where a delta belongs")
     index = _int(choice.get("index", 0), "choice index")
     delta = choice.get("delta")
     if delta is None:
@@ -345,9 +348,12 @@ def _call_fields(part: dict[str, Any], key: int) -> tuple[str, str, str, str]:
     if key == _LEGACY:
         return "function", _str(part.get("name")), _str(part.get("arguments")), ""
     kind = _str(part.get("type"))
+    if kind not in _CALL_TYPES:
+        raise UnreadableUpstream(f"upstream tool call has an unknown type {kind[:40]!r}")
     function, custom = part.get("function"), part.get("custom")
-    if function is not None and custom is not None:
-        raise UnreadableUpstream("upstream tool call delta is both a function and a custom call")
+    if (custom is not None or kind == "custom") and (function is not None or kind == "function"):
+        # clients differ in which they read (the openai SDK's stream types know only `function`)
+        raise UnreadableUpstream("upstream tool call is both a function and a custom call")
     if custom is not None or kind == "custom":
         body = _dict(custom, "custom")
         return kind or "custom", _str(body.get("name")), _str(body.get("input")), _str(part.get("id"))
@@ -362,6 +368,8 @@ def filter_completion(completion: Any, hook: ToolCallHook) -> bool:
     changed = False
     for choice in _list(completion.get("choices"), "choices"):
         message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(choice, dict) and choice.get("delta") is not None:  # a chunk's delta where a message belongs
+            raise UnreadableUpstream("upstream completion has a delta where a message belongs")
         if message is None:
             continue
         if not isinstance(message, dict):

@@ -301,3 +301,55 @@ async def test_an_upstream_error_status_passes_verbatim(
     async with http.post(gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}) as response:
         assert response.status == 429 and response.headers["Retry-After"] == "3"
         assert (await response.json())["error"]["message"] == "slow down"
+
+
+# A deny-list policy: what no rule denies is allowed, so a call read under the wrong type or name passes.
+DENY_LIST = """\
+version: 1
+defaults: {decision: allow}
+rules:
+  - name: no-shell-functions
+    on: tool_call
+    tools: ["shell*"]
+    when: tool.type == "function"
+    effect: deny
+"""
+# Calls a client would read as the function shell.exec (the openai SDK's stream types know only `function`).
+TYPE_CONFUSED: dict[str, dict[str, Any]] = {
+    "a custom type with a function body": {"type": "custom", "function": {"name": DENIED, "arguments": "{}"}},
+    "an unknown type with a function body": {"type": "mcp", "function": {"name": DENIED, "arguments": "{}"}},
+    "a function type with a custom body": {"type": "function", "custom": {"name": DENIED, "input": "x"}},
+}
+FUNCTION_CALL = {"type": "function", "function": {"name": DENIED, "arguments": "{}"}}
+
+
+@pytest.fixture
+async def deny_list_gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
+    policies = write_policy(tmp_path, DENY_LIST, "deny-list.yaml")
+    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=policies)
+
+
+@pytest.mark.parametrize("name", list(TYPE_CONFUSED))
+async def test_a_call_of_confused_type_is_a_fault(
+    deny_list_gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, name: str
+) -> None:
+    part = {"index": 0, "id": "c1", **TYPE_CONFUSED[name]}
+    out = await post_stream(http, deny_list_gate, stream_of(chat_chunk({"tool_calls": [part]})), upstream)
+    assert b"event: error" in out and b"upstream_unreadable" in out and DENIED.encode() not in out, out
+    upstream.push(Script(json={**completion(None), "choices": [{"index": 0, "finish_reason": "tool_calls",
+        "message": {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", **TYPE_CONFUSED[name]}]}}]}))  # fmt: skip
+    async with http.post(deny_list_gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}) as r:
+        assert r.status == 502 and DENIED.encode() not in await r.read()
+
+
+async def test_a_message_in_a_chunk_or_a_delta_in_a_completion_is_a_fault(
+    deny_list_gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    """Some clients read either shape in either place: the other shape is ambiguous, so a fault."""
+    message = {"role": "assistant", "tool_calls": [{"index": 0, "id": "c1", **FUNCTION_CALL}]}
+    chunk = {**chat_chunk({}), "choices": [{"index": 0, "message": message, "finish_reason": None}]}
+    out = await post_stream(http, deny_list_gate, stream_of(chunk), upstream)
+    assert b"event: error" in out and DENIED.encode() not in out, out
+    upstream.push(Script(json={**completion(None), "choices": [{"index": 0, "delta": message, "finish_reason": None}]}))
+    async with http.post(deny_list_gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}) as r:
+        assert r.status == 502 and DENIED.encode() not in await r.read()
