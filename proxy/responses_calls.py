@@ -4,7 +4,9 @@ Every ``ResponseOutputItem`` type is classified once (``CLIENT_EXECUTED``,
 ``PROVIDER_EXECUTED``, ``PLAIN_OUTPUT``; a test fails when the openai
 package grows a type this table does not know). Items the app executes pass
 the ``tool_call`` point; provider-executed ones were governed at admission
-(their tools were offered in the request) and pass.
+(their tools were offered in the request) and pass. An item of a type the
+table does not know is a fault: a client newer than celgate might run it.
+So every event or body holding items (``CALL_KEYS``) is read.
 
 Streams: text events pass at once. A call item's events
 (``response.output_item.added``, its argument or input deltas,
@@ -79,10 +81,13 @@ PLAIN_OUTPUT = frozenset(
         "program_output",
         "tool_search_output",
         "mcp_approval_response",
+        "configuration_update",
     }
 )
-# Quoted item types: an event that contains none of them (and no \u escape) cannot carry a call item.
-CALL_KEYS = tuple(f'"{item_type}"'.encode() for item_type in CLIENT_EXECUTED)
+_KNOWN = frozenset(CLIENT_EXECUTED) | PROVIDER_EXECUTED | PLAIN_OUTPUT
+# The keys items travel under: an event's ``item``, a response's ``output``, a list's ``data``. An event or
+# body holding none of them (and no \u escape) holds no item, so no call and no item of an unknown type.
+CALL_KEYS = (b'"item"', b'"output"', b'"data"')
 _SNAPSHOT_EVENTS = frozenset(
     {
         "response.created",
@@ -97,9 +102,15 @@ _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "respons
 
 
 def is_client_call(item: Any) -> bool:
+    """Whether the app executes ``item``; an item of a type celgate does not know is a fault.
+
+    (A client newer than celgate's table might execute it.)
+    """
     if not isinstance(item, dict):
         raise UnreadableUpstream("upstream output item is not an object")
     kind = item.get("type")
+    if kind not in _KNOWN:
+        raise UnreadableUpstream(f"upstream output item has a type celgate does not know: {str(kind)[:40]!r}")
     if kind == "tool_search_call":
         return item.get("execution") != "server"
     return kind in CLIENT_EXECUTED
@@ -114,9 +125,13 @@ def proposed_call(item: dict[str, Any]) -> ProposedCall:
     value = item.get(field_name)
     if value is None:
         value = item.get("actions") if item["type"] == "computer_call" else ""
+    if fixed_name is None and not isinstance(value, str):  # clients parse these as text: another value reads apart
+        raise UnreadableUpstream(f"upstream {item['type']} item has {field_name} that is not a string")
     raw = value if isinstance(value, str) else compact_json(value)
     call_id = item.get("call_id") or item.get("id") or ""
-    return ProposedCall(name, raw, call_id if isinstance(call_id, str) else "", tool_type)
+    if not isinstance(call_id, str):
+        raise UnreadableUpstream(f"upstream {item['type']} item has an id that is not a string")
+    return ProposedCall(name, raw, call_id, tool_type)
 
 
 def _deny_message(text: str, status: str = "completed") -> dict[str, Any]:
@@ -207,8 +222,7 @@ class ResponsesStreamInterceptor:
 
     def feed(self, raw: bytes) -> list[bytes]:
         if not self._active and not may_hold_calls(raw, CALL_KEYS):
-            return [raw]  # provably no call, nothing changed yet: the upstream's numbering stands
-        self._active = True
+            return [raw]  # provably no item, nothing changed yet: the upstream's numbering stands
         parsed = parse_event_strict(raw)
         if parsed.data is None:
             return [raw]
@@ -217,6 +231,9 @@ class ResponsesStreamInterceptor:
             raise UnreadableUpstream("upstream Responses event has no type")
         if parsed.event is not None and parsed.event != event["type"]:
             raise UnreadableUpstream(f"upstream event name {parsed.event!r} differs from its type {event['type']!r}")
+        if not self._active and not _holds_call(event):
+            return [raw]  # read to know its items; none is a call, nothing changed: as sent
+        self._active = True
         if self._next is None and isinstance(event.get("sequence_number"), int):
             # the events before this one passed as sent: the client's numbering continues from here
             self._next = event["sequence_number"]
@@ -315,6 +332,8 @@ class ResponsesStreamInterceptor:
     def _check_same_call(self, entry: _Item, item: dict[str, Any], index: int) -> None:
         """The finished item must be the call that was decided: same name, same arguments as streamed."""
         before = entry.item
+        if before.get("type") != item.get("type"):
+            raise UnreadableUpstream(f"upstream changed the type of output item {index}")
         if before.get("name") != item.get("name") and before.get("name"):
             raise UnreadableUpstream(f"upstream changed the name of output item {index}")
         if entry.decided and not entry.stripped and entry.on_complete and proposed_call(item) != proposed_call(before):
@@ -344,12 +363,7 @@ class ResponsesStreamInterceptor:
         return []
 
     def _on_snapshot(self, raw: bytes, event: dict[str, Any], *, final: bool) -> list[bytes]:
-        response = event.get("response")
-        if not isinstance(response, dict):
-            raise UnreadableUpstream(f"upstream {event['type']} has no response object")
-        output = response.get("output") or []
-        if not isinstance(output, list):
-            raise UnreadableUpstream("upstream response output is not an array")
+        response, output = _snapshot(event)
         if not self._items and not self._stripped and not any(is_client_call(item) for item in output):
             return self._out(raw, event)
         kept = [item for item in output if self._keeps(item, final)]
@@ -446,6 +460,24 @@ class ResponsesStreamInterceptor:
             return 0
         position = _int(index)
         return sum(1 for stripped in self._stripped if stripped < position)
+
+
+def _holds_call(event: dict[str, Any]) -> bool:
+    """Whether the event carries a client-executed item (as ``item``, or in a snapshot's ``output``)."""
+    if "item" in event:
+        return is_client_call(event["item"])
+    return event["type"] in _SNAPSHOT_EVENTS and any(is_client_call(item) for item in _snapshot(event)[1])
+
+
+def _snapshot(event: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """A snapshot event's ``response`` and its output items."""
+    response = event.get("response")
+    if not isinstance(response, dict):
+        raise UnreadableUpstream(f"upstream {event['type']} has no response object")
+    output = response.get("output") or []
+    if not isinstance(output, list):
+        raise UnreadableUpstream("upstream response output is not an array")
+    return response, output
 
 
 def _int(value: Any) -> int:

@@ -149,8 +149,8 @@ def _output_items(stored: Any, field: str) -> list[dict[str, Any]]:
 
 def _answer(caller: Caller, item: dict[str, Any], answered: set[Any]) -> dict[str, Any] | None:
     """The output answering one stored call policy denies now, unless the client answered it itself."""
-    make = _ANSWERS.get(item.get("type", "")) if is_client_call(item) else None
-    if make is None:
+    make = _ANSWERS.get(item.get("type", ""))  # only known types answer: an unknown one is no call to answer
+    if make is None or not is_client_call(item):
         return None
     call = proposed_call(item)
     if call.call_id in answered:

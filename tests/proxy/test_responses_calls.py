@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from openai.types.responses import ResponseOutputItem
+from openai.types.conversations import ConversationItem
+from openai.types.responses import ResponseItem, ResponseOutputItem
 
 from celgate.proxy.responses_calls import (
     CLIENT_EXECUTED,
@@ -38,8 +39,13 @@ def _members(union: Any) -> list[Any]:
 
 
 def test_every_output_item_type_of_the_openai_package_is_classified_once() -> None:
-    """Fails when the openai package grows an item type this table does not know: classify it first."""
-    types = {typing.get_args(m.model_fields["type"].annotation)[0] for m in _members(ResponseOutputItem)}
+    """Fails when the openai package grows an item type this table does not know: classify it first.
+
+    Input items (``/input_items``) and conversation items are read by the same table, so they count too:
+    an item of an unknown type is a fault.
+    """
+    unions = (ResponseOutputItem, ResponseItem, ConversationItem)
+    types = {typing.get_args(m.model_fields["type"].annotation)[0] for u in unions for m in _members(u)}
     tables = [set(CLIENT_EXECUTED), set(PROVIDER_EXECUTED), set(PLAIN_OUTPUT)]
     assert not (tables[0] & tables[1] or tables[0] & tables[2] or tables[1] & tables[2])
     unclassified = types - set().union(*tables)
