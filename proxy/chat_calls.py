@@ -99,11 +99,12 @@ class _Delta:
 class ChatStreamInterceptor:
     """Per-stream tool-call state: deltas by (choice, call), hold / release / drop."""
 
-    __slots__ = ("_active", "_choices", "_done", "_hook", "_max_held", "_template")
+    __slots__ = ("_active", "_choices", "_done", "_held", "_hook", "_max_held", "_template")
 
     def __init__(self, hook: ToolCallHook, max_held_bytes: int = 1 << 20) -> None:
         self._hook = hook
-        self._max_held = max_held_bytes
+        self._max_held = max_held_bytes  # for all calls held at once: one per choice, and choices are many
+        self._held = 0
         self._choices: dict[int, _Choice] = {}
         self._active = False  # a call was seen: every later event needs a look
         self._done = False
@@ -208,8 +209,10 @@ class ChatStreamInterceptor:
             out += self._kept_fields(choice, unit)
         else:
             call.held.append(unit)
-            call.held_bytes += len(unit.raw) if unit.raw is not None else len(str(part))
-            if call.held_bytes > self._max_held:
+            size = len(unit.raw) if unit.raw is not None else len(str(part))
+            call.held_bytes += size
+            self._held += size
+            if self._held > self._max_held:
                 out += self._refuse(choice, call)
             elif call.name and call.arguments and not self._hook.needs_arguments(call.name):
                 out += self._decide(choice, call, on_arguments=False)
@@ -217,7 +220,7 @@ class ChatStreamInterceptor:
 
     def _refuse(self, choice: _Choice, call: _Call) -> list[bytes]:
         """A call too large to hold: denied without a decision on it (fail closed), recorded with the reason."""
-        reason = f"its arguments passed the {self._max_held}-byte limit of a held call"
+        reason = f"the calls held for a decision passed the stream's limit of {self._max_held} bytes"
         verdict = self._hook.refuse(ProposedCall(call.name, "", call.id, call.type or "function"), reason)
         return self._settle(choice, call, verdict, on_arguments=True)
 
@@ -250,6 +253,9 @@ class ChatStreamInterceptor:
     def _settle(self, choice: _Choice, call: _Call, verdict: ToolVerdict, *, on_arguments: bool) -> list[bytes]:
         call.on_arguments = on_arguments
         held, call.held = call.held, []
+        self._held -= call.held_bytes
+        call.held_bytes = 0
+        call.arguments.clear()  # decided: later fragments are checked as they come, never kept
         if verdict.verdict is Verdict.ERROR:
             raise ToolCallRejected(verdict.message)
         if verdict.verdict is Verdict.ALLOW:
@@ -260,7 +266,6 @@ class ChatStreamInterceptor:
                 )
             return [_released(unit, call.shift) for unit in held]
         call.state = _State.STRIPPED
-        call.arguments.clear()
         choice.denials.append(verdict.message)
         return [event for unit in held for event in self._kept_fields(choice, unit)]
 

@@ -209,11 +209,12 @@ class _Item:
 class ResponsesStreamInterceptor:
     """Per-stream state: client-executed items by output_index, output_index remapping, renumbering."""
 
-    __slots__ = ("_active", "_denials", "_hook", "_items", "_max_held", "_next", "_stripped")
+    __slots__ = ("_active", "_denials", "_held", "_hook", "_items", "_max_held", "_next", "_stripped")
 
     def __init__(self, hook: ToolCallHook, max_held_bytes: int = 1 << 20) -> None:
         self._hook = hook
-        self._max_held = max_held_bytes
+        self._max_held = max_held_bytes  # for all items held at once: a stream may open many
+        self._held = 0
         self._items: dict[int, _Item] = {}
         self._stripped: list[int] = []  # upstream output_index of every stripped item
         self._denials: list[str] = []
@@ -267,6 +268,9 @@ class ResponsesStreamInterceptor:
                 return self._out(raw, event)
             entry = self._items[index] = _Item(item, held_bytes=len(raw))
             entry.held.append((raw, event))
+            self._held += len(raw)
+            if self._held > self._max_held:
+                return self._refuse(entry, index)
             if event["type"] == "response.output_item.added" and self._name_decides(item):
                 return self._decide(entry, index, on_complete=False)
             return self._release_if_done(entry, index, event)
@@ -308,20 +312,27 @@ class ResponsesStreamInterceptor:
             return self._out(raw, event)
         entry.held.append((raw, event))
         entry.held_bytes += len(raw)
-        if entry.held_bytes > self._max_held:
+        self._held += len(raw)
+        if self._held > self._max_held:
             return self._refuse(entry, index)
         return self._release_if_done(entry, index, event)
 
     def _refuse(self, entry: _Item, index: int) -> list[bytes]:
         """An item too large to hold: denied without a decision on it (fail closed), recorded with the reason."""
         name = proposed_call({**entry.item, "arguments": "", "input": ""}).name
-        reason = f"its arguments passed the {self._max_held}-byte limit of a held call"
+        reason = f"the calls held for a decision passed the stream's limit of {self._max_held} bytes"
         verdict = self._hook.refuse(ProposedCall(name, "", "", CLIENT_EXECUTED[entry.item["type"]][0]), reason)
         entry.decided = entry.stripped = entry.on_complete = True
         entry.held, entry.arguments = [], []
+        self._let_go(entry)
         self._stripped.append(index)
         self._denials.append(verdict.message)
         return []
+
+    def _let_go(self, entry: _Item) -> None:
+        """The entry's events are no longer held (released or dropped)."""
+        self._held -= entry.held_bytes
+        entry.held_bytes = 0
 
     def _release_if_done(self, entry: _Item, index: int, event: dict[str, Any]) -> list[bytes]:
         if event["type"] == "response.output_item.done":
@@ -355,6 +366,7 @@ class ResponsesStreamInterceptor:
         denial = _decide(self._hook, item)
         entry.decided, entry.on_complete = True, on_complete
         held, entry.held = entry.held, []
+        self._let_go(entry)
         if denial is None:
             return [self._encoded(event, raw) for raw, event in held]
         entry.stripped = True

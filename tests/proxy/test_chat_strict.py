@@ -336,8 +336,9 @@ async def test_a_call_of_confused_type_is_a_fault(
     part = {"index": 0, "id": "c1", **TYPE_CONFUSED[name]}
     out = await post_stream(http, deny_list_gate, stream_of(chat_chunk({"tool_calls": [part]})), upstream)
     assert b"event: error" in out and b"upstream_unreadable" in out and DENIED.encode() not in out, out
-    upstream.push(Script(json={**completion(None), "choices": [{"index": 0, "finish_reason": "tool_calls",
-        "message": {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", **TYPE_CONFUSED[name]}]}}]}))  # fmt: skip
+    message = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", **TYPE_CONFUSED[name]}]}
+    choice = {"index": 0, "finish_reason": "tool_calls", "message": message}
+    upstream.push(Script(json={**completion(None), "choices": [choice]}))
     async with http.post(deny_list_gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}) as r:
         assert r.status == 502 and DENIED.encode() not in await r.read()
 

@@ -1,4 +1,5 @@
-"""A tool call held for a decision is bounded: past --max-held-call-bytes it is denied (fail closed) and audited."""
+"""Tool calls held for a decision are bounded: past --max-held-call-bytes (all calls a stream holds at once
+together) the call is denied (fail closed) and audited."""
 
 from __future__ import annotations
 
@@ -79,7 +80,9 @@ async def test_a_chat_call_past_the_limit_is_denied_and_audited(
     assert PIECE.encode() not in out and b"write_file denied" in out and out.endswith(b"data: [DONE]\n\n")
     await gate.stop()
     records = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
-    assert [(r["rule"], "byte limit" in r["reason"]) for r in records] == [("celgate:held-call-limit", True)]
+    assert [(r["rule"], f"limit of {LIMIT} bytes" in r["reason"]) for r in records] == [
+        ("celgate:held-call-limit", True)
+    ]
 
 
 async def test_a_responses_call_past_the_limit_is_denied(
@@ -102,3 +105,48 @@ async def test_a_small_call_is_still_decided_on_its_arguments(
     ) as r:
         out = await r.read()
     assert b"write_file" in out and b"denied" not in out
+
+
+def many_choices_holding_calls(choices: int) -> list[Step]:
+    """Every choice opens a small call before any finishes: each is far under the limit, together they are not."""
+
+    def chunk(index: int, part: dict[str, object], finish: str | None = None) -> Step:
+        return Step(sse({**chat_chunk({}), "choices": [{"index": index, "delta": part, "finish_reason": finish}]}))
+
+    head = {"index": 0, "type": "function", "function": {"name": "write_file", "arguments": '{"d": "'}}
+    steps = [chunk(k, {"role": "assistant", "tool_calls": [{**head, "id": f"c{k}"}]}) for k in range(choices)]
+    steps += [chunk(k, {"tool_calls": [{"index": 0, "function": {"arguments": 'x"}'}}]}) for k in range(choices)]
+    steps += [chunk(k, {}, "tool_calls") for k in range(choices)]
+    return [*steps, Step(b"data: [DONE]\n\n")]
+
+
+async def test_many_choices_share_the_streams_limit(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    """A hostile upstream cannot hold one call per choice across thousands of choices: memory stays bounded."""
+    upstream.push(Script(steps=many_choices_holding_calls(600)))  # ~130 KiB held at once, each call ~220 bytes
+    async with http.post(
+        gate.url + "/chat/completions",
+        json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    ) as r:
+        out = await r.read()
+    assert out.endswith(b"data: [DONE]\n\n")
+    denied = out.count(b"write_file denied")
+    assert 0 < denied < 600 and f"limit of {LIMIT} bytes".encode() in out
+
+
+async def test_many_responses_items_share_the_streams_limit(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    items = [rw.function_call_item(f"c{k}", "write_file", '{"d": "x"}', id=f"fc_{k}") for k in range(400)]
+    pending = [{**item, "arguments": "", "status": "in_progress"} for item in items]
+    events = [{"type": "response.output_item.added", "output_index": k, "item": pending[k]} for k in range(400)]
+    done = {"type": "response.function_call_arguments.done", "arguments": '{"d": "x"}'}
+    events += [{**done, "output_index": k, "item_id": f"fc_{k}"} for k in range(400)]
+    events += [{"type": "response.output_item.done", "output_index": k, "item": items[k]} for k in range(400)]
+    frames = [rw.frame({**event, "sequence_number": n}) for n, event in enumerate(events)]
+    upstream.push(Script(steps=[Step(frame) for frame in frames]))
+    async with http.post(gate.url + "/responses", json={"model": "m", "input": "x", "stream": True}) as r:
+        out = await r.read()
+    delivered = out.count(b'"type":"response.output_item.done"')
+    assert 0 < delivered < 400, delivered  # the items past the stream's limit were denied, not held
