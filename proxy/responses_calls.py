@@ -24,6 +24,7 @@ place. Anything that does not read unambiguously is a fault.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -194,11 +195,18 @@ def filter_item_list(listing: Any, hook: ToolCallHook) -> bool:
 
 @dataclass(slots=True)
 class _Item:
-    """One client-executed item of the stream, by its upstream output_index."""
+    """One client-executed item of the stream, by its upstream output_index.
+
+    Once decided it keeps only what later checks need: the item's type, id
+    and name, and digests of the call and of its streamed arguments (a
+    stream may decide many large calls; their text is not kept).
+    """
 
     item: dict[str, Any]
     held: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)  # (raw, parsed) events
-    arguments: list[str] = field(default_factory=list)  # deltas seen
+    arguments: list[str] = field(default_factory=list)  # deltas seen while undecided
+    streamed: bytes | None = None  # digest of the streamed arguments, once decided
+    call: bytes | None = None  # digest of the call as decided on its complete arguments
     decided: bool = False
     stripped: bool = False
     on_complete: bool = False  # decided on the complete item: no delta may follow
@@ -277,7 +285,7 @@ class ResponsesStreamInterceptor:
         if not is_client_call(item) or item.get("type") != entry.item.get("type"):
             raise UnreadableUpstream(f"upstream changed the type of output item {index}")
         self._check_same_call(entry, item, index)
-        entry.item = item
+        entry.item = _slim(item) if entry.decided else item
         return self._on_call_event(raw, event, entry)
 
     def _name_decides(self, item: dict[str, Any]) -> bool:
@@ -304,10 +312,9 @@ class ResponsesStreamInterceptor:
             entry.done = True
         if entry.stripped:
             return []
-        if kind.endswith(("arguments.done", "input.done")) and (entry.on_complete or not entry.decided):
-            complete = event.get("arguments", event.get("input"))
-            if entry.arguments and complete != "".join(entry.arguments):
-                raise UnreadableUpstream(f"upstream's {kind} differs from its streamed deltas")
+        checked = kind.endswith(("arguments.done", "input.done")) and (entry.on_complete or not entry.decided)
+        if checked and _differs(entry, event.get("arguments", event.get("input"))):
+            raise UnreadableUpstream(f"upstream's {kind} differs from its streamed deltas")
         if entry.decided:
             return self._out(raw, event)
         entry.held.append((raw, event))
@@ -323,16 +330,20 @@ class ResponsesStreamInterceptor:
         reason = f"the calls held for a decision passed the stream's limit of {self._max_held} bytes"
         verdict = self._hook.refuse(ProposedCall(name, "", "", CLIENT_EXECUTED[entry.item["type"]][0]), reason)
         entry.decided = entry.stripped = entry.on_complete = True
-        entry.held, entry.arguments = [], []
+        entry.held, entry.arguments = [], []  # cut short: nothing to compare the rest with
         self._let_go(entry)
         self._stripped.append(index)
         self._denials.append(verdict.message)
         return []
 
     def _let_go(self, entry: _Item) -> None:
-        """The entry's events are no longer held (released or dropped)."""
+        """The entry is decided: its events are no longer held (released or dropped), its text not kept."""
         self._held -= entry.held_bytes
         entry.held_bytes = 0
+        if entry.arguments:
+            entry.streamed = _digest("".join(entry.arguments))
+        entry.arguments = []
+        entry.item = _slim(entry.item)
 
     def _release_if_done(self, entry: _Item, index: int, event: dict[str, Any]) -> list[bytes]:
         if event["type"] == "response.output_item.done":
@@ -347,17 +358,12 @@ class ResponsesStreamInterceptor:
             raise UnreadableUpstream(f"upstream changed the type of output item {index}")
         if before.get("name") != item.get("name") and before.get("name"):
             raise UnreadableUpstream(f"upstream changed the name of output item {index}")
-        if entry.decided and not entry.stripped and entry.on_complete and proposed_call(item) != proposed_call(before):
+        if entry.call is not None and not entry.stripped and _digest(proposed_call(item)) != entry.call:
             raise UnreadableUpstream(f"upstream changed output item {index} after it was decided")
-        streamed = "".join(entry.arguments)
-        if (
-            streamed
-            and (entry.on_complete or not entry.decided)
-            and item["type"] in ("function_call", "custom_tool_call")
-        ):
-            complete = item.get("arguments" if item["type"] == "function_call" else "input")
-            if complete != streamed:
-                raise UnreadableUpstream(f"upstream's output item {index} differs from its streamed arguments")
+        field_name = {"function_call": "arguments", "custom_tool_call": "input"}.get(item["type"])
+        checked = field_name is not None and (entry.on_complete or not entry.decided)
+        if checked and _differs(entry, item.get(field_name or "")):
+            raise UnreadableUpstream(f"upstream's output item {index} differs from its streamed arguments")
 
     def _decide(self, entry: _Item, index: int, *, on_complete: bool) -> list[bytes]:
         item = entry.item
@@ -365,6 +371,8 @@ class ResponsesStreamInterceptor:
             item = {**item, ("arguments" if item["type"] == "function_call" else "input"): "".join(entry.arguments)}
         denial = _decide(self._hook, item)
         entry.decided, entry.on_complete = True, on_complete
+        if on_complete:
+            entry.call = _digest(proposed_call(item))
         held, entry.held = entry.held, []
         self._let_go(entry)
         if denial is None:
@@ -472,6 +480,22 @@ class ResponsesStreamInterceptor:
             return 0
         position = _int(index)
         return sum(1 for stripped in self._stripped if stripped < position)
+
+
+def _slim(item: dict[str, Any]) -> dict[str, Any]:
+    """What a decided item keeps: enough to match it in later events and snapshots."""
+    return {key: item[key] for key in ("type", "id", "name") if key in item}
+
+
+def _digest(value: Any) -> bytes:
+    return hashlib.sha256((value if isinstance(value, str) else repr(value)).encode("utf-8", "surrogatepass")).digest()
+
+
+def _differs(entry: _Item, complete: Any) -> bool:
+    """Whether ``complete`` (a finished item's arguments or input) is not what was streamed for it."""
+    if entry.arguments:
+        return complete != "".join(entry.arguments)
+    return entry.streamed is not None and (not isinstance(complete, str) or _digest(complete) != entry.streamed)
 
 
 def _holds_call(event: dict[str, Any]) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import tracemalloc
 import typing
 from typing import Any
 
@@ -199,3 +200,19 @@ def test_the_deny_message_continues_the_numbering_of_events_passed_as_sent() -> 
     )
     numbers = [e["sequence_number"] for e in client_view(run(events, Hook({"shell.exec"})))]
     assert numbers == sorted(set(numbers)) and len(numbers) > 8
+
+
+def test_decided_calls_keep_no_text() -> None:
+    """A stream of many large calls, each decided on its complete arguments, leaves no arguments behind."""
+    interceptor = ResponsesStreamInterceptor(Hook(set(), needs_arguments=True))
+    big = json.dumps({"data": "x" * 100_000})
+    items = [rw.function_call_item(f"c{k}", "lookup", big) for k in range(50)]
+    splitter = SSESplitter()
+    tracemalloc.start()
+    try:
+        for raw in splitter.feed(b"".join(rw.response_stream(items)[:-1])):  # all but response.completed
+            interceptor.feed(raw)
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert retained < 1_000_000, retained  # 50 calls of 100 kB each: their text would be 5 MB
