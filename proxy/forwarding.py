@@ -18,6 +18,7 @@ from .client_request import INTERNAL_HEADERS
 from .governed import BodyFilter, relay_governed
 from .keys import AUTH, RECORD, UPSTREAM
 from .pool import StreamedBody
+from .redaction import redact_body
 from .streaming import forward_sse
 from .toolcalls import StreamInterceptor, ToolCallHook
 from .upstream import UpstreamResponse, forwardable_request_headers, forwardable_response_headers
@@ -56,6 +57,8 @@ async def relay_ungoverned(request: web.Request, response: UpstreamResponse) -> 
     if response.status == 200 and response.content_type == _EVENT_STREAM:
         return await forward_sse(request, response, None)
     body = await response.read()
+    if response.status >= 400:
+        body = redact_body(body)
     return web.Response(body=body, status=response.status, headers=forwardable_response_headers(response.headers))
 
 

@@ -6,7 +6,7 @@ client that asked for a stream parses the body as SSE whatever its
 a 2xx reply is intercepted as a stream or filtered as JSON by the request's
 ``stream`` flag, never by the upstream's labels; a redirect is a fault (the
 client would fetch the answer from elsewhere, past celgate); an error status
-passes verbatim (clients raise on it).
+passes as sent (clients raise on it), with secrets it quotes redacted.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .errors import PolicyDenied
 from .jsontext import compact_json
+from .redaction import redact_body
 from .streaming import forward_sse
 from .strict import UnreadableUpstream, check_text, loads_strict, may_hold_calls
 from .toolcalls import StreamInterceptor, ToolCallRejected
@@ -44,8 +45,7 @@ async def relay_governed(
     if 200 <= status < 300 and stream:
         return await forward_sse(request, upstream, interceptor())
     body = await upstream.read()
-    if 200 <= status < 300:
-        body = filtered_json(body, body_filter, keys)
+    body = filtered_json(body, body_filter, keys) if 200 <= status < 300 else redact_body(body)
     return web.Response(body=body, status=status, headers=forwardable_response_headers(upstream.headers))
 
 

@@ -1,5 +1,8 @@
 """``redact(text)``: mask secrets in text celgate records or shows (logs, admin JSON, error messages).
 
+Upstream error bodies go to clients through ``redact_body``: an upstream may quote the key it got, and in
+sidecar mode that key is celgate's.
+
 Two kinds of secret are masked. Known *shapes* (API keys, bearer tokens,
 ``Authorization`` values, URL passwords, ``password=``-style values, AWS
 access keys, PEM private keys) are matched by pattern. Known *values* are the
@@ -21,7 +24,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["REDACTED", "holding_secrets", "redact", "redact_json"]
+__all__ = ["REDACTED", "holding_secrets", "redact", "redact_body", "redact_json"]
 
 REDACTED = "[redacted]"
 
@@ -78,6 +81,16 @@ def redact_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact_json(item) for item in value]
     return value
+
+
+def redact_body(body: bytes) -> bytes:
+    """An upstream error body as a client may see it: some upstreams quote the credential they got, whole.
+
+    Masking stops at quotes, so JSON stays JSON; bytes that are not UTF-8 pass through as they are.
+    """
+    text = body.decode("utf-8", "surrogateescape")
+    clean = redact(text)
+    return body if clean == text else clean.encode("utf-8", "surrogateescape")
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from .jsontext import compact_json
 from .keys import ENFORCER, METRICS, RECORD
 from .keys import ROUTE_MATCH as _MATCH
 from .offered import without_tools
+from .redaction import redact_body
 from .responses_routes import RESPONSES_HANDLERS
 from .router import add_route
 from .streaming import forward_body
@@ -143,7 +144,9 @@ async def models(request: web.Request) -> web.StreamResponse:
         body = await response.read()
         if response.status != 200 or not agents:
             return web.Response(
-                body=body, status=response.status, headers=forwardable_response_headers(response.headers)
+                body=redact_body(body) if response.status >= 400 else body,
+                status=response.status,
+                headers=forwardable_response_headers(response.headers),
             )
     try:
         listing = json.loads(body)

@@ -24,6 +24,7 @@ from aiohttp import web
 from .errors import CelgateError, PolicyDenied, ShuttingDown, UpstreamError, sse_error_event
 from .keys import METRICS, RECORD
 from .lifecycle import is_drain
+from .redaction import redact_body
 from .sse import SSESplitter
 from .toolcalls import StreamInterceptor, ToolCallRejected
 from .upstream import UpstreamResponse, forwardable_response_headers
@@ -104,8 +105,10 @@ def _intercepted(interceptor: StreamInterceptor | None, events: list[bytes]) -> 
 
 
 async def forward_body(request: web.Request, upstream: UpstreamResponse, *, sse: bool) -> web.StreamResponse:
-    """Relay status, headers and body verbatim, chunk by chunk."""
+    """Relay status, headers and body verbatim, chunk by chunk; an error body whole, with its secrets redacted."""
     headers = forwardable_response_headers(upstream.headers)
+    if upstream.status >= 400:
+        return web.Response(body=redact_body(await upstream.read()), status=upstream.status, headers=headers)
     response = web.StreamResponse(status=upstream.status, headers=headers)
     if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
         response.content_length = upstream.content_length

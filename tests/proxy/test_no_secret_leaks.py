@@ -201,6 +201,7 @@ async def drive(client: Client, upstream: FakeUpstream, sidecar: bool) -> dict[s
     assert status == 503 and REDACTED.encode() in body
 
     await run_leaky_agent(client, upstream)
+    await upstream_errors_echoing_the_key(client, upstream, UPSTREAM_KEY if sidecar else ALICE_KEY)
 
     store = client.gate.app[ENFORCER].source
     assert isinstance(store, PolicyStore)
@@ -232,6 +233,22 @@ async def run_leaky_agent(client: Client, upstream: FakeUpstream) -> None:
         upstream.push(Script(steps=tool_call_stream(LEAKY_CALL)))
         status, answer = await client.call("POST", path, key=ALICE_KEY, body={**body, "stream": True})
         assert status == 200 and b"event: error" in answer and REDACTED.encode() in answer, answer
+
+
+async def upstream_errors_echoing_the_key(client: Client, upstream: FakeUpstream, key: str) -> None:
+    """An upstream error that quotes the credential it got (some do, whole) reaches the client redacted."""
+    echo = {"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}}
+    for method, path, body in (
+        ("POST", "/v1/chat/completions", chat()),
+        ("POST", "/v1/chat/completions", chat(stream=True)),
+        ("POST", "/v1/responses", {"model": "fake-model", "input": "Hi"}),
+        ("GET", "/v1/models", None),
+        ("POST", "/v1/embeddings", {"model": "emb", "input": "x"}),
+        ("GET", "/v1/chat/completions/chatcmpl-1", None),
+    ):
+        upstream.push(Script(status=401, json=echo))
+        status, answer = await client.call(method, path, key=ALICE_KEY, body=body)
+        assert status == 401 and b"Incorrect API key provided: " + REDACTED.encode() in answer, (path, answer)
 
 
 @pytest.mark.parametrize("mode", ["sidecar", "passthrough"])
