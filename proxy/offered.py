@@ -89,6 +89,9 @@ def _offered(entry: Any, field: str) -> OfferedTool:
     if kind not in _NAMED_TYPES:
         return OfferedTool(kind, kind, _definition(kind, "", entry))
     nested = entry.get(kind)  # chat nests the definition: {"type": "function", "function": {...}}
+    if isinstance(nested, dict) and "name" in entry and entry["name"] != nested.get("name"):
+        # both shapes at once: policy and a lenient upstream could read different tools
+        raise BadRequest(f"an entry of '{field}' names one tool at the top and another inside", param=field)
     source = nested if isinstance(nested, dict) else entry
     return _named(kind, source.get("name"), source, field)
 

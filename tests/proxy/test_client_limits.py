@@ -103,6 +103,18 @@ async def test_a_repeated_key_is_a_400(gate: Celgate, upstream: FakeUpstream, ht
     assert upstream.requests == []
 
 
+async def test_a_tool_named_twice_over_is_a_400(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    """Chat's nested name and the Responses API's top-level one in one entry: a lenient upstream reads either."""
+    tool = {"type": "function", "function": {"name": "lookup"}, "name": "shell.exec"}
+    for path, extra in (("/chat/completions", {"messages": []}), ("/responses", {"input": "x"})):
+        body = json.dumps({"model": "small-1", "tools": [tool], **extra}).encode()
+        status, error = await post(http, gate.url + path, body)
+        assert status == 400 and "names one tool at the top and another inside" in assert_openai_error(error)["message"]
+    assert upstream.requests == []
+
+
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
 async def test_json_bodies_are_read_whatever_the_content_type(
     gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, content_type: str | None
