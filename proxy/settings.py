@@ -258,7 +258,8 @@ class Settings:
         default=1024 * 1024,
         metadata=_setting(
             int,
-            "most a tool call held for its decision may buffer; past it the call is denied and audited",
+            "most the tool calls a stream holds for their decisions may buffer together; past it the call that"
+            " grows is denied and audited",
             shown="`1048576` (1 MiB)",
         ),
     )
