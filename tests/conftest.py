@@ -15,6 +15,7 @@ from tests.helpers import Celgate, StartCelgate
 from tests.helpers.fakeupstream import FakeUpstream
 from tests.helpers.node import node_env
 from tests.helpers.process import serve
+from tests.helpers.rawupstream import RawUpstream
 
 __all__ = ["node_env", "serve"]  # fixtures defined in tests/helpers, offered to every test
 
@@ -25,6 +26,15 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
     await fake.start()
     yield fake
     await fake.close()
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[RawUpstream]:
+    """A raw-socket keep-alive upstream (``tests/helpers/rawupstream.py``)."""
+    server = RawUpstream()
+    await server.start()
+    yield server
+    await server.close()
 
 
 @pytest.fixture

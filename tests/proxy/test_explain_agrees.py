@@ -17,8 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from celgate.policy import load_policies
+from celgate.policy import PolicySet, PolicyStore
 from celgate.policy.cli import CaseError, evaluate_case
+from celgate.proxy.keys import ENFORCER
 from tests.helpers import Celgate, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, completion
 
@@ -65,18 +66,19 @@ REQUESTS = [
 
 
 @pytest.fixture
-def policies(tmp_path: Path) -> Path:
-    return write_policy(tmp_path, POLICY)
+async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
+    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
 
 
-@pytest.fixture
-async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, policies: Path) -> Celgate:
-    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=policies)
+def snapshot(gate: Celgate) -> PolicySet:
+    """The very policy set the running proxy decides with."""
+    store = gate.app[ENFORCER].source
+    assert isinstance(store, PolicyStore)
+    return store.current
 
 
-def cli_allows(policies: Path, case: dict[str, Any]) -> bool:
-    decision = evaluate_case(load_policies(policies), case)
-    return not decision.blocked
+def cli_allows(gate: Celgate, case: dict[str, Any]) -> bool:
+    return not evaluate_case(snapshot(gate), case).blocked
 
 
 def case_for(method: str, path: str, key: str | None, model: str | None) -> dict[str, Any]:
@@ -87,7 +89,7 @@ def case_for(method: str, path: str, key: str | None, model: str | None) -> dict
 @pytest.mark.parametrize(("method", "path", "key", "model"), REQUESTS)
 async def test_the_cli_admits_what_the_proxy_admits(
     method: str, path: str, key: str | None, model: str | None,
-    policies: Path, gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession,
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession,
 ) -> None:  # fmt: skip
     body: dict[str, Any] | None = None
     if model is not None:
@@ -96,7 +98,7 @@ async def test_the_cli_admits_what_the_proxy_admits(
     async with http.request(method, gate.root + path, json=body, headers=headers) as response:
         proxy_allows = response.status != 403
     assert proxy_allows == bool(upstream.requests)
-    assert cli_allows(policies, case_for(method, path, key, model)) == proxy_allows
+    assert cli_allows(gate, case_for(method, path, key, model)) == proxy_allows
 
 
 @pytest.mark.parametrize(
@@ -104,27 +106,27 @@ async def test_the_cli_admits_what_the_proxy_admits(
     [("/v1/chat/completions/chatcmpl-1", "shell.exec"), ("/v1/chat/completions/chatcmpl-1", "get_weather")],
 )
 async def test_the_cli_decides_stored_calls_as_the_proxy_filters_them(
-    path: str, tool: str, policies: Path, gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+    path: str, tool: str, gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
     upstream.push(Script(json=completion(None, tool_calls=[("call_1", tool, "{}")])))
     async with http.get(gate.root + path) as response:
         message = (await response.json())["choices"][0]["message"]
     proxy_allows = [call["function"]["name"] for call in message.get("tool_calls") or []] == [tool]
     case = {**case_for("GET", path, None, None), "tool": {"name": tool, "source": "stored"}}
-    assert cli_allows(policies, case) == proxy_allows
+    assert cli_allows(gate, case) == proxy_allows
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v1/models"), ("POST", "/v1/embeddings")])
-def test_the_cli_refuses_tool_calls_where_the_proxy_has_none(policies: Path, method: str, path: str) -> None:
+async def test_the_cli_refuses_tool_calls_where_the_proxy_has_none(gate: Celgate, method: str, path: str) -> None:
     with pytest.raises(CaseError, match="only on the routes whose replies carry them"):
-        evaluate_case(load_policies(policies), {**case_for(method, path, None, None), "tool": {"name": "t"}})
+        evaluate_case(snapshot(gate), {**case_for(method, path, None, None), "tool": {"name": "t"}})
 
 
 async def test_a_non_canonical_path_is_refused_by_both(
-    policies: Path, gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
     with pytest.raises(CaseError, match="not a canonical API path"):
-        evaluate_case(load_policies(policies), case_for("POST", "/v1/chat/completions/", None, "ok-model"))
+        evaluate_case(snapshot(gate), case_for("POST", "/v1/chat/completions/", None, "ok-model"))
     body = {"model": "ok-model", "messages": []}
     async with http.post(gate.root + "/v1/chat/completions/", json=body) as response:
         assert response.status == 400 and upstream.requests == []

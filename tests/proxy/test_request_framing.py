@@ -55,14 +55,6 @@ def fixed_point_chat_body() -> bytes:
 
 
 @pytest.fixture
-async def raw_upstream() -> AsyncIterator[RawUpstream]:
-    server = RawUpstream()
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
     return write_policy(
         tmp_path,

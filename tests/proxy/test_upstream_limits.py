@@ -11,7 +11,7 @@ one. The upstream is a raw keep-alive socket server.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -64,18 +64,10 @@ def big_chunked_json(request: RawRequest) -> list[bytes]:
 
 
 @pytest.fixture
-async def raw() -> AsyncIterator[RawUpstream]:
-    server = RawUpstream()
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def gate(raw: RawUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
+async def gate(raw_upstream: RawUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
     policies = write_policy(tmp_path, "version: 1\ndefaults: {decision: allow}\n")
     return await start_celgate(
-        upstream=raw.base_url, no_policy=False, policies=policies,
+        upstream=raw_upstream.base_url, no_policy=False, policies=policies,
         max_upstream_event_bytes=EVENT_LIMIT, max_upstream_body_bytes=BODY_LIMIT,
     )  # fmt: skip
 
@@ -99,9 +91,9 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 )
 async def test_an_event_over_the_limit_ends_the_stream_and_closes_the_connection(
     path: str, body: object, responder: Callable[[RawRequest], list[bytes]],
-    raw: RawUpstream, gate: Celgate, http: aiohttp.ClientSession,
+    raw_upstream: RawUpstream, gate: Celgate, http: aiohttp.ClientSession,
 ) -> None:  # fmt: skip
-    raw.responder = responder
+    raw_upstream.responder = responder
     status, data = await call(http, gate, "POST", path, body)
     assert status == 200
     events = [e for e in data.decode().split("\n\n") if e]
@@ -109,7 +101,7 @@ async def test_an_event_over_the_limit_ends_the_stream_and_closes_the_connection
     error = json.loads(events[-1].partition("data: ")[2])
     assert_openai_error(error, type_="upstream_error", code="upstream_too_large")
     assert BIG not in data.decode()
-    await assert_next_request_opens_a_new_connection(raw, gate, http)
+    await assert_next_request_opens_a_new_connection(raw_upstream, gate, http)
 
 
 @pytest.mark.parametrize(
@@ -125,29 +117,31 @@ async def test_an_event_over_the_limit_ends_the_stream_and_closes_the_connection
 )
 async def test_a_body_over_the_limit_is_a_502_and_closes_the_connection(
     method: str, path: str, body: object, responder: Callable[[RawRequest], bytes | list[bytes]],
-    raw: RawUpstream, gate: Celgate, http: aiohttp.ClientSession,
+    raw_upstream: RawUpstream, gate: Celgate, http: aiohttp.ClientSession,
 ) -> None:  # fmt: skip
-    raw.responder = responder
+    raw_upstream.responder = responder
     status, data = await call(http, gate, method, path, body)
     assert status == 502
     assert_openai_error(json.loads(data), type_="upstream_error", code="upstream_too_large")
-    await assert_next_request_opens_a_new_connection(raw, gate, http)
+    await assert_next_request_opens_a_new_connection(raw_upstream, gate, http)
 
 
 async def assert_next_request_opens_a_new_connection(
-    raw: RawUpstream, gate: Celgate, http: aiohttp.ClientSession
+    raw_upstream: RawUpstream, gate: Celgate, http: aiohttp.ClientSession
 ) -> None:
-    raw.responder = lambda request: json_response({"object": "list", "data": []})
+    raw_upstream.responder = lambda request: json_response({"object": "list", "data": []})
     assert (await call(http, gate, "GET", "/v1/models", None))[0] == 200
-    assert [len(connection) for connection in raw.connections] == [1, 1]
+    assert [len(connection) for connection in raw_upstream.connections] == [1, 1]
 
 
 async def test_replies_within_the_limits_pass_and_keep_the_connection(
-    raw: RawUpstream, gate: Celgate, http: aiohttp.ClientSession
+    raw_upstream: RawUpstream, gate: Celgate, http: aiohttp.ClientSession
 ) -> None:
-    raw.responder = lambda request: chunked(chat_chunk("a" * (EVENT_LIMIT - 200)), b"data: [DONE]\n\n", b"")
+    raw_upstream.responder = lambda request: chunked(chat_chunk("a" * (EVENT_LIMIT - 200)), b"data: [DONE]\n\n", b"")
     status, data = await call(http, gate, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
     assert status == 200 and data.endswith(b"data: [DONE]\n\n")
-    raw.responder = lambda request: json_response({"object": "list", "data": [], "pad": "p" * (BODY_LIMIT - 200)})
+    raw_upstream.responder = lambda request: json_response(
+        {"object": "list", "data": [], "pad": "p" * (BODY_LIMIT - 200)}
+    )
     assert (await call(http, gate, "GET", "/v1/models", None))[0] == 200
-    assert [len(connection) for connection in raw.connections] == [2]
+    assert [len(connection) for connection in raw_upstream.connections] == [2]
