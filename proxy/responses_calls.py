@@ -494,7 +494,7 @@ def _digest(value: Any) -> bytes:
 def _differs(entry: _Item, complete: Any) -> bool:
     """Whether ``complete`` (a finished item's arguments or input) is not what was streamed for it."""
     if entry.arguments:
-        return complete != "".join(entry.arguments)
+        return bool(complete != "".join(entry.arguments))
     return entry.streamed is not None and (not isinstance(complete, str) or _digest(complete) != entry.streamed)
 
 
