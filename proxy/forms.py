@@ -11,6 +11,7 @@ library's ``email`` parser, which is lenient. So celgate also checks
 everything a stricter or looser upstream parser might read differently,
 and refuses the body with a 400 when anything is off:
 
+- the ``Content-Type`` names more than one boundary;
 - the parser reports a defect (missing boundary, missing close delimiter,
   a part without a header/body separator, ...);
 - the boundary appears in the raw bytes more often than the parts explain,
@@ -68,6 +69,8 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
     boundary = message.get_boundary()
     if not boundary or not message.is_multipart():
         raise _refused("no boundary, or the body is not multipart")
+    if [key.lower() for key, _ in message.get_params([])].count("boundary") != 1:
+        raise _refused("more than one boundary")  # parsers differ in which one they take
     payload = message.get_payload()
     parts = [part for part in payload if isinstance(part, Message)] if isinstance(payload, list) else []
     if not parts or len(parts) != len(payload):

@@ -166,6 +166,17 @@ async def test_an_ambiguous_urlencoded_form_is_a_400(
     assert upstream.requests == []
 
 
+async def test_two_boundaries_are_a_400(gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession) -> None:
+    """A form under the second boundary hides inside a part of the first: parsers differ in which they take."""
+    inner = '--other\r\nContent-Disposition: form-data; name="model"\r\n\r\nforbidden-whisper\r\n--other--\r\n'
+    body = form(part("model", "whisper-1"), part("file", inner))
+    status, answer = await post(
+        http, gate, "/audio/transcriptions", body, {"Content-Type": f"{MULTIPART}; boundary=other"}
+    )
+    assert status == 400 and upstream.requests == []
+    assert_openai_error(json.loads(answer), code="ambiguous_form")
+
+
 async def test_two_content_types_are_a_400(gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession) -> None:
     """Two boundaries: the upstream could read another form (aiohttp's parser refuses the request)."""
     headers = CIMultiDict([("Content-Type", MULTIPART), ("Content-Type", "multipart/form-data; boundary=other")])
