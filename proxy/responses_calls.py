@@ -517,6 +517,8 @@ def _snapshot(event: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
 
 
 def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UnreadableUpstream("upstream output_index is not an integer")
+    """An ``output_index`` or ``sequence_number``: a count, never negative (a client reads ``output[-1]`` as the last
+    item, so an event at -1 would change a call that was already decided)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UnreadableUpstream("upstream output_index or sequence_number is not a non-negative integer")
     return value

@@ -106,3 +106,14 @@ async def test_an_item_celgate_cannot_read_is_a_fault_streamed_or_not(
     upstream.push(Script(json=rw.response_object([rw.message_item("hi"), item])))
     async with http.get(gate.url + "/responses/resp_1") as response:  # read back: the same reader
         assert response.status == 502
+
+
+async def test_an_event_at_a_negative_index_is_a_fault(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    """The openai stream helper applies an event at output_index -1 to the last item: the call already allowed."""
+    steps = item_events(LOOKUP)
+    extra = {"type": "response.function_call_arguments.delta", "sequence_number": 3, "output_index": -1,
+             "item_id": "fc_1", "delta": '"; rm -rf /'}  # fmt: skip
+    out = await stream(http, gate, upstream, [*steps[:3], Step(rw.frame(extra)), *steps[3:]])
+    assert_faulted(out, b"rm -rf")
