@@ -99,20 +99,24 @@ class _Delta:
 class ChatStreamInterceptor:
     """Per-stream tool-call state: deltas by (choice, call), hold / release / drop."""
 
-    __slots__ = ("_active", "_choices", "_done", "_held", "_hook", "_max_held", "_template")
+    __slots__ = ("_active", "_choices", "_done", "_held", "_hook", "_max_held", "_n", "_order", "_template")
 
-    def __init__(self, hook: ToolCallHook, max_held_bytes: int = 1 << 20) -> None:
+    def __init__(self, hook: ToolCallHook, max_held_bytes: int = 1 << 20, choices: int = 1) -> None:
         self._hook = hook
         self._max_held = max_held_bytes  # for all calls held at once: one per choice, and choices are many
         self._held = 0
         self._choices: dict[int, _Choice] = {}
+        # Clients place a choice by the order it first appears in, not by its index (the openai SDK appends an
+        # unknown one): with several choices (``n``), every chunk is read to check that order.
+        self._n = choices
+        self._order: set[int] = set()
         self._active = False  # a call was seen: every later event needs a look
         self._done = False
         self._template: dict[str, Any] = {}  # id/model/created for synthetic chunks
 
     def feed(self, raw: bytes) -> list[bytes]:
         """Events to write now for one raw upstream event (maybe none, maybe several)."""
-        if not self._active and not may_hold_calls(raw, CALL_KEYS) and b"[DONE]" not in raw:
+        if not self._active and self._n == 1 and not may_hold_calls(raw, CALL_KEYS) and b"[DONE]" not in raw:
             return [raw]
         event = parse_event_strict(raw)
         if event.data is None:
@@ -140,6 +144,7 @@ class ChatStreamInterceptor:
 
     def _on_chunk(self, raw: bytes, chunk: dict[str, Any]) -> list[bytes]:
         deltas = [_read_choice(c) for c in _list(chunk["choices"], "choices")]
+        self._check_places(deltas)
         if not any(d.calls or self._finish_changes(d) for d in deltas):
             for delta in deltas:
                 if delta.finish is not None and delta.index in self._choices:
@@ -158,6 +163,21 @@ class ChatStreamInterceptor:
                 out.append(self._usage_event(chunk))
             return out
         return self._split(chunk, deltas)
+
+    def _check_places(self, deltas: list[_Delta]) -> None:
+        """Each choice must land where celgate keeps it: no two choices' calls may merge in a client.
+
+        With one choice, calls come in choice 0 only. With several, each choice
+        first appears in index order (0, 1, 2, ...) and below ``n``.
+        """
+        for delta in deltas:
+            if self._n == 1:
+                if delta.calls and delta.index != 0:
+                    raise UnreadableUpstream(f"upstream sent a tool call in choice {delta.index} of one")
+            elif delta.index not in self._order:
+                if delta.index != len(self._order) or delta.index >= self._n:
+                    raise UnreadableUpstream(f"upstream choice {delta.index} is out of order")
+                self._order.add(delta.index)
 
     def _usage_event(self, chunk: dict[str, Any]) -> bytes:
         return data_event({**self._template, "choices": [], "usage": chunk["usage"]})
@@ -200,6 +220,8 @@ class ChatStreamInterceptor:
         call = choice.calls.get(key)
         if call is None:
             if key != _LEGACY:
+                if key != sum(1 for k in choice.calls if k != _LEGACY):  # clients place a call by its order too
+                    raise UnreadableUpstream(f"upstream tool call index {key} skips or repeats a place")
                 out += self._complete(choice, below=key)  # an earlier call's arguments are complete
             call = choice.calls[key] = _Call(key)
         _apply(call, part, key)

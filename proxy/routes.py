@@ -92,10 +92,16 @@ async def _forward_chat(request: web.Request, caller: Caller, raw: bytes) -> web
             request,
             response,
             stream=caller.info.stream,
-            interceptor=lambda: ChatStreamInterceptor(hook, caller.max_held_bytes),
+            interceptor=lambda: ChatStreamInterceptor(hook, caller.max_held_bytes, _choices(caller)),
             body_filter=lambda completion: filter_completion(completion, hook),
             keys=CHAT_CALL_KEYS,
         )
+
+
+def _choices(caller: Caller) -> int:
+    """How many choices the request asked for (``n``, type-checked by ``chat_body``)."""
+    n = caller.info.scalars.get("n", 1)
+    return n if isinstance(n, int) and n > 1 else 1
 
 
 def _without_unusable_tools(caller: Caller, body: dict[str, Any], raw: bytes) -> bytes:

@@ -354,3 +354,36 @@ async def test_a_message_in_a_chunk_or_a_delta_in_a_completion_is_a_fault(
     upstream.push(Script(json={**completion(None), "choices": [{"index": 0, "delta": message, "finish_reason": None}]}))
     async with http.post(deny_list_gate.url + "/chat/completions", json={"model": "m", "messages": MESSAGES}) as r:
         assert r.status == 502 and DENIED.encode() not in await r.read()
+
+
+def named_call(index: int, call_id: str, name: str, arguments: str, choice: int = 0) -> dict[str, Any]:
+    part = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    return {**chat_chunk({}), "choices": [{"index": choice, "delta": {"tool_calls": [part]}, "finish_reason": None}]}
+
+
+# Clients place calls and choices by the order they first appear, not by their index (the openai SDK inserts
+# tool call 5 at place 0 of an empty list, and appends an unknown choice): two calls celgate decides apart,
+# "sh" and "ell.exec", would merge into shell.exec.
+MERGING: dict[str, tuple[int, list[dict[str, Any]]]] = {
+    "a tool call index that skips places": (
+        1, [named_call(5, "c1", "sh", "{"), named_call(0, "c2", "ell.exec", "}")],
+    ),
+    "choices out of order": (
+        2, [named_call(0, "c1", "sh", "{", choice=1), named_call(0, "c2", "ell.exec", "}", choice=0)],
+    ),
+    "a call in a choice the request did not ask for": (
+        1, [named_call(0, "c1", "sh", "{"), named_call(0, "c2", "ell.exec", "}", choice=-1)],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(MERGING))
+async def test_calls_a_client_would_merge_are_a_fault(
+    deny_list_gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession, name: str
+) -> None:
+    n, chunks = MERGING[name]
+    upstream.push(Script(steps=[*(Step(sse(chunk)) for chunk in chunks), Step(b"data: [DONE]\n\n")]))
+    body = {"model": "m", "messages": MESSAGES, "stream": True, "n": n}
+    async with http.post(deny_list_gate.url + "/chat/completions", json=body) as response:
+        out = await response.read()
+    assert b"event: error" in out and b"upstream_unreadable" in out and b"ell.exec" not in out, out

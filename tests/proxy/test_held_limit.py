@@ -127,7 +127,7 @@ async def test_many_choices_share_the_streams_limit(
     upstream.push(Script(steps=many_choices_holding_calls(600)))  # ~130 KiB held at once, each call ~220 bytes
     async with http.post(
         gate.url + "/chat/completions",
-        json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+        json={"model": "m", "stream": True, "n": 600, "messages": [{"role": "user", "content": "x"}]},
     ) as r:
         out = await r.read()
     assert out.endswith(b"data: [DONE]\n\n")
