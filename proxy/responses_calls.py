@@ -217,7 +217,7 @@ class _Item:
 class ResponsesStreamInterceptor:
     """Per-stream state: client-executed items by output_index, output_index remapping, renumbering."""
 
-    __slots__ = ("_active", "_denials", "_held", "_hook", "_items", "_max_held", "_next", "_stripped")
+    __slots__ = ("_active", "_added", "_denials", "_held", "_hook", "_items", "_max_held", "_next", "_stripped")
 
     def __init__(self, hook: ToolCallHook, max_held_bytes: int = 1 << 20) -> None:
         self._hook = hook
@@ -228,6 +228,7 @@ class ResponsesStreamInterceptor:
         self._denials: list[str] = []
         self._next: int | None = None  # the sequence_number the client must see next (once known)
         self._active = False  # an event needed a look: every later one is read (numbering, indexes)
+        self._added = 0  # items added so far: some clients place an item by its order, not its output_index
 
     def feed(self, raw: bytes) -> list[bytes]:
         if not self._active and not may_hold_calls(raw, CALL_KEYS):
@@ -240,6 +241,7 @@ class ResponsesStreamInterceptor:
             raise UnreadableUpstream("upstream Responses event has no type")
         if parsed.event is not None and parsed.event != event["type"]:
             raise UnreadableUpstream(f"upstream event name {parsed.event!r} differs from its type {event['type']!r}")
+        self._check_place(event)
         if not self._active and not _holds_call(event):
             return [raw]  # read to know its items; none is a call, nothing changed: as sent
         self._active = True
@@ -247,6 +249,23 @@ class ResponsesStreamInterceptor:
             # the events before this one passed as sent: the client's numbering continues from here
             self._next = event["sequence_number"]
         return self._on_event(raw, event)
+
+    def _check_place(self, event: dict[str, Any]) -> None:
+        """Items come at output_index 0, 1, 2, ...; an event names one already added.
+
+        The openai Node SDK appends each added item and applies later events to
+        ``output[output_index]``: an item added out of place would take another
+        item's events, and calls decided apart could merge.
+        """
+        index = event.get("output_index")
+        if index is None:
+            return
+        if event["type"] == "response.output_item.added":
+            if _int(index) != self._added:
+                raise UnreadableUpstream(f"upstream added output item {index} in place {self._added}")
+            self._added += 1
+        elif _int(index) >= self._added:
+            raise UnreadableUpstream(f"upstream sent {event['type']} for output item {index}, never added")
 
     def finish(self) -> list[bytes]:
         """The stream ended: nothing is released that was never decided."""

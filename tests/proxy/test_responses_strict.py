@@ -117,3 +117,19 @@ async def test_an_event_at_a_negative_index_is_a_fault(
              "item_id": "fc_1", "delta": '"; rm -rf /'}  # fmt: skip
     out = await stream(http, gate, upstream, [*steps[:3], Step(rw.frame(extra)), *steps[3:]])
     assert_faulted(out, b"rm -rf")
+
+
+async def test_an_item_out_of_place_is_a_fault(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    """The openai Node SDK appends each added item and applies later events by ``output[output_index]``:
+    an item added at 5 sits at place 0, where an event for item 0 would change it after its decision."""
+    response = rw.response_object([], status="in_progress")
+    events = [
+        {"type": "response.created", "sequence_number": 0, "response": response},
+        {"type": "response.output_item.added", "sequence_number": 1, "output_index": 5, "item": LOOKUP},
+        {"type": "response.function_call_arguments.delta", "sequence_number": 2, "output_index": 0,
+         "item_id": "fc_1", "delta": "rm -rf /"},
+    ]  # fmt: skip
+    out = await stream(http, gate, upstream, [Step(rw.frame(event)) for event in events])
+    assert_faulted(out, b"rm -rf")
