@@ -9,12 +9,13 @@ in what the client got.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers import ALLOW_PARIS_WEATHER, Celgate, OpenAIFactory
+from tests.helpers import ALLOW_PARIS_WEATHER, Celgate, OpenAIFactory, StartCelgate, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
 
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -10,8 +10,6 @@ running celgate with the same principal; the two must agree.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,10 +18,9 @@ import pytest
 from celgate.policy import PolicySet, PolicyStore
 from celgate.policy.cli import CaseError, evaluate_case
 from celgate.proxy.keys import ENFORCER
-from tests.helpers import Celgate, write_policy
+from tests.helpers import Celgate
 from tests.helpers.fakeupstream import FakeUpstream, Script, completion
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 OPS_KEY = "sk-explain-ops-0123456789"
 POLICY = f"""\
 version: 1
@@ -63,11 +60,6 @@ REQUESTS = [
     ("GET", "/v1/assistants", OPS_KEY, None),
     ("PUT", "/v1/chat/completions", OPS_KEY, "ok-model"),
 ]
-
-
-@pytest.fixture
-async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
-    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
 
 
 def snapshot(gate: Celgate) -> PolicySet:

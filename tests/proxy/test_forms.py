@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import aiohttp
 import openai
 import pytest
 from multidict import CIMultiDict
 
-from tests.helpers import Celgate, assert_openai_error, write_policy
+from tests.helpers import Celgate, assert_openai_error
 from tests.helpers.fakeupstream import FakeUpstream, Script
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 POLICY = """\
 version: 1
@@ -50,11 +48,6 @@ def form(*parts: bytes) -> bytes:
 AUDIO = part("file", b"RIFF\x00\x01" * 20_000, "Content-Type: audio/wav").replace(  # over 64 KiB: read in a thread
     b'name="file"', b'name="file"; filename="a.wav"'
 )
-
-
-@pytest.fixture
-async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
-    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
 
 
 async def post(

@@ -11,18 +11,15 @@ A stream ends with an SSE ``error`` event; a non-stream reply is a 502.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers import Celgate, write_policy
+from tests.helpers import Celgate
 from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import FakeUpstream, Script, Step
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 POLICY = """\
 version: 1
 defaults: {decision: allow}
@@ -40,11 +37,6 @@ LOOKUP = rw.function_call_item("call_l", "lookup", "{}", id="fc_1")
 RETYPED = {"type": "custom_tool_call", "id": "fc_1", "call_id": "call_l", "name": "lookup", "input": "rm -rf /"}
 UNKNOWN = {"type": "shell_exec_call", "id": "se_1", "call_id": "call_u", "name": "shell.exec", "status": "completed"}
 OBJECT_ARGUMENTS = {**rw.function_call_item("call_o", "lookup", "{}"), "arguments": {"q": "x"}}
-
-
-@pytest.fixture
-async def gate(upstream: FakeUpstream, start_celgate: StartCelgate, tmp_path: Path) -> Celgate:
-    return await start_celgate(upstream=upstream.base_url, no_policy=False, policies=write_policy(tmp_path, POLICY))
 
 
 def with_final_output(streamed: list[dict[str, Any]], final: list[dict[str, Any]]) -> list[Step]:

@@ -11,16 +11,15 @@ one. The upstream is a raw keep-alive socket server.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.helpers import Celgate, assert_openai_error, write_policy
+from tests.helpers import Celgate, StartCelgate, assert_openai_error, write_policy
 from tests.helpers.rawupstream import RawRequest, RawUpstream, json_response
 
-StartCelgate = Callable[..., Awaitable[Celgate]]
 EVENT_LIMIT, BODY_LIMIT = 4096, 8192
 BIG = "x" * (2 * BODY_LIMIT)
 
