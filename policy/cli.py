@@ -109,6 +109,7 @@ def build_tool(spec: Mapping[str, Any]) -> ToolCall:
         id=str(spec.get("id", "call_test")),
         source=str(spec.get("source", "upstream")),
         type=str(spec.get("type", "function")),
+        server=str(spec.get("server", "")),
     )
 
 

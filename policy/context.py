@@ -109,7 +109,14 @@ FIELDS: tuple[Field, ...] = (
         "tool.source",
         "string",
         "tool_call",
-        "`upstream` (a model behind the proxy) or `agent` (a drop-in agent's tool).",
+        "Who executes the call: `upstream` (the client app, for a model behind the proxy), `agent` (a drop-in "
+        "agent's own tool), `gateway` (a gateway tool from `--tools`) or `mcp` (a tool of a gateway MCP server).",
+    ),
+    Field(
+        "tool.server",
+        "string",
+        "tool_call",
+        'The gateway MCP server whose tool this is (its `name:` in `tools/`); `""` unless `tool.source == "mcp"`.',
     ),
     Field("now", "timestamp", "always", 'Evaluation time (UTC); `now.getHours("UTC")` etc.', True),
 )
@@ -178,6 +185,7 @@ def tool_variables(tool: ToolCall) -> dict[str, Any]:
         "id": tool.id,
         "source": tool.source,
         "type": tool.type,
+        "server": tool.server,
     }
 
 

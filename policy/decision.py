@@ -105,6 +105,8 @@ def audit_record(
     if tool is not None:
         record["tool_call_id"] = tool.id
         record["source"] = tool.source
+        if tool.server:
+            record["server"] = tool.server
         if tool.type != "function":
             record["tool_type"] = tool.type
         if decision.blocked:

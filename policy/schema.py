@@ -99,8 +99,11 @@ class RequestInfo:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """One tool call a model (``upstream``) or a drop-in agent (``agent``) emitted.
+    """One tool call a model (``upstream``) emitted, or an agent is about to execute.
 
+    ``source`` says who executes it: ``upstream`` (the client app), ``agent``
+    (a drop-in's own tool), ``gateway`` (a gateway tool from ``--tools``) or
+    ``mcp`` (a tool of a gateway MCP server, named in ``server``).
     ``type`` is ``function``, ``custom`` (``raw_arguments`` is the free-text
     input), or a client-executed built-in: ``local_shell``, ``shell``,
     ``apply_patch``, ``computer``.
@@ -111,6 +114,7 @@ class ToolCall:
     id: str
     source: str
     type: str = "function"
+    server: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,10 @@ def test_tool_variables() -> None:
         "id": "call_9",
         "source": "agent",
         "type": "function",
+        "server": "",
     }
+    mcp = ToolCall("docs_search", "{}", "call_1", "mcp", server="docs")
+    assert (tool_variables(mcp)["source"], tool_variables(mcp)["server"]) == ("mcp", "docs")
 
 
 def test_every_builder_field_is_documented() -> None:
