@@ -12,8 +12,8 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from .dropin import LoadedAgent
-from .errors import AgentLoadFailure, AgentRunError
-from .host import AgentSettings, CallerContext, GatewayHooks
+from .errors import AgentLoadFailure, AgentRunError, ToolLoadFailure
+from .host import AgentSettings, CallerContext, GatewayHooks, ToolExecution
 from .registry import AgentRegistry
 
 __all__ = [
@@ -24,11 +24,27 @@ __all__ = [
     "CallerContext",
     "GatewayHooks",
     "LoadedAgent",
+    "ToolExecution",
+    "ToolLoadFailure",
+    "gateway_tool",
     "run_completion",
     "run_response",
     "stream_completion",
     "stream_response",
 ]
+
+
+def gateway_tool(name: str) -> Any:
+    """The gateway tool ``name`` (from ``--tools``), for a Python drop-in's ``Agent(tools=[...])``.
+
+    Call it at import time in ``agent.py``. The agent gets the catalogue's
+    implementation, governance (``tool.source`` ``gateway`` or ``mcp``) and
+    metrics; a reloaded tool's new code applies on the next call. Raises
+    ``LookupError`` (a load failure of the drop-in) when no such tool is loaded.
+    """
+    from .catalogue import gateway_tool_handle
+
+    return gateway_tool_handle(name)
 
 
 async def run_completion(agent: LoadedAgent, body: dict[str, Any], caller: CallerContext) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Find drop-in folders and load each: requirements, an isolated import, ``__celgate__``, exports.
 
-A folder under the agents directory that holds ``agent.py`` is one drop-in;
+A folder under the agents directory that holds ``agent.py`` (or a
+declarative ``agent.yaml``, loaded by ``declarative``) is one drop-in;
 its path relative to the directory (``/``-separated) is the model name. Its
 subfolders belong to it: discovery does not look for agents inside an agent.
 
@@ -37,10 +38,11 @@ from typing import Any
 from .dropin import DropinConfig, LoadedAgent, Runtime
 from .errors import LoadError
 
-__all__ = ["ENTRY_FILE", "ROOT_PACKAGE", "find_agents", "forget", "load_agent"]
+__all__ = ["ENTRY_FILE", "ROOT_PACKAGE", "YAML_FILE", "author_traceback", "find_agents", "forget", "load_agent"]
 
 ROOT_PACKAGE = "celgate_dropins"
 ENTRY_FILE = "agent.py"
+YAML_FILE = "agent.yaml"  # a declarative agent (see ``declarative``)
 REQUIREMENTS_FILE = "requirements.txt"
 _CONFIG_TYPES: dict[str, type] = {"model": str, "upstream": str, "description": str, "max_turns": int}
 _REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -102,7 +104,7 @@ def _walk(folder: Path) -> Iterator[Path]:
     for child in sorted(folder.iterdir()):
         if not child.is_dir() or child.name.startswith((".", "_")):
             continue
-        if (child / ENTRY_FILE).is_file():
+        if (child / ENTRY_FILE).is_file() or (child / YAML_FILE).is_file():
             yield child
         else:
             yield from _walk(child)
@@ -183,7 +185,7 @@ def _import_dropin(name: str, folder: Path) -> types.ModuleType:
             spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
         forget(name)
-        raise LoadError("import_error", _author_traceback(exc, folder)) from exc
+        raise LoadError("import_error", author_traceback(exc, folder)) from exc
     return module
 
 
@@ -238,7 +240,7 @@ def _top(module_name: str) -> str:
     return module_name.partition(".")[0]
 
 
-def _author_traceback(exc: BaseException, folder: Path) -> str:
+def author_traceback(exc: BaseException, folder: Path) -> str:
     """The traceback from the first frame in the drop-in's folder (no importlib noise)."""
     tb = exc.__traceback__
     while tb is not None and not Path(tb.tb_frame.f_code.co_filename).is_relative_to(folder):

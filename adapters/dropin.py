@@ -58,8 +58,9 @@ class LoadedAgent:
     """One successfully loaded version of a drop-in; runs keep the version they started on.
 
     ``kind`` is the export used: ``agent`` (module attribute ``agent``),
-    ``run_workflow`` (Agent Builder export) or ``single_agent`` (the one
-    module-level Agent). Exactly one of ``entry`` / ``workflow`` is set.
+    ``run_workflow`` (Agent Builder export), ``single_agent`` (the one
+    module-level Agent) or ``declarative`` (an ``agent.yaml``, which has no
+    ``module``). Exactly one of ``entry`` / ``workflow`` is set.
     """
 
     name: str
@@ -71,7 +72,7 @@ class LoadedAgent:
     config: DropinConfig
     tools: tuple[str, ...]
     runtime: Runtime
-    module: types.ModuleType
+    module: types.ModuleType | None
     loaded_at: float = field(default_factory=time.time)
 
     @property

@@ -14,6 +14,11 @@ Guardrails live on the tool objects, so they also apply inside
 agents-as-tools and inside Agent Builder ``run_workflow`` code. MCP servers get
 the gate too (their tools are built per run, so they are not timed).
 Handoffs themselves are not tools and are not gated.
+
+Gateway tools (the ``--tools`` catalogue) are governed once, when the
+catalogue builds them (``govern_gateway_tool``): their gate decides with their
+provenance (``tool.source`` ``gateway`` or ``mcp``, ``tool.server``), and each
+execution is reported as a ``ToolExecution``. ``govern`` leaves them alone.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from __future__ import annotations
 import functools
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from agents.handoffs import Handoff
@@ -30,31 +36,86 @@ from agents import (
     Agent,
     FunctionTool,
     ToolGuardrailFunctionOutput,
+    ToolInputGuardrail,
     ToolInputGuardrailData,
     tool_input_guardrail,
 )
 from celgate.policy import ToolCall
 
+from .errors import ToolFailure
+from .host import ToolExecution
 from .scope import CURRENT_RUN
 
-__all__ = ["OUTSIDE_RUN_MESSAGE", "govern", "iter_agents", "policy_gate", "tool_names"]
+__all__ = [
+    "OUTSIDE_RUN_MESSAGE",
+    "Provenance",
+    "govern",
+    "govern_gateway_tool",
+    "iter_agents",
+    "policy_gate",
+    "provenance_of",
+    "tool_names",
+]
 
 OUTSIDE_RUN_MESSAGE = "celgate: tool calls are only allowed inside a celgate agent run"
 _TIMED = "__celgate_timed__"
+_PROVENANCE = "__celgate_provenance__"
+
+# Called when a tool body ends: (tool context, start time, the exception it raised or None, its result).
+_Observer = Callable[[Any, float, BaseException | None, Any], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where a gateway tool comes from: ``source`` (``gateway`` / ``mcp``), ``origin`` (module, URL, server), server."""
+
+    source: str
+    origin: str
+    server: str = ""
 
 
 @tool_input_guardrail(name="celgate_policy")
 async def policy_gate(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
-    """Decide the call with the proxy's policy; fail closed outside a celgate run."""
+    """Decide a drop-in's own tool call (``tool.source == "agent"``); fail closed outside a celgate run."""
+    return _decide(data, "agent", "")
+
+
+def _decide(data: ToolInputGuardrailData, source: str, server: str) -> ToolGuardrailFunctionOutput:
     scope = CURRENT_RUN.get()
     if scope is None:
         return ToolGuardrailFunctionOutput.reject_content(OUTSIDE_RUN_MESSAGE)
     ctx = data.context
-    call = ToolCall(ctx.tool_name, ctx.tool_arguments, ctx.tool_call_id, "agent")
+    call = ToolCall(ctx.tool_name, ctx.tool_arguments, ctx.tool_call_id, source, server=server)
     decision = scope.agent.runtime.hooks.check_tool(scope.caller, call)
     if decision.blocked:
         return ToolGuardrailFunctionOutput.reject_content(decision.message)
     return ToolGuardrailFunctionOutput.allow()
+
+
+def govern_gateway_tool(tool: FunctionTool, provenance: Provenance, *, record: bool = True) -> FunctionTool:
+    """Gate ``tool`` with its provenance and (``record``) report each execution; returns it, marked.
+
+    ``record`` is off for a drop-in's handle on a gateway tool, whose calls
+    run the catalogue's tool, which records them itself.
+    """
+
+    async def gate(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
+        return _decide(data, provenance.source, provenance.server)
+
+    tool.tool_input_guardrails = [
+        ToolInputGuardrail(guardrail_function=gate, name="celgate_policy"),
+        *(tool.tool_input_guardrails or []),
+    ]
+    if record:
+        _observe(tool, functools.partial(_report_execution, tool.name, provenance))
+    setattr(tool, _PROVENANCE, provenance)
+    return tool
+
+
+def provenance_of(tool: Any) -> Provenance | None:
+    """The provenance of a gateway tool; ``None`` for any other tool."""
+    found = getattr(tool, _PROVENANCE, None)
+    return found if isinstance(found, Provenance) else None
 
 
 def iter_agents(roots: Iterable[Agent[Any]]) -> Iterator[Agent[Any]]:
@@ -73,9 +134,9 @@ def iter_agents(roots: Iterable[Agent[Any]]) -> Iterator[Agent[Any]]:
 def govern(agent: Agent[Any]) -> None:
     """Attach the policy gate and timing to the agent's own tools; idempotent."""
     for tool in agent.tools:
-        if isinstance(tool, FunctionTool):
+        if isinstance(tool, FunctionTool) and provenance_of(tool) is None:
             _add_gate(tool)
-            _time_invocations(tool)
+            _observe(tool, functools.partial(_report_finished, tool.name))
     for server in agent.mcp_servers:
         _add_gate(server)
 
@@ -106,13 +167,14 @@ def _add_gate(owner: Any) -> None:
         owner.tool_input_guardrails = [policy_gate, *current]
 
 
-def _time_invocations(tool: FunctionTool) -> None:
-    """Wrap the tool body so its duration and exceptions are reported.
+def _observe(tool: FunctionTool, observer: _Observer) -> None:
+    """Wrap the tool body so ``observer`` learns its duration, exception and result; once per tool.
 
     ``@function_tool`` bodies sit inside the SDK's failure handler, which turns
     an exception into the model-visible error string. Wrapping the body
     *inside* that handler (its private ``_invoke_tool_impl``) sees the
     exception and keeps the SDK's behaviour; other tools are wrapped whole.
+    A ``ToolFailure`` (a gateway tool's own error) becomes its message.
     """
     invoker = tool.on_invoke_tool
     owner: Any = invoker if hasattr(invoker, "_invoke_tool_impl") else tool
@@ -122,21 +184,44 @@ def _time_invocations(tool: FunctionTool) -> None:
         return
 
     @functools.wraps(body)
-    async def timed(ctx: Any, arguments: str) -> Any:
+    async def observed(ctx: Any, arguments: str) -> Any:
         started = time.perf_counter()
         try:
             result = await body(ctx, arguments)
-        except Exception:
-            _report(tool.name, started, failed=True)
+        except ToolFailure as failure:
+            observer(ctx, started, failure, failure.message)
+            return failure.message
+        except Exception as exc:
+            observer(ctx, started, exc, None)
             raise
-        _report(tool.name, started, failed=False)
+        observer(ctx, started, None, result)
         return result
 
-    setattr(timed, _TIMED, True)
-    setattr(owner, attribute, timed)
+    setattr(observed, _TIMED, True)
+    setattr(owner, attribute, observed)
 
 
-def _report(tool_name: str, started: float, *, failed: bool) -> None:
+def _report_finished(tool_name: str, ctx: Any, started: float, error: BaseException | None, result: Any) -> None:
     scope = CURRENT_RUN.get()
     if scope is not None:
-        scope.agent.runtime.hooks.tool_finished(tool_name, time.perf_counter() - started, failed)
+        scope.agent.runtime.hooks.tool_finished(tool_name, time.perf_counter() - started, error is not None)
+
+
+def _report_execution(
+    tool_name: str, provenance: Provenance, ctx: Any, started: float, error: BaseException | None, result: Any
+) -> None:
+    scope = CURRENT_RUN.get()
+    if scope is None:
+        return
+    execution = ToolExecution(
+        agent=scope.agent.name,
+        tool=tool_name,
+        call_id=str(getattr(ctx, "tool_call_id", "")),
+        source=provenance.source,
+        origin=provenance.origin,
+        server=provenance.server,
+        seconds=time.perf_counter() - started,
+        outcome="ok" if error is None else "error",
+        result_bytes=len(str(result).encode()) if result is not None else 0,
+    )
+    scope.agent.runtime.hooks.tool_executed(scope.caller, execution)

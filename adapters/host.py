@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from celgate import policy
 
-__all__ = ["AgentSettings", "CallerContext", "GatewayHooks"]
+__all__ = ["AgentSettings", "CallerContext", "GatewayHooks", "ToolExecution"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,8 @@ class AgentSettings:
     clients that drop-in modules build themselves; runs always use the
     per-request ``CallerContext.gateway_url``. ``api`` is the API of the
     agents' own model calls to celgate: ``"chat"`` (Chat Completions) or
-    ``"responses"``; celgate governs tool calls on both.
+    ``"responses"``; celgate governs tool calls on both. ``tools`` is the
+    gateway tool catalogue's directory (``--tools``); ``None``: no gateway tools.
     """
 
     directory: Path
@@ -36,6 +37,7 @@ class AgentSettings:
     watch: bool = True
     gateway_url: str | None = None
     api: str = "chat"
+    tools: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +52,41 @@ class CallerContext:
     internal_token: str
 
 
+@dataclass(frozen=True, slots=True)
+class ToolExecution:
+    """The provenance of one gateway tool execution, for the audit log and metrics.
+
+    ``source`` is ``gateway`` or ``mcp``; ``origin`` is where the code ran
+    (a module path, an HTTP URL, an MCP server); ``outcome`` is ``ok`` or
+    ``error`` (the model was told of the error); ``result_bytes`` is the
+    size of what the model got back.
+    """
+
+    agent: str
+    tool: str
+    call_id: str
+    source: str
+    origin: str
+    server: str
+    seconds: float
+    outcome: str
+    result_bytes: int
+
+
 class GatewayHooks(Protocol):
     """Implemented by the proxy: policy, audit and metrics for what agents do."""
 
     def check_tool(self, caller: CallerContext, tool: policy.ToolCall) -> policy.Decision:
-        """Decide one agent tool call (``tool.source == "agent"``); audit and count it."""
+        """Decide one tool call an agent is about to execute (``tool.source``: ``agent``, ``gateway``, ``mcp``)."""
 
     def tool_finished(self, tool_name: str, seconds: float, failed: bool) -> None:
         """Record the duration of one executed tool, and whether it raised."""
 
+    def tool_executed(self, caller: CallerContext, execution: ToolExecution) -> None:
+        """Record one executed gateway tool (its decision was recorded by ``check_tool``)."""
+
     def load_failed(self, agent: str, kind: str) -> None:
         """Count one new load failure of a drop-in."""
+
+    def tool_load_failed(self, tool: str, kind: str) -> None:
+        """Count one new load failure of a gateway tool file."""

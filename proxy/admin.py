@@ -44,6 +44,8 @@ def add_admin_routes(app: web.Application) -> None:
         ("/admin/policies", admin_policies),
         ("/admin/agents", admin_agents),
         ("/admin/agents/errors", admin_agent_errors),
+        ("/admin/tools", admin_tools),
+        ("/admin/tools/errors", admin_tool_errors),
     ):
         add_route(app, "GET", path, _admin_only(handler))
 
@@ -127,6 +129,16 @@ async def admin_agents(request: web.Request) -> web.Response:
 async def admin_agent_errors(request: web.Request) -> web.Response:
     registry = request.app.get(AGENTS)
     return _redacted_json({"errors": [failure.as_json() for failure in registry.failures()] if registry else []})
+
+
+async def admin_tools(request: web.Request) -> web.Response:
+    registry = request.app.get(AGENTS)
+    return _redacted_json({"tools": registry.tools() if registry else []})
+
+
+async def admin_tool_errors(request: web.Request) -> web.Response:
+    registry = request.app.get(AGENTS)
+    return _redacted_json({"errors": [failure.as_json() for failure in registry.tool_failures()] if registry else []})
 
 
 def _redacted_json(body: dict[str, Any]) -> web.Response:

@@ -170,6 +170,7 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
         api=settings.agents_api,
         watch=settings.watch,
         gateway_url=_own_url(settings),
+        tools=settings.tools,
     )
     registry = AgentRegistry(agent_settings, PolicyGatewayHooks(app[ENFORCER], app[METRICS]))
     await registry.start()

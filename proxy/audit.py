@@ -1,12 +1,17 @@
-"""The policy audit log: one JSON line per denying, would-deny or erroring decision.
+"""The policy audit log: one JSON line per denying, would-deny or erroring decision, and per gateway tool run.
 
-Records are built by ``policy.audit_record`` (which never includes a key, and
-includes tool arguments only when asked); this module decides which
-decisions are written and where.
+Decision records are built by ``policy.audit_record`` (which never includes
+a key, and includes tool arguments only when asked); this module decides
+which decisions are written and where. Every execution of a gateway tool is
+written too (``point: "tool_execution"``): its provenance, duration,
+outcome and result size, after the ``tool_call`` decision that allowed it.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from celgate.adapters import ToolExecution
 from celgate.policy import Decision, Principal, ToolCall, audit_record
 
 from .accesslog import JsonLineWriter
@@ -31,4 +36,24 @@ class AuditLog:
                 tool=tool,
                 include_arguments=self._include_arguments,
             )
+        )
+
+    def execution(self, execution: ToolExecution, request_id: str, principal: Principal) -> None:
+        """One gateway tool execution, always written (it is provenance, not a decision)."""
+        self._writer.write(
+            {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "request_id": request_id,
+                "principal": principal.id,
+                "point": "tool_execution",
+                "agent": execution.agent,
+                "tool": execution.tool,
+                "tool_call_id": execution.call_id,
+                "source": execution.source,
+                "origin": execution.origin,
+                "server": execution.server or None,
+                "duration_ms": round(execution.seconds * 1000, 3),
+                "outcome": execution.outcome,
+                "result_bytes": execution.result_bytes,
+            }
         )

@@ -26,6 +26,7 @@ from celgate.adapters import (
     AgentRunError,
     CallerContext,
     LoadedAgent,
+    ToolExecution,
     run_completion,
     run_response,
     stream_completion,
@@ -191,5 +192,11 @@ class PolicyGatewayHooks:
         if failed:
             self._metrics.tool_failures.labels(tool_name).inc()
 
+    def tool_executed(self, caller: CallerContext, execution: ToolExecution) -> None:
+        self._enforcer.executed(execution, caller.request_id, caller.principal)
+
     def load_failed(self, agent: str, kind: str) -> None:
         self._metrics.agent_load_failures.labels(agent, kind).inc()
+
+    def tool_load_failed(self, tool: str, kind: str) -> None:
+        self._metrics.tool_load_failures.labels(tool, kind).inc()

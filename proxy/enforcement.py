@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celgate.adapters import ToolExecution
 from celgate.policy import Decision, PolicySet, PolicyStore, Principal, ReloadResult, ToolCall
 
 from .audit import AuditLog
@@ -88,6 +89,15 @@ class Enforcer:
             )
         if self._audit is not None:
             self._audit.record(decision, request_id, principal, tool)
+
+    def executed(self, execution: ToolExecution, request_id: str, principal: Principal) -> None:
+        """Record one gateway tool execution: duration and failures in metrics, provenance in the audit log."""
+        metrics = self._metrics
+        metrics.tool_duration.labels(execution.tool).observe(execution.seconds)
+        if execution.outcome != "ok":
+            metrics.tool_failures.labels(execution.tool).inc()
+        if self._audit is not None:
+            self._audit.execution(execution, request_id, principal)
 
 
 def _label(decision: Decision) -> str:

@@ -116,12 +116,22 @@ class Metrics:
         self.policy_reloads = Counter("celgate_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
         self.policy_info = Gauge("celgate_policy_info", "The active policy set (value 1).", ["version"], registry=r)
         self.tool_duration = _Family(
-            Histogram("celgate_tool_duration_seconds", "Drop-in agent tool execution time.", ["tool"], **latency),
+            Histogram("celgate_tool_duration_seconds", "Agent and gateway tool execution time.", ["tool"], **latency),
             bounded=0,
         )
         self.tool_failures = _Family(
-            Counter("celgate_tool_failures", "Drop-in agent tool executions that raised.", ["tool"], registry=r),
+            Counter(
+                "celgate_tool_failures",
+                "Agent and gateway tool executions that raised or returned a tool error.",
+                ["tool"],
+                registry=r,
+            ),
             bounded=0,
+        )
+        self.tool_load_failures = _Family(
+            Counter(
+                "celgate_tool_load_failures", "Gateway tool files that failed to load.", ["tool", "kind"], registry=r
+            )
         )
         self.agent_load_failures = _Family(
             Counter("celgate_agent_load_failures", "Drop-in agents that failed to load.", ["agent", "kind"], registry=r)

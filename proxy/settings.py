@@ -206,8 +206,17 @@ class Settings:
             "API of drop-in agents' own model calls through celgate: `chat` (Chat Completions) or `responses`",
         ),
     )
+    tools: Path = field(
+        default=Path("tools"),
+        metadata=_setting(
+            Path,
+            "gateway tools for agents: Python modules, HTTP tools and MCP servers in YAML (see `docs/tools.md`);"
+            " used only when the agents directory exists",
+            metavar="DIR",
+        ),
+    )
     watch: bool = field(
-        default=True, metadata=_setting(_bool, "hot-reload policies and agents when their files change")
+        default=True, metadata=_setting(_bool, "hot-reload policies, agents and gateway tools when their files change")
     )
     upstream_api_key_env: str | None = field(
         default=None,
