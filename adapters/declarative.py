@@ -10,7 +10,7 @@
     parallel_tool_calls: true
     max_turns: 6
     handoffs: [Billing]          # other agents (declarative or Python) by model name
-    output: text                 # or {schema: {...JSON schema...}, name: Order, strict: true}
+    output: text                 # or {schema: {...JSON schema...}, strict: true}
 
 A compiled agent is an ordinary ``Agent``, served through the drop-in
 runtime: the same streaming, policy, audit and metrics. Compiling is cheap
@@ -52,7 +52,7 @@ _KEYS = {
     "handoffs",
     "output",
 }
-_OUTPUT_KEYS = {"schema", "name", "strict"}
+_OUTPUT_KEYS = {"schema", "strict"}
 _CHOICES = ("auto", "required", "none")
 
 
@@ -194,11 +194,10 @@ def _output(value: Any, spec: SpecFile, agent: str) -> JsonSchemaOutput | None:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.exceptions.SchemaError as exc:
         raise SpecError("output.schema", f"not a valid JSON schema: {exc.message}") from None
-    name = value.get("name", f"{agent.replace('/', '_')}_output")
     strict = value.get("strict", False)
-    if not isinstance(name, str) or not isinstance(strict, bool):
-        raise SpecError("output", "output.name must be a string and output.strict true or false")
-    return JsonSchemaOutput(schema, name, strict)
+    if not isinstance(strict, bool):
+        raise SpecError("output.strict", "output.strict must be true or false")
+    return JsonSchemaOutput(schema, f"{agent} output", strict)
 
 
 def _agent(spec: DeclarativeSpec, catalogue: ToolCatalogue | None) -> Agent[Any]:

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from celgate import policy
-from celgate.adapters import AgentRegistry, AgentSettings, CallerContext
+from celgate.adapters import AgentRegistry, AgentSettings, CallerContext, ToolExecution
 from tests.helpers.dropins import sdk_environment, write_agent  # noqa: F401  (autouse here)
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
@@ -161,7 +161,9 @@ class FakeHooks:
         self.deny = set(deny)
         self.checked: list[policy.ToolCall] = []
         self.finished: list[tuple[str, bool]] = []
+        self.executed: list[ToolExecution] = []
         self.load_failures: list[tuple[str, str]] = []
+        self.tool_load_failures: list[tuple[str, str]] = []
 
     def check_tool(self, caller: CallerContext, tool: policy.ToolCall) -> policy.Decision:
         self.checked.append(tool)
@@ -183,8 +185,14 @@ class FakeHooks:
     def tool_finished(self, tool_name: str, seconds: float, failed: bool) -> None:
         self.finished.append((tool_name, failed))
 
+    def tool_executed(self, caller: CallerContext, execution: ToolExecution) -> None:
+        self.executed.append(execution)
+
     def load_failed(self, agent: str, kind: str) -> None:
         self.load_failures.append((agent, kind))
+
+    def tool_load_failed(self, tool: str, kind: str) -> None:
+        self.tool_load_failures.append((tool, kind))
 
 
 @pytest.fixture
