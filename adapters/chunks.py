@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ChunkFactory", "EventTranslator", "completion", "output_text", "usage_dict"]
+__all__ = ["ChunkFactory", "EventTranslator", "completion", "output_text", "tool_text", "usage_dict"]
 
 
 class ChunkFactory:
@@ -111,6 +111,15 @@ def output_text(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
+def tool_text(value: Any) -> str:
+    """A tool's result as the text the model reads: MCP tools return a text part, or a list of them."""
+    parts = value if isinstance(value, list) else [value]
+    texts = [_field(part, "text") for part in parts]
+    if parts and all(isinstance(text, str) for text in texts):
+        return "".join(texts)
+    return output_text(value)
+
+
 class EventTranslator:
     """SDK stream events of one run -> text deltas (``str``) and ``celgate`` event payloads.
 
@@ -153,7 +162,7 @@ class EventTranslator:
                 "type": "tool_result",
                 "id": call_id,
                 "name": self._tool_names.get(call_id),
-                "output": output_text(item.output),
+                "output": tool_text(item.output),
                 "agent": item.agent.name,
             }
         if name == "handoff_occured":  # sic, the SDK's event name

@@ -42,6 +42,7 @@ from agents import (
 )
 from celgate.policy import ToolCall
 
+from .chunks import tool_text
 from .errors import ToolFailure
 from .host import ToolExecution
 from .scope import CURRENT_RUN
@@ -222,6 +223,6 @@ def _report_execution(
         server=provenance.server,
         seconds=time.perf_counter() - started,
         outcome="ok" if error is None else "error",
-        result_bytes=len(str(result).encode()) if result is not None else 0,
+        result_bytes=len(tool_text(result).encode()),
     )
     scope.agent.runtime.hooks.tool_executed(scope.caller, execution)

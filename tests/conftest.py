@@ -52,6 +52,7 @@ async def start_celgate() -> AsyncIterator[StartCelgate]:
             "access_log": None,
             "watch": False,
             "agents": Path("/nonexistent-agents-dir"),
+            "tools": Path("/nonexistent-tools-dir"),
             "upstream_check": False,
         }
         settings = Settings(**{**defaults, **overrides})

@@ -132,7 +132,10 @@ async def test_a_declarative_agent_offers_its_tools_and_runs_python_tools(
     offered = {t["function"]["name"]: t["function"] for t in first["tools"]}
     assert sorted(offered) == ["add", "cancel_order", "lookup_order"]  # names and the glob, once each
     assert offered["lookup_order"]["description"] == "Look up an order by its id."
-    assert offered["add"]["parameters"]["properties"] == {"a": {"title": "A", "type": "integer"}, "b": {"title": "B", "type": "integer"}}
+    assert offered["add"]["parameters"]["properties"] == {
+        "a": {"title": "A", "type": "integer"},
+        "b": {"title": "B", "type": "integer"},
+    }
     assert first["tool_choice"] == "required"
     assert first["parallel_tool_calls"] is False
     assert tool_messages(second) == ["7: shipped", "5"]
@@ -164,15 +167,11 @@ async def test_a_denied_gateway_tool_is_not_executed_and_the_model_is_told(
     assert await ask(registry, gateway, "Orders", "Cancel order 7") == "I may not cancel it."
 
     assert ran(tmp_path / "tools") == []
-    assert tool_messages(gateway.requests[1].body) == [
-        "celgate: cancel_order denied by policy (no-cancel_order): test"
-    ]
+    assert tool_messages(gateway.requests[1].body) == ["celgate: cancel_order denied by policy (no-cancel_order): test"]
     assert hooks.executed == []
 
 
-async def test_max_turns_ends_the_run_with_a_clear_error(
-    tmp_path: Path, start: Start, gateway: FakeGateway
-) -> None:
+async def test_max_turns_ends_the_run_with_a_clear_error(tmp_path: Path, start: Start, gateway: FakeGateway) -> None:
     write(tmp_path / "tools", "orders.py", ORDERS_PY)
     declare(tmp_path / "agents", "Orders", ORDERS_AGENT.replace("max_turns: 4", "max_turns: 2"))
     registry = await start()
@@ -442,7 +441,9 @@ async def test_an_unreachable_mcp_server_is_reported_and_the_rest_serves(
     from tests.helpers import free_port
 
     write(tmp_path / "tools", "orders.py", ORDERS_PY)
-    write(tmp_path / "tools", "docs.yaml", f"kind: mcp\nname: docs\nurl: http://127.0.0.1:{free_port()}/mcp\ntimeout: 3\n")
+    write(
+        tmp_path / "tools", "docs.yaml", f"kind: mcp\nname: docs\nurl: http://127.0.0.1:{free_port()}/mcp\ntimeout: 3\n"
+    )
     declare(tmp_path / "agents", "Orders", ORDERS_AGENT.replace('"cancel_*"]', '"cancel_*", "docs_*"]'))
     registry = await start()
 
