@@ -143,6 +143,7 @@ async def test_a_declarative_agent_offers_its_tools_and_runs_python_tools(
     checked = [(c.name, c.source, c.server) for c in hooks.checked]
     assert checked == [("lookup_order", "gateway", ""), ("add", "gateway", "")]
     [lookup, add] = hooks.executed
+    assert (add.tool, add.result_bytes) == ("add", 1)
     assert (lookup.agent, lookup.tool, lookup.source, lookup.outcome) == ("Orders", "lookup_order", "gateway", "ok")
     assert lookup.origin == str((tmp_path / "tools" / "orders.py").resolve())
     assert (lookup.call_id, lookup.result_bytes) == ("c1", len("7: shipped"))
