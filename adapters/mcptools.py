@@ -6,9 +6,10 @@
     name: docs                 # tool.server in policy; the default prefix is "docs_"
     url: http://127.0.0.1:8931/mcp          # streamable HTTP ...
     headers: {Authorization: "Bearer ${DOCS_TOKEN}"}
-    # command: python          # ... or a stdio server celgate starts
+    # command: python          # ... or a stdio server celgate starts ("python": celgate's interpreter)
     # args: [docs_server.py]
     # env: {DOCS_ROOT: /srv/docs}
+    # cwd: .                   # relative to this file's folder
     prefix: docs_
     tools: ["search*"]         # optional: only these of the server's tools (globs)
     timeout: 10                # seconds to connect and list, and per call (default 10)
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,7 +152,8 @@ class McpConnection:
         if spec.url is not None:
             http: Any = {"url": spec.url, "headers": spec.headers, "timeout": spec.timeout}
             return MCPServerStreamableHttp(http, name=spec.name, client_session_timeout_seconds=spec.timeout)
-        stdio: Any = {"command": spec.command, "args": spec.args}
+        command = sys.executable if spec.command == "python" else spec.command  # celgate's own interpreter
+        stdio: Any = {"command": command, "args": spec.args}
         if spec.env is not None:
             stdio["env"] = spec.env
         if spec.cwd is not None:

@@ -7,8 +7,10 @@ call, one mentioning a shell gets a ``shell.exec`` call, a tool result gets a
 sentence using it, anything else an echo streamed word by word. When the
 request offers tools (as an agent's model call does), the demo calls the
 offered tool whose name fits the message (``get_weather`` for weather,
-``shell*`` for a shell, ``transfer_to_*`` to hand off), with arguments made
-from the tool's JSON schema.
+``shell*`` for a shell, else a tool a word of whose name the message uses,
+as ``lookup_order`` for "order 1001"; ``transfer_to_*`` to hand off), with
+arguments made from the tool's JSON schema: places get the city, ids the
+number in the message, queries the message itself.
 
 It speaks chat completions (``/v1/chat/completions``) and the Responses API
 (``POST /v1/responses``, ``GET``/``DELETE /v1/responses/{id}``) with the same
@@ -40,6 +42,8 @@ __all__ = ["DemoServer", "Reply", "demo_reply", "responses_messages"]
 MODEL = "demo"
 _INVOICE = re.compile(r"\bINV-\d+\b", re.IGNORECASE)
 _CITY = re.compile(r"\b(?:in|for|at)\s+([A-Z][\w .'-]*?)(?:[?.!,]|$)")
+_NUMBER = re.compile(r"\b\d+\b")
+_QUERY_PARAMETERS = ("query", "question", "text", "q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,9 @@ def _reply_with_offered(
             name = next((n for n in offered if fits in n.lower()), None)
             if name is not None:
                 return Reply(tool=name, arguments=_arguments_for(offered[name], city, text))
+    named = next((n for n in offered if _mentions(lowered, n)), None)
+    if named is not None and not any(m.get("role") == "tool" for m in messages):
+        return Reply(tool=named, arguments=_arguments_for(offered[named], city, text))
     handoff = next((n for n in offered if n.startswith("transfer_to_")), None)
     if handoff is not None and any(m.get("role") == "tool" for m in messages):
         handoff = None  # already handed off once: answer instead of bouncing on
@@ -94,9 +101,16 @@ def _reply_with_offered(
     return _echo(text)
 
 
+def _mentions(lowered: str, tool: str) -> bool:
+    """Whether the message uses a word of the tool's name (``lookup_order``: "order"); short words don't count."""
+    words = re.split(r"[^a-z]+", tool.lower())
+    return any(len(word) >= 4 and re.search(rf"\b{word}", lowered) for word in words)
+
+
 def _arguments_for(function: dict[str, Any], city: str, text: str) -> dict[str, Any]:
-    """Fill the tool's required parameters: places get the city, invoices the id, others a sample."""
+    """Fill the tool's required parameters: places get the city, invoices and ids a number, queries the text."""
     invoice = _INVOICE.search(text)
+    number = _NUMBER.search(text)
     schema = function.get("parameters") or {}
     properties: dict[str, Any] = schema.get("properties") or {}
     samples = {"string": "demo", "number": 21.0, "integer": 1, "boolean": False}
@@ -108,6 +122,10 @@ def _arguments_for(function: dict[str, Any], city: str, text: str) -> dict[str, 
             arguments[name] = city
         elif "invoice" in name.lower() and invoice:
             arguments[name] = invoice.group(0).upper()
+        elif name.lower().endswith("id") and number:
+            arguments[name] = number.group(0) if kind == "string" else int(number.group(0))
+        elif name.lower() in _QUERY_PARAMETERS:
+            arguments[name] = text
         else:
             arguments[name] = samples.get(kind, "demo")
     return arguments

@@ -179,7 +179,14 @@ async def test_load_failures_are_diagnosed(
     assert failure.file == tmp_path / name / expected_file
     listed = failure.as_json()
     assert listed.pop("time").endswith("+00:00")
-    assert listed == {"agent": name, "kind": kind, "message": failure.message, "file": str(failure.file)}
+    assert listed == {
+        "agent": name,
+        "kind": kind,
+        "message": failure.message,
+        "file": str(failure.file),
+        "line": None,  # set for declarative agent.yaml files only
+        "field": None,
+    }
     assert hooks.load_failures == [(name, kind)]
     assert not [m for m in sys.modules if m.startswith(ROOT_PACKAGE) and name in m]
 

@@ -1,4 +1,4 @@
-"""The drop-ins shipped in ./agents load and run."""
+"""The drop-ins shipped in ./agents load and run, with the gateway tools shipped in ./tools."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from celgate.adapters import AgentRegistry, run_completion, stream_completion
 
 from .conftest import FakeGateway, FakeHooks, Text, ToolCalls, caller_for, collect
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "agents"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "agents"
 
 
 async def examples(make_registry: Any) -> AgentRegistry:
-    registry = await make_registry(EXAMPLES)
-    assert registry.failures() == []
+    registry = await make_registry(EXAMPLES, tools=REPO / "tools")
+    assert registry.failures() == [] and registry.tool_failures() == []
     return registry
 
 
@@ -29,6 +30,36 @@ async def test_the_examples_load_with_their_export_kinds(make_registry: Any) -> 
         ["get_invoice", "issue_refund"],
     )
     assert listed["WeatherAgent"]["model"] == "test-model"  # sets none: the default applies
+    assert (listed["OrderDesk"]["kind"], listed["OrderDesk"]["tools"]) == (
+        "declarative",
+        ["lookup_order", "docs_publish", "docs_search", "gateway_health"],
+    )
+    assert sorted(listed) == ["OrderDesk", "TriageWorkflow", "WeatherAgent"]
+
+
+async def test_the_order_desk_uses_python_and_mcp_gateway_tools(
+    make_registry: Any, gateway: FakeGateway, hooks: FakeHooks
+) -> None:
+    registry = await examples(make_registry)
+    gateway.reply(
+        ToolCalls([("c1", "lookup_order", '{"order_id": "1001"}'), ("c2", "docs_search", '{"query": "returns"}')]),
+        Text("Shipped; returns are free for 30 days."),
+    )
+    result = await run_completion(
+        registry.get("OrderDesk"),
+        {"messages": [{"role": "user", "content": "Order 1001, and can I return it?"}]},
+        caller_for(gateway, "OrderDesk"),
+    )
+    assert result["choices"][0]["message"]["content"] == "Shipped; returns are free for 30 days."
+    first, second = (r.body for r in gateway.requests)
+    assert (first["tool_choice"], first["parallel_tool_calls"]) == ("auto", False)
+    outputs = [m["content"] for m in second["messages"] if m["role"] == "tool"]
+    assert outputs[0] == "Order 1001: shipped, via DHL (2 items)."
+    assert "free within 30 days" in str(outputs[1])
+    assert [(c.name, c.source, c.server) for c in hooks.checked] == [
+        ("lookup_order", "gateway", ""),
+        ("docs_search", "mcp", "docs"),
+    ]
 
 
 async def test_weather_agent_uses_its_tools(make_registry: Any, gateway: FakeGateway, hooks: FakeHooks) -> None:

@@ -38,9 +38,14 @@ async def oai() -> AsyncIterator[OpenAIFactory]:
 
 @pytest.fixture
 async def demo(start_celgate: StartCelgate) -> Celgate:
-    """celgate as `celgate serve --upstream demo` runs it from the repository root: starter policy, ./agents."""
+    """celgate as `celgate serve --upstream demo` runs it from the repository root: starter policy, ./agents, ./tools."""
     return await start_celgate(
-        upstream="demo", no_policy=False, policies=REPO / "policies", agents=REPO / "agents", demo_delay_ms=0
+        upstream="demo",
+        no_policy=False,
+        policies=REPO / "policies",
+        agents=REPO / "agents",
+        tools=REPO / "tools",
+        demo_delay_ms=0,
     )
 
 

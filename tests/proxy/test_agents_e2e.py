@@ -489,7 +489,7 @@ async def test_broken_agents_are_reported_and_working_ones_served(
     errors = {e["agent"]: e for e in (await get_json(http, celgate.root + "/admin/agents/errors"))["errors"]}
     assert sorted(errors) == ["Helper", "NoExport", "Syntax"]
     for name, error in errors.items():
-        assert set(error) == {"agent", "kind", "message", "file", "time"}
+        assert set(error) == {"agent", "kind", "message", "file", "line", "field", "time"}
         assert error["file"] == str(agents / name / "agent.py")
         assert error["time"].endswith("+00:00")
     assert errors["Syntax"]["kind"] == "import_error" and "SyntaxError" in errors["Syntax"]["message"]
@@ -986,7 +986,12 @@ def content(chunks: list[Any]) -> str:
 async def test_the_weather_example_answers_with_its_tool(demo: Celgate, oai: OpenAIFactory) -> None:
     client = oai(demo.url)
     owners = {m.id: m.owned_by for m in (await client.models.list()).data}
-    assert owners == {"demo": "celgate-demo", "TriageWorkflow": "celgate-agent", "WeatherAgent": "celgate-agent"}
+    assert owners == {
+        "demo": "celgate-demo",
+        "OrderDesk": "celgate-agent",
+        "TriageWorkflow": "celgate-agent",
+        "WeatherAgent": "celgate-agent",
+    }
 
     stream = await client.chat.completions.create(
         model="WeatherAgent",
@@ -1041,6 +1046,37 @@ async def test_the_triage_example_hands_off_to_billing_and_refunds(
     assert sample(samples, "celgate_tool_calls_total", tool="issue_refund", decision="allow", source="upstream") == 1
     assert sample(samples, "celgate_tool_calls_total", tool="issue_refund", decision="allow", source="agent") == 1
     assert sample(samples, "celgate_tool_duration_seconds_count", tool="issue_refund") == 1
+
+
+async def test_the_declarative_order_desk_example_uses_gateway_and_mcp_tools_on_the_demo(
+    demo: Celgate, oai: OpenAIFactory, http: aiohttp.ClientSession
+) -> None:
+    stream = await oai(demo.url).chat.completions.create(
+        model="OrderDesk", messages=[{"role": "user", "content": "Where is order 1001?"}], stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+    call, result = celgate_events(chunks)
+    assert (call["name"], json.loads(call["arguments"]), call["agent"]) == (
+        "lookup_order",
+        {"order_id": "1001"},
+        "OrderDesk",
+    )
+    assert result["output"] == "Order 1001: shipped, via DHL (2 items)."
+    assert content(chunks) == "Here is what the tool returned: Order 1001: shipped, via DHL (2 items)."
+
+    reply = await oai(demo.url).chat.completions.create(
+        model="OrderDesk", messages=[{"role": "user", "content": "Search the docs: what is the returns policy?"}]
+    )
+    assert reply.choices[0].message.content == (
+        "Here is what the tool returned: Returns are free within 30 days of delivery; "
+        "refunds reach the card in 5 working days."
+    )
+    samples = await metrics(http, demo)
+    assert sample(samples, "celgate_tool_calls_total", tool="docs_search", decision="allow", source="mcp") == 1
+    assert sample(samples, "celgate_tool_calls_total", tool="lookup_order", decision="allow", source="gateway") == 1
+    async with http.get(demo.root + "/admin/tools") as response:
+        listed = {t["name"] for t in (await response.json())["tools"]}
+    assert listed == {"docs_publish", "docs_search", "gateway_health", "lookup_order"}
 
 
 async def test_a_model_named_like_a_broken_agent_is_a_503_not_a_trip_upstream(

@@ -264,6 +264,7 @@ async def test_the_weather_example_runs_on_the_responses_api_too(
         no_policy=False,
         policies=REPO / "policies",
         agents=REPO / "agents",
+        tools=REPO / "tools",
         demo_delay_ms=0,
         agents_api="responses",
     )
