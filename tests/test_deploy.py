@@ -1090,7 +1090,11 @@ def image_argv(port: int) -> tuple[list[str], dict[str, str]]:
     assert command[0] == "celgate"
     mapped = [str(CELGATE)]
     for arg in command[1:]:
-        for inside, outside in (("/app/policies", ROOT / "policies"), ("/app/agents", ROOT / "agents")):
+        for inside, outside in (
+            ("/app/policies", ROOT / "policies"),
+            ("/app/agents", ROOT / "agents"),
+            ("/app/tools", ROOT / "tools"),
+        ):
             if arg == inside or arg.startswith(inside + "/"):
                 arg = str(outside) + arg[len(inside) :]
         assert not arg.startswith("/app"), f"{arg}: map it to the checkout"
