@@ -111,9 +111,15 @@ class AgentRegistry:
         return [self._failures[name] for name in sorted(self._failures)]
 
     async def _load_catalogue(self) -> None:
-        """(Re)load the gateway tools, if ``--tools`` names a directory holding any."""
+        """(Re)load the gateway tools, if ``--tools`` names a directory and there are tools or agents to use them.
+
+        An empty tools directory next to no agents does not import the SDK;
+        one next to agents is watched, so tools added later are picked up.
+        """
         directory = self._settings.tools
-        if directory is None or not directory.is_dir() or not any(directory.iterdir()):
+        if directory is None or not directory.is_dir():
+            return
+        if self._catalogue is None and not any(directory.iterdir()) and not find_agents(self._directory):
             return
         runtime = self._ensure_runtime()
         if self._catalogue is None:

@@ -1,4 +1,4 @@
-"""Reloading policies and agents on demand (SIGHUP, ``POST /admin/reload``), the way the watchers do."""
+"""Reloading policies, agents and gateway tools on demand (SIGHUP, ``POST /admin/reload``), the way the watchers do."""
 
 from __future__ import annotations
 
@@ -25,10 +25,15 @@ async def reload_everything(app: web.Application) -> dict[str, Any]:
             "error": str(outcome.error) if outcome.error is not None else None,
         },
         "agents": None,
+        "tools": None,
     }
     registry = app.get(AGENTS)
     if registry is not None:
         await registry.start()
         result["agents"] = {"loaded": registry.names(), "failed": sorted(f.agent for f in registry.failures())}
+        result["tools"] = {
+            "loaded": [tool["name"] for tool in registry.tools()],
+            "failed": [failure.name for failure in registry.tool_failures()],
+        }
     log.info("reloaded on request: %s", result)
     return result

@@ -535,3 +535,60 @@ async def test_a_python_drop_in_uses_a_gateway_tool_by_name(
     [failure] = registry.failures()
     assert (failure.agent, failure.kind) == ("Unknown", "import_error")
     assert "no gateway tool named 'no_such_tool'" in failure.summary
+
+
+# --- hot reload ---------------------------------------------------------------------------------------
+
+REFUNDS_PY = """
+from agents import function_tool
+
+
+@function_tool
+def refund_order(order_id: str) -> str:
+    \"\"\"Refund an order.\"\"\"
+    return "refunded {version}"
+"""
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_tool_files_reload_and_declarative_agents_follow(
+    tmp_path: Path, start: Start, gateway: FakeGateway
+) -> None:
+    tools = tmp_path / "tools"
+    write(tools, "orders.py", ORDERS_PY)
+    declare(tmp_path / "agents", "Orders", ORDERS_AGENT.replace('"cancel_*"]', '"cancel_*", "refund_*"]'))
+    registry = await start()
+    watching = asyncio.create_task(registry.watch())
+    try:
+        await asyncio.sleep(0.2)  # the watchers start on the task's first step
+
+        def offers(name: str) -> bool:
+            loaded = registry.get("Orders")
+            return loaded is not None and name in loaded.tools
+
+        write(tools, "refunds.py", REFUNDS_PY.format(version="v1"))
+        await eventually(lambda: offers("refund_order"))
+        gateway.reply(ToolCalls([("c1", "refund_order", '{"order_id": "7"}')]), Text("ok"))
+        await ask(registry, gateway, "Orders")
+        assert tool_messages(gateway.requests[1].body) == ["refunded v1"]
+
+        write(tools, "refunds.py", "raise RuntimeError('half-written')\n")
+        await eventually(lambda: bool(registry.tool_failures()))
+        assert offers("refund_order")  # the last good version keeps serving
+
+        write(tools, "refunds.py", REFUNDS_PY.format(version="v2"))
+        await eventually(lambda: not registry.tool_failures())
+        gateway.reply(ToolCalls([("c2", "refund_order", '{"order_id": "7"}')]), Text("ok"))
+        await ask(registry, gateway, "Orders")
+        assert tool_messages(gateway.requests[3].body) == ["refunded v2"]
+
+        (tools / "refunds.py").unlink()
+        await eventually(lambda: not offers("refund_order"))
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
