@@ -18,34 +18,34 @@ import asyncio
 import contextlib
 import json
 import sys
-import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from celgate.adapters.sdkenv import prepare_sdk
-from tests.helpers import REPO, Celgate, free_port
+from tests.helpers import (
+    ALLOW_REQUESTS,
+    REPO,
+    Celgate,
+    OpenAIFactory,
+    StartCelgate,
+    free_port,
+    write_policy,
+    write_yaml,
+)
+from tests.helpers.dropins import sdk_environment  # noqa: F401  (autouse here)
 from tests.helpers.fakeupstream import FakeUpstream, Script, completion, text_stream, tool_call_stream
+from tests.helpers.observe import get_json, sample, scrape
 from tests.helpers.process import clean_env
-
-StartCelgate = Callable[..., Awaitable[Celgate]]
-OpenAIFactory = Callable[..., openai.AsyncOpenAI]
 
 MCP_SERVER = REPO / "tests" / "helpers" / "mcp_server.py"
 
-POLICY = """\
-version: 1
-defaults:
-  decision: deny
-rules:
-  - name: requests
-    on: request
-    effect: allow
+POLICY = (
+    ALLOW_REQUESTS
+    + """\
   - name: docs-search                 # the docs server's search, not about secrets
     on: tool_call
     tools: ["docs_search"]
@@ -59,6 +59,7 @@ rules:
     tools: ["lookup_order"]
     effect: allow
 """
+)
 
 ORDERS_PY = """\
 from agents import function_tool
@@ -76,17 +77,6 @@ instructions: Search the docs before you answer.
 tools: ["docs_*", lookup_order]
 parallel_tool_calls: true
 """
-
-
-@pytest.fixture(autouse=True)
-def sdk_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The registry sets OPENAI_* variables process-wide on first use: undo that after each test."""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_AGENTS_DISABLE_TRACING"):
-        monkeypatch.setenv(name, "x")
-        monkeypatch.delenv(name)
-    prepare_sdk.cache_clear()
-    yield
-    prepare_sdk.cache_clear()
 
 
 @pytest.fixture
@@ -117,40 +107,24 @@ async def _until_listening(port: int) -> None:
 
 
 def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-    return path
+    return write_yaml(path.parent, text, path.name)
 
 
 async def start(start_celgate: StartCelgate, upstream: FakeUpstream, tmp_path: Path, **overrides: Any) -> Celgate:
-    (tmp_path / "policies").mkdir(exist_ok=True)
-    (tmp_path / "policies" / "policy.yaml").write_text(POLICY)
     settings: dict[str, Any] = {
         "upstream": upstream.base_url,
         "agents": tmp_path / "agents",
         "tools": tmp_path / "tools",
         "agents_model": "fake-model",
         "no_policy": False,
-        "policies": tmp_path / "policies",
+        "policies": write_policy(tmp_path, POLICY),
         "audit_log": str(tmp_path / "audit.jsonl"),
     }
     return await start_celgate(**{**settings, **overrides})
 
 
-async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url) as response:
-        assert response.status == 200, await response.text()
-        return await response.json()
-
-
 async def metric(http: aiohttp.ClientSession, celgate: Celgate, name: str, **labels: str) -> float | None:
-    async with http.get(celgate.root + "/metrics") as response:
-        text = await response.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return None
+    return sample(await scrape(http, celgate), name, **labels)
 
 
 def tool_outputs(body: dict[str, Any]) -> dict[str, str]:
