@@ -58,9 +58,8 @@ def is_glob(pattern: str) -> bool:
 
 @dataclass(slots=True)
 class _FileTools:
-    """What one file contributes: its tools, its kind, and the MCP session it holds open."""
+    """What one file contributes: its tools, and the MCP session it holds open."""
 
-    kind: str
     tools: list[FunctionTool]
     connection: McpConnection | None = None
 
@@ -162,14 +161,14 @@ class ToolCatalogue:
         if path.suffix == ".py":
             tools = load_python_tools(path)
             origin = str(path)
-            return _FileTools("python", [govern_gateway_tool(t, Provenance("gateway", origin)) for t in tools])
+            return _FileTools([govern_gateway_tool(t, Provenance("gateway", origin)) for t in tools])
         spec = read_spec(path)
         kind = spec.data.get("kind")
         try:
             if kind == "http":
                 http = read_http_tool(spec)
                 tool = http_function_tool(http, self.session)
-                return _FileTools("http", [govern_gateway_tool(tool, Provenance("gateway", http.url))])
+                return _FileTools([govern_gateway_tool(tool, Provenance("gateway", http.url))])
             if kind == "mcp":
                 server = read_mcp_server(spec)
             else:
@@ -179,7 +178,7 @@ class ToolCatalogue:
         connection = McpConnection(server, path)
         tools = await connection.open()
         provenance = Provenance("mcp", server.origin, server.name)
-        return _FileTools("mcp", [govern_gateway_tool(t, provenance) for t in tools], connection)
+        return _FileTools([govern_gateway_tool(t, provenance) for t in tools], connection)
 
     async def _forget(self, path: Path) -> None:
         loaded = self._files.pop(path)

@@ -109,7 +109,7 @@ async def _call(tool: HttpTool, session: aiohttp.ClientSession, arguments: dict[
             async with session.request(
                 tool.method, tool.url, headers=tool.headers, allow_redirects=False, **request
             ) as response:
-                body = await response.content.read(tool.max_response_bytes + 1)
+                body = await _read_at_most(response, tool.max_response_bytes + 1)
                 status = response.status
     except TimeoutError:
         raise ToolFailure(f"{where}: {tool.url} did not answer within {tool.timeout:g} s") from None
@@ -123,6 +123,17 @@ async def _call(tool: HttpTool, session: aiohttp.ClientSession, arguments: dict[
             f"{where}: the response is larger than max_response_bytes ({tool.max_response_bytes}); its start:\n{text}"
         )
     return text
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to ``limit`` bytes (one read may return less than asked); the rest is never read."""
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await response.content.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 def _arguments(raw: str) -> dict[str, Any]:

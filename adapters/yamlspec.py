@@ -78,22 +78,21 @@ class SpecFile:
 
 def read_spec(path: Path) -> SpecFile:
     """Parse ``path`` (a YAML mapping); raises ``LoadError`` (``invalid_yaml``) with the line of a syntax error."""
+    lines: dict[str, int] = {}
     try:
         node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
+        if not isinstance(node, yaml.MappingNode):
+            line = node.start_mark.line + 1 if node is not None else 1
+            raise LoadError("invalid_spec", "expected a mapping of field: value", path, line=line)
+        data = _value(node, "", lines, yaml.SafeLoader(""))
+    except SpecError as problem:
+        raise SpecFile(path, {}, lines).error(problem) from None
+    except yaml.YAMLError as exc:  # syntax, or a tag the safe loader refuses (!!python/object, ...)
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise LoadError("invalid_yaml", f"not valid YAML: {exc}", path, line=line) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise LoadError("invalid_yaml", f"cannot read the file: {exc}", path) from exc
-    if not isinstance(node, yaml.MappingNode):
-        line = node.start_mark.line + 1 if node is not None else 1
-        raise LoadError("invalid_spec", "expected a mapping of field: value", path, line=line)
-    lines: dict[str, int] = {}
-    try:
-        data = _value(node, "", lines, yaml.SafeLoader(""))
-    except SpecError as problem:
-        raise SpecFile(path, {}, lines).error(problem) from None
     return SpecFile(path, data, lines)
 
 

@@ -377,6 +377,7 @@ async def test_an_invalid_agent_yaml_is_reported_with_file_line_and_field(
     bad = declare(tmp_path / "agents", "Broken", "instructions: Hi.\ntools: [lookup_order]\nmax_turns: many\n")
     typo = declare(tmp_path / "agents", "Typo", "instructions: Hi.\ntool: [lookup_order]\n")
     missing = declare(tmp_path / "agents", "Missing", "instructions: Hi.\ntools:\n  - lookup_order\n  - nope\n")
+    unsafe = declare(tmp_path / "agents", "Unsafe", "instructions: !!python/object/apply:os.system [id]\n")
     registry = await start()
 
     failures = {f.agent: f.as_json() for f in registry.failures()}
@@ -384,6 +385,7 @@ async def test_an_invalid_agent_yaml_is_reported_with_file_line_and_field(
         "Broken": (str(bad), 3, "max_turns", "invalid_spec"),
         "Missing": (str(missing), 4, "tools[1]", "invalid_spec"),
         "Typo": (str(typo), 2, "tool", "invalid_spec"),
+        "Unsafe": (str(unsafe), 1, None, "invalid_yaml"),  # the safe loader constructs no objects
     }
     assert "max_turns must be a positive integer" in failures["Broken"]["message"]
     assert "no gateway tool named 'nope'" in failures["Missing"]["message"]
@@ -391,6 +393,7 @@ async def test_an_invalid_agent_yaml_is_reported_with_file_line_and_field(
         ("Broken", "invalid_spec"),
         ("Missing", "invalid_spec"),
         ("Typo", "invalid_spec"),
+        ("Unsafe", "invalid_yaml"),
     ]
     assert registry.names() == ["Orders"]
     gateway.reply(Text("Still here."))
