@@ -34,6 +34,7 @@ __all__ = [
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PLAIN_COLLECTIONS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
 class SpecError(Exception):
@@ -141,6 +142,8 @@ def mapping_field(data: dict[str, Any], key: str) -> dict[str, str]:
 
 def _value(node: yaml.Node, path: str, lines: dict[str, int], loader: yaml.SafeLoader) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_COLLECTIONS:
+        raise SpecError(path, f"the YAML tag {node.tag} is not allowed here", "invalid_yaml")
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:

@@ -385,7 +385,7 @@ async def test_an_invalid_agent_yaml_is_reported_with_file_line_and_field(
         "Broken": (str(bad), 3, "max_turns", "invalid_spec"),
         "Missing": (str(missing), 4, "tools[1]", "invalid_spec"),
         "Typo": (str(typo), 2, "tool", "invalid_spec"),
-        "Unsafe": (str(unsafe), 1, None, "invalid_yaml"),  # the safe loader constructs no objects
+        "Unsafe": (str(unsafe), 1, "instructions", "invalid_yaml"),  # no tag constructs anything
     }
     assert "max_turns must be a positive integer" in failures["Broken"]["message"]
     assert "no gateway tool named 'nope'" in failures["Missing"]["message"]
