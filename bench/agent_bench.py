@@ -20,7 +20,9 @@
 (b) Import/load time of 10 drop-in agents: a fresh interpreter imports
     ``adapters`` and starts an ``AgentRegistry`` over 10 generated agent
     folders (each an Agent with two function tools), which includes the
-    Agents SDK import (target: <= 3 s). Median of 3 fresh processes.
+    Agents SDK import (target: <= 3 s). Median of 3 fresh processes. The
+    same again for 10 declarative agents (``agent.yaml``) over a gateway tool
+    catalogue holding the same 20 tools in one module (``--tools``).
 
 Everything listens on 127.0.0.1 only; every loop is bounded.
 
@@ -343,9 +345,11 @@ class Hooks:
     def check_tool(self, caller, tool): raise AssertionError
     def tool_finished(self, name, seconds, failed): pass
     def load_failed(self, agent, kind): print("load failure", agent, kind, file=sys.stderr)
+    def tool_load_failed(self, tool, kind): print("tool load failure", tool, kind, file=sys.stderr)
 
 async def main():
-    registry = AgentRegistry(AgentSettings(Path(sys.argv[1]), "bench-mock", watch=False), Hooks())
+    tools = Path(sys.argv[3]) if len(sys.argv) > 3 else None
+    registry = AgentRegistry(AgentSettings(Path(sys.argv[1]), "bench-mock", watch=False, tools=tools), Hooks())
     await registry.start()
     done = time.perf_counter()
     assert len(registry.names()) == int(sys.argv[2]) and not registry.failures(), registry.failures()
@@ -387,16 +391,53 @@ def write_agents(directory: Path, count: int) -> None:
         )
 
 
+def write_declarative(agents: Path, tools: Path, count: int) -> None:
+    """``count`` agent.yaml files over one tools module with the same 2 tools per agent as ``write_agents``."""
+    functions = []
+    for index in range(count):
+        functions.append(f"""
+            @function_tool
+            def lookup_{index}(key: str) -> str:
+                \"\"\"Look a key up.\"\"\"
+                return f"{{key}}: {index}"
+
+
+            @function_tool
+            def convert_{index}(value: float) -> str:
+                \"\"\"Convert a value.\"\"\"
+                return str(value * {index})
+        """)
+        folder = agents / f"Agent{index:02d}"
+        folder.mkdir()
+        (folder / "agent.yaml").write_text(
+            f"description: generated agent {index}\ninstructions: Help.\nmax_turns: 4\n"
+            f"tools: [lookup_{index}, convert_{index}]\n"
+        )
+    module = "from agents import function_tool\n" + "".join(textwrap.dedent(f) for f in functions)
+    (tools / "generated.py").write_text(module)
+
+
 def measure_loading(count: int, repeats: int) -> list[str]:
+    lines = _load_times(count, repeats, declarative=False)
+    return [*lines, *_load_times(count, repeats, declarative=True)]
+
+
+def _load_times(count: int, repeats: int, *, declarative: bool) -> list[str]:
     results: list[tuple[float, ...]] = []
     with tempfile.TemporaryDirectory(prefix="celgate-bench-load-") as tmp:
-        write_agents(Path(tmp), count)
+        agents, tools = Path(tmp) / "agents", Path(tmp) / "tools"
+        agents.mkdir()
+        tools.mkdir()
+        if declarative:
+            write_declarative(agents, tools, count)
+        else:
+            write_agents(agents, count)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PYTHON"))}
         env["PYTHONPATH"] = str(REPO)
         for _ in range(repeats):
             started = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-c", LOAD_PROBE, tmp, str(count)],
+                [sys.executable, "-c", LOAD_PROBE, str(agents), str(count), str(tools)],
                 cwd=tmp,
                 env=env,
                 capture_output=True,
@@ -409,13 +450,19 @@ def measure_loading(count: int, repeats: int) -> list[str]:
             total, sdk, load, rss_kib = (float(v) for v in done.stdout.split())
             results.append((total, sdk, load, rss_kib / 1024, wall))
     med = [statistics.median(column) for column in zip(*results, strict=True)]
+    what = (
+        "declarative agents (agent.yaml; 2 gateway tools each, one tools module)"
+        if declarative
+        else ("drop-in agents (each: 2 tools + a helper)")
+    )
     return [
-        f"(b) loading {count} drop-in agents in a fresh process, median of {repeats} (each: 2 tools + a helper)",
+        f"(b) loading {count} {what} in a fresh process, median of {repeats}",
         f"    SDK import + registry start: {med[0] * 1e3:8.1f} ms   (runs: "
         + ", ".join(f"{r[0] * 1e3:.0f}" for r in results)
         + ")",
         f"      of which `import agents`:  {med[1] * 1e3:8.1f} ms",
         f"      of which {count} agents load:    {med[2] * 1e3:8.1f} ms   ({med[2] / count * 1e3:.1f} ms per agent)",
+        *([f"      (that includes loading the {2 * count}-tool catalogue)"] if declarative else []),
         f"    whole process (interpreter start to exit): {med[4] * 1e3:.0f} ms; peak RSS {med[3]:.0f} MiB",
     ]
 

@@ -55,6 +55,16 @@ def add(a: int, b: int) -> int:
 __tools__ = [add]
 """
 
+FLAKY_PY = """
+from agents import function_tool
+
+
+@function_tool
+def flaky() -> str:
+    \"\"\"Always fails.\"\"\"
+    raise ConnectionError("backend down")
+"""
+
 ORDERS_AGENT = """
 description: Answers order questions.
 instructions: You answer questions about orders.
@@ -595,3 +605,19 @@ async def test_tool_files_reload_and_declarative_agents_follow(
     finally:
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
+
+
+async def test_a_python_tool_that_raises_is_a_recorded_failure_the_model_reads(
+    tmp_path: Path, start: Start, gateway: FakeGateway, hooks: FakeHooks
+) -> None:
+    write(tmp_path / "tools", "flaky.py", FLAKY_PY)
+    declare(tmp_path / "agents", "Flaky", "instructions: Try.\ntools: [flaky]\n")
+    registry = await start()
+    gateway.reply(ToolCalls([("c1", "flaky", "{}")]), Text("It failed."))
+
+    assert await ask(registry, gateway, "Flaky") == "It failed."
+
+    [result] = tool_messages(gateway.requests[1].body)
+    assert result.startswith("An error occurred while running the tool")  # the SDK's error result
+    [execution] = hooks.executed
+    assert (execution.tool, execution.outcome) == ("flaky", "error")
