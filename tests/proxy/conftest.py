@@ -38,7 +38,7 @@ async def oai() -> AsyncIterator[OpenAIFactory]:
 
 @pytest.fixture
 async def demo(start_celgate: StartCelgate) -> Celgate:
-    """celgate as `celgate serve --upstream demo` runs it from the repository root: starter policy, ./agents, ./tools."""
+    """celgate as `celgate serve --upstream demo` runs it from the repository root: starter policy, agents, tools."""
     return await start_celgate(
         upstream="demo",
         no_policy=False,

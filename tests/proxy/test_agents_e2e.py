@@ -1071,7 +1071,7 @@ async def test_the_declarative_order_desk_example_uses_gateway_and_mcp_tools_on_
         "Here is what the tool returned: Returns are free within 30 days of delivery; "
         "refunds reach the card in 5 working days."
     )
-    samples = await metrics(http, demo)
+    samples = await scrape(http, demo)
     assert sample(samples, "celgate_tool_calls_total", tool="docs_search", decision="allow", source="mcp") == 1
     assert sample(samples, "celgate_tool_calls_total", tool="lookup_order", decision="allow", source="gateway") == 1
     async with http.get(demo.root + "/admin/tools") as response:
