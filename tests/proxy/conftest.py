@@ -36,17 +36,21 @@ async def oai() -> AsyncIterator[OpenAIFactory]:
         await client.close()
 
 
+# `celgate serve --upstream demo` from the repository root: starter policy, ./agents, ./tools (no chunk delay).
+DEMO: dict[str, object] = {
+    "upstream": "demo",
+    "no_policy": False,
+    "policies": REPO / "policies",
+    "agents": REPO / "agents",
+    "tools": REPO / "tools",
+    "demo_delay_ms": 0,
+}
+
+
 @pytest.fixture
 async def demo(start_celgate: StartCelgate) -> Celgate:
-    """celgate as `celgate serve --upstream demo` runs it from the repository root: starter policy, agents, tools."""
-    return await start_celgate(
-        upstream="demo",
-        no_policy=False,
-        policies=REPO / "policies",
-        agents=REPO / "agents",
-        tools=REPO / "tools",
-        demo_delay_ms=0,
-    )
+    """celgate as `celgate serve --upstream demo` runs it from the repository root (``DEMO``)."""
+    return await start_celgate(**DEMO)
 
 
 @pytest.fixture

@@ -18,12 +18,13 @@ import aiohttp
 import openai
 import pytest
 
-from tests.helpers import REPO, Celgate, OpenAIFactory, StartCelgate, assert_openai_error, write_policy
+from tests.helpers import Celgate, OpenAIFactory, StartCelgate, assert_openai_error, write_policy
 from tests.helpers import responses_wire as rw
 from tests.helpers.dropins import sdk_environment, write_agent  # noqa: F401  (autouse here)
 from tests.helpers.fakeupstream import FakeUpstream, Script, completion, text_stream, tool_call_stream
 from tests.helpers.observe import sample, scrape
 
+from .conftest import DEMO
 from .test_agents_e2e import (
     DENIAL,
     FORBIDDEN_AGENT,
@@ -259,15 +260,7 @@ async def test_with_agents_api_responses_a_streamed_response_streams_end_to_end(
 async def test_the_weather_example_runs_on_the_responses_api_too(
     start_celgate: StartCelgate, oai: OpenAIFactory
 ) -> None:
-    demo = await start_celgate(
-        upstream="demo",
-        no_policy=False,
-        policies=REPO / "policies",
-        agents=REPO / "agents",
-        tools=REPO / "tools",
-        demo_delay_ms=0,
-        agents_api="responses",
-    )
+    demo = await start_celgate(**DEMO, agents_api="responses")
     client = oai(demo.url)
     reply = await client.responses.create(model="WeatherAgent", input="What is the weather in Paris?")
     assert reply.output_text == WEATHER_ANSWER
