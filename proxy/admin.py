@@ -1,4 +1,4 @@
-"""Health, readiness, metrics and read-only admin views of the app's state.
+"""Health, readiness, metrics, admin views of the app's state, and ``POST /admin/reload``.
 
 ``/healthz`` and ``/readyz`` are always open (probes carry no credentials and
 learn nothing secret). ``/metrics`` and ``/admin/*`` show the policy, agents'
@@ -25,6 +25,7 @@ from .errors import Unauthorized
 from .keys import AGENTS, ENFORCER, METRICS, SETTINGS, UPSTREAM
 from .metrics import CONTENT_TYPE_LATEST
 from .redaction import redact_json
+from .reload import reload_on_request
 from .router import add_route
 from .settings import Secret
 
@@ -48,6 +49,7 @@ def add_admin_routes(app: web.Application) -> None:
         ("/admin/tools/errors", admin_tool_errors),
     ):
         add_route(app, "GET", path, _admin_only(handler))
+    add_route(app, "POST", "/admin/reload", _admin_only(admin_reload))
 
 
 def _admin_only(handler: Handler) -> Handler:
@@ -139,6 +141,11 @@ async def admin_tools(request: web.Request) -> web.Response:
 async def admin_tool_errors(request: web.Request) -> web.Response:
     registry = request.app.get(AGENTS)
     return _redacted_json({"errors": [failure.as_json() for failure in registry.tool_failures()] if registry else []})
+
+
+async def admin_reload(request: web.Request) -> web.Response:
+    """Reload policies, agents and gateway tools now, as SIGHUP does; the answer says what is active afterwards."""
+    return _redacted_json(await reload_on_request(request.app))
 
 
 def _redacted_json(body: dict[str, Any]) -> web.Response:

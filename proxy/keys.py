@@ -10,7 +10,7 @@ from celgate.policy import RouteMatch
 from .accesslog import AccessLog
 from .auth import Authenticator
 from .enforcement import Enforcer
-from .lifecycle import Lifecycle
+from .lifecycle import Lifecycle, Worker
 from .limits import Limits
 from .metrics import Metrics
 from .record import RequestRecord
@@ -30,6 +30,7 @@ __all__ = [
     "ROUTE_MATCH",
     "SETTINGS",
     "UPSTREAM",
+    "WORKER",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -44,3 +45,4 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 LIMITS = web.AppKey("limits", Limits)
 RECORD = web.RequestKey("record", RequestRecord)
 ROUTE_MATCH = web.RequestKey("route_match", RouteMatch)
+WORKER = web.AppKey("worker", Worker)  # set only in a worker of celgate serve --workers N

@@ -4,14 +4,19 @@ On SIGTERM celgate stops accepting connections and reports not ready at
 once; requests already in flight get ``--drain-seconds`` to finish; streams
 still open then end with an SSE ``error`` event (``shutting_down``, no
 ``[DONE]``) and every other handler is cancelled; the process exits 0.
+
+Under ``--workers N`` each worker process has its own ``Lifecycle`` and knows
+its supervisor through ``Worker``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["DRAIN", "Lifecycle", "is_drain"]
+__all__ = ["DRAIN", "Lifecycle", "Worker", "is_drain"]
 
 log = logging.getLogger("celgate")
 DRAIN = "celgate: draining"  # the cancel message a drain uses, so a stream can tell it from a client leaving
@@ -20,6 +25,22 @@ _CANCEL_GRACE_SECONDS = 2.0
 
 def is_drain(exc: asyncio.CancelledError) -> bool:
     return bool(exc.args) and exc.args[0] == DRAIN
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """What a worker shares with its supervisor and siblings (``celgate serve --workers N``).
+
+    ``gateway_token`` authenticates drop-in agents' loopback calls, which may
+    land on any worker; ``metrics_dir`` holds every worker's metric files, so
+    any worker's ``/metrics`` shows the sum; ``supervisor_pid`` is signalled to
+    fan a ``POST /admin/reload`` out to the other workers.
+    """
+
+    index: int
+    supervisor_pid: int
+    gateway_token: str
+    metrics_dir: Path
 
 
 class Lifecycle:

@@ -15,9 +15,10 @@ import aiohttp
 import pytest
 
 from celgate.proxy.accesslog import JsonLineWriter, log_handler
+from celgate.proxy.keys import ENFORCER
 from celgate.proxy.redaction import REDACTED, holding_secrets, redact, redact_json
 from celgate.proxy.settings import Secret, Settings, SettingsError, check_listener, is_loopback, load_settings
-from tests.helpers import Celgate, StartCelgate, assert_openai_error, free_port
+from tests.helpers import Celgate, StartCelgate, assert_openai_error, free_port, write_policy
 from tests.helpers.fakeupstream import FakeUpstream
 from tests.helpers.process import Running, clean_env, refused
 
@@ -300,3 +301,54 @@ async def test_audit_records_are_redacted(tmp_path: Path) -> None:
     await writer.close()
     record = json.loads(target.read_text())
     assert record == {"arguments": f'{{"dsn": "mysql://root:{REDACTED}@db/x"}}', "subject": REDACTED}
+
+
+# ------------------------------------------------------------------------------ POST /admin/reload
+
+
+async def test_admin_reload_applies_an_edited_policy_and_says_what_is_active(
+    start_celgate: StartCelgate, upstream: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    policies = write_policy(tmp_path, "version: 1\ndefaults:\n  decision: allow\n")
+    gate = await start_celgate(
+        upstream=upstream.base_url, no_policy=False, policies=policies, admin_token=Secret(ADMIN_TOKEN)
+    )
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    before = gate.app[ENFORCER].policy().version
+    (policies / "policy.yaml").write_text("version: 1\ndefaults:\n  decision: deny\n")
+    async with http.post(gate.root + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body["policy"]["ok"] is True and body["policy"]["error"] is None
+    assert body["policy"]["version"] != before and body["agents"] is None and body["other_workers"] == "none"
+    async with http.post(gate.url + "/chat/completions", json=chat) as response:
+        assert response.status == 403
+
+
+async def test_admin_reload_of_a_broken_policy_keeps_the_last_good_one(
+    start_celgate: StartCelgate, upstream: FakeUpstream, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    policies = write_policy(tmp_path, "version: 1\ndefaults:\n  decision: allow\n")
+    gate = await start_celgate(upstream=upstream.base_url, no_policy=False, policies=policies)
+    before = gate.app[ENFORCER].policy().version
+    broken = "version: 1\nrules: [{name: r, on: request, when: 'nope ==', effect: deny}]\n"
+    (policies / "policy.yaml").write_text(broken)
+    async with http.post(gate.root + "/admin/reload") as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body["policy"]["ok"] is False and body["policy"]["version"] == before and body["policy"]["error"]
+
+
+@pytest.mark.parametrize("authorization", [None, f"Bearer {ADMIN_TOKEN}x", f"Basic {ADMIN_TOKEN}"])
+async def test_admin_reload_refuses_a_missing_or_wrong_token(
+    guarded: Celgate, http: aiohttp.ClientSession, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    async with http.post(guarded.root + "/admin/reload", headers=headers) as response:
+        assert response.status == 401
+        assert_openai_error(await response.json(), type_="authentication_error", code="invalid_admin_token")
+
+
+async def test_admin_reload_is_post_only(guarded: Celgate, http: aiohttp.ClientSession) -> None:
+    async with http.get(guarded.root + "/admin/reload") as response:
+        assert response.status == 405 and response.headers["Allow"] == "POST"
