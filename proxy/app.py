@@ -7,7 +7,9 @@ lifetime each get their own ``cleanup_ctx`` entry, set up in order and torn
 down in reverse, so one that fails to start never leaks the ones before it:
 the secrets ``redact`` masks, the access log, the audit log, the demo model
 (``--upstream demo``), the upstream pool, the policy watcher, the drop-in
-agent registry. A listener off loopback without an admin token is refused.
+agent registry, the event-loop lag sampler. A listener off loopback without
+an admin token is refused. A worker of ``--workers N`` gets its ``Worker``:
+the gateway token its siblings share and the directory of their metrics.
 """
 
 from __future__ import annotations
@@ -31,9 +33,22 @@ from .demo import MODEL as DEMO_MODEL
 from .demo import DemoServer
 from .dropins import PolicyGatewayHooks
 from .enforcement import Enforcer, NoPolicy
-from .keys import ACCESS_LOG, AGENTS, AUTH, ENFORCER, GATEWAY_TOKEN, LIFECYCLE, LIMITS, METRICS, SETTINGS, UPSTREAM
-from .lifecycle import Lifecycle
+from .keys import (
+    ACCESS_LOG,
+    AGENTS,
+    AUTH,
+    ENFORCER,
+    GATEWAY_TOKEN,
+    LIFECYCLE,
+    LIMITS,
+    METRICS,
+    SETTINGS,
+    UPSTREAM,
+    WORKER,
+)
+from .lifecycle import Lifecycle, Worker
 from .limits import Limits
+from .looplag import sample_loop_lag
 from .metrics import Metrics
 from .redaction import holding_secrets
 from .router import add_catch_all, add_request_id_header
@@ -48,14 +63,16 @@ _DEMO_URL = web.AppKey("demo_url", str)
 _AUDIT_WRITER = web.AppKey("audit_writer", JsonLineWriter)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, worker: Worker | None = None) -> web.Application:
     """Build the app; raises ``SettingsError`` / ``PolicyLoadError`` on unusable config."""
     check_listener(settings)
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app[METRICS] = metrics = Metrics()
+    app[METRICS] = metrics = Metrics(worker.metrics_dir if worker is not None else None)
     app[AUTH] = Authenticator(settings.upstream_api_key)
-    app[GATEWAY_TOKEN] = secrets.token_urlsafe(24)
+    app[GATEWAY_TOKEN] = worker.gateway_token if worker is not None else secrets.token_urlsafe(24)
+    if worker is not None:
+        app[WORKER] = worker
     app[LIFECYCLE] = Lifecycle()
     app[LIMITS] = Limits(settings.max_concurrent_requests, settings.max_concurrent_streams)
     audit = None
@@ -66,7 +83,9 @@ def create_app(settings: Settings) -> web.Application:
         app[ACCESS_LOG] = AccessLog(JsonLineWriter(settings.access_log))
     app[ENFORCER] = Enforcer(_policy_source(settings, metrics), metrics, audit, settings.max_held_call_bytes)
     app.on_response_prepare.append(add_request_id_header)
-    app.cleanup_ctx.extend([_redaction, _access_log, _audit_log, _demo_model, _upstream, _policy_watcher, _agents])
+    app.cleanup_ctx.extend(
+        [_redaction, _access_log, _audit_log, _demo_model, _upstream, _policy_watcher, _agents, _loop_lag]
+    )
     add_admin_routes(app)
     add_routes(app)
     add_catch_all(app)
@@ -179,6 +198,12 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
     yield
     await _stop(task)
     await registry.close()
+
+
+async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
+    task = _background(lambda: sample_loop_lag(app[METRICS].loop_lag.observe))
+    yield
+    await _stop(task)
 
 
 def _own_url(settings: Settings) -> str | None:

@@ -51,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .redaction import redact
     from .server import serve
     from .settings import SettingsError, load_settings
+    from .workers import supervise
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
@@ -63,14 +64,11 @@ def _serve(args: argparse.Namespace) -> int:
     except PolicyLoadError as exc:
         print(redact(f"celgate: the policy does not load; not starting:\n{exc}"), file=sys.stderr)
         return 1
+    banner = f"celgate {__version__} (upstream {settings.upstream})"
     try:
-        serve(
-            app,
-            settings.host,
-            settings.port,
-            banner=f"celgate {__version__} (upstream {settings.upstream})",
-            head_timeout=settings.client_timeout,
-        )
+        if settings.workers > 1:
+            return supervise(settings, banner)  # the app above only proved the settings and policy load
+        serve(app, settings.host, settings.port, banner=banner, head_timeout=settings.client_timeout)
     except OSError as exc:
         print(f"celgate: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -10,18 +10,31 @@ in number: past ``_MAX_DISTINCT`` values of one label, new ones count as
 ``other``, so a client sending random model names cannot grow the registry
 (and every scrape) without end. Every label value is redacted once, when its
 series is made: a key sent as a model name never becomes a label.
+
+Under ``--workers N`` each worker records into prometheus-client's
+multiprocess files (the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before a
+worker starts), and every scrape reads all workers' files: counters and
+histograms are summed, ``celgate_active_streams`` is summed over live
+workers, ``celgate_policy_info`` shows each version some live worker holds
+(a version no worker holds any more reads 0). The supervisor's count of
+replaced workers is read from ``RESTARTS_FILE`` in the same directory.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from .redaction import redact
 
-__all__ = ["CONTENT_TYPE_LATEST", "OTHER", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "OTHER", "RESTARTS_FILE", "Metrics"]
 
 _MAX_MEMOIZED = 10_000  # children remembered per family; label values come from clients
 _MAX_LABEL = 64  # label values (model, tool, agent names) come from clients and models: bound their size
@@ -32,6 +45,8 @@ OTHER = "other"
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _EVAL_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+RESTARTS_FILE = "worker_restarts"  # in the multiprocess directory: the supervisor writes it, scrapes read it
 
 
 class _Family:
@@ -70,11 +85,30 @@ class _Family:
         return labels
 
 
-class Metrics:
-    """The ``celgate_*`` collectors of one app."""
+class _WorkerRestarts(Collector):
+    """``celgate_worker_restarts_total``: workers the supervisor replaced after they died."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path) -> None:
+        self._file = directory / RESTARTS_FILE
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            restarts = int(self._file.read_text())
+        except FileNotFoundError:
+            restarts = 0
+        yield CounterMetricFamily("celgate_worker_restarts", "Worker processes that died and were replaced.", restarts)
+
+
+class Metrics:
+    """The ``celgate_*`` collectors of one app; with ``multiprocess_dir``, scrapes show every worker's sum."""
+
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+        self._scraped = r
+        if multiprocess_dir is not None:
+            self._scraped = CollectorRegistry()
+            MultiProcessCollector(self._scraped, str(multiprocess_dir))  # type: ignore[no-untyped-call]
+            self._scraped.register(_WorkerRestarts(multiprocess_dir))
         latency: dict[str, Any] = {"buckets": _LATENCY_BUCKETS, "registry": r}
         self.requests = _Family(
             Counter(
@@ -91,7 +125,9 @@ class Metrics:
         self.stream_ttfb = Histogram(
             "celgate_stream_ttfb_seconds", "Time to the first streamed byte sent to the client.", **latency
         )
-        self.active_streams = Gauge("celgate_active_streams", "Streams being forwarded now.", registry=r)
+        self.active_streams = Gauge(
+            "celgate_active_streams", "Streams being forwarded now.", registry=r, multiprocess_mode="livesum"
+        )
         self.upstream_errors = _Family(
             Counter("celgate_upstream_errors", "Upstream faults by kind.", ["kind"], registry=r)
         )
@@ -114,7 +150,14 @@ class Metrics:
             Counter("celgate_policy_eval_errors", "CEL runtime errors while evaluating rules.", ["rule"], registry=r)
         )
         self.policy_reloads = Counter("celgate_policy_reloads", "Policy reloads by result.", ["result"], registry=r)
-        self.policy_info = Gauge("celgate_policy_info", "The active policy set (value 1).", ["version"], registry=r)
+        self.policy_info = Gauge(
+            "celgate_policy_info",
+            "The active policy set (value 1).",
+            ["version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self._policy_version: str | None = None
         self.tool_duration = _Family(
             Histogram("celgate_tool_duration_seconds", "Agent and gateway tool execution time.", ["tool"], **latency),
             bounded=0,
@@ -139,21 +182,31 @@ class Metrics:
         self.limited = Counter(
             "celgate_limited", "Requests shed with a 429 by a concurrency limit.", ["kind", "scope"], registry=r
         )
+        self.loop_lag = Histogram(
+            "celgate_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time every request waited behind blocking work.",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
 
     def upstream_fault(self, kind: str | None) -> None:
         self.upstream_errors.labels(kind or "upstream_error").inc()
 
     def set_policy_version(self, version: str) -> None:
-        self.policy_info.clear()
+        """Mark ``version`` active; the previous one reads 0 first (a worker's file keeps every series it wrote)."""
+        if self._policy_version is not None and self._policy_version != version:
+            self.policy_info.labels(self._policy_version).set(0)
+            self.policy_info.remove(self._policy_version)
+        self._policy_version = version
         self.policy_info.labels(version).set(1)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._scraped)
 
     def as_json(self) -> dict[str, Any]:
         """``{metric: {"type", "help", "samples": [{"name", "labels", "value"}]}}`` from the same collect()."""
         families: dict[str, Any] = {}
-        for family in self.registry.collect():
+        for family in self._scraped.collect():
             families[family.name] = {
                 "type": family.type,
                 "help": family.documentation,

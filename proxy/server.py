@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -120,12 +121,24 @@ class _Runner(web.AppRunner):
 
 
 class Server:
-    """One listening app: ``await start()``, then ``url`` / ``port``; ``await stop()`` runs its cleanup."""
+    """One listening app: ``await start()``, then ``url`` / ``port``; ``await stop()`` runs its cleanup.
 
-    def __init__(self, app: web.Application, host: str, port: int, head_timeout: float = DEFAULT_HEAD_TIMEOUT) -> None:
+    With ``sock`` it serves that listening socket (a worker's, shared with its
+    siblings) instead of binding ``host``:``port``.
+    """
+
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.app = app
         self._host = host
         self._port = port
+        self._sock = sock
         self._runner = _Runner(
             app,
             head_timeout,
@@ -137,7 +150,11 @@ class Server:
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site: web.BaseSite
+        if self._sock is not None:
+            site = web.SockSite(self._runner, self._sock)
+        else:
+            site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
 
     @property
@@ -154,14 +171,22 @@ class Server:
         await self._runner.cleanup()
 
 
-def serve(app: web.Application, host: str, port: int, banner: str, head_timeout: float = DEFAULT_HEAD_TIMEOUT) -> None:
+def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    banner: str,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    sock: socket.socket | None = None,
+) -> None:
     """Run ``app`` until SIGINT or SIGTERM, on uvloop when available (~10 % less CPU per request).
 
     ``banner`` is logged with the listening URL once the port is bound; a port
-    that cannot be bound raises ``OSError`` before anything is logged.
+    that cannot be bound raises ``OSError`` before anything is logged. A
+    worker passes the listening ``sock`` it shares.
     """
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_serve_until_signalled(Server(app, host, port, head_timeout), banner))
+        runner.run(_serve_until_signalled(Server(app, host, port, head_timeout, sock), banner))
 
 
 async def _serve_until_signalled(server: Server, banner: str) -> None:

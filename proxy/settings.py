@@ -89,6 +89,13 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return convert
 
 
+def _workers(value: Any) -> int:
+    """A number of worker processes, or ``auto``: the cores this process may run on (its CPU affinity)."""
+    if str(value).strip().lower() == "auto":
+        return len(os.sched_getaffinity(0))
+    return int(value)
+
+
 @dataclass(frozen=True, slots=True)
 class _Meta:
     """What ``_setting`` records on a field: how to read its value, and how to document it."""
@@ -316,6 +323,14 @@ class Settings:
     demo_delay_ms: int = field(
         default=30, metadata=_setting(int, "demo model: pause between streamed chunks, milliseconds")
     )
+    workers: int = field(
+        default=1,
+        metadata=_setting(
+            _workers,
+            "worker processes sharing the port, each with its own policy, agents and limits; `auto`: the usable"
+            " cores (see [docs/deploy.md](docs/deploy.md#more-than-one-core---workers))",
+        ),
+    )
 
     @property
     def sidecar_keys(self) -> bool:
@@ -535,6 +550,8 @@ def _validate(settings: Settings) -> None:
     for name in ("max_body_bytes", "max_upstream_event_bytes", "max_upstream_body_bytes"):
         if getattr(settings, name) < 1024:
             raise SettingsError(f"{name} must be >= 1024, got {getattr(settings, name)}")
+    if settings.workers < 1:
+        raise SettingsError(f"workers must be >= 1 or 'auto', got {settings.workers}")
     if settings.agents_max_turns < 1:
         raise SettingsError(f"agents_max_turns must be >= 1, got {settings.agents_max_turns}")
     upstream = settings.upstream

@@ -1,0 +1,191 @@
+"""``celgate serve --workers N`` on real processes: one port, summed metrics, replaced workers, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.parser import text_string_to_metric_families
+
+from celgate.proxy.settings import SettingsError, load_settings
+from tests.helpers import free_port, write_policy
+from tests.helpers.fakeupstream import FakeUpstream, Script, text_stream
+from tests.helpers.process import CELGATE, Running, clean_env
+
+Serve = Callable[..., Awaitable[Running]]
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+DEADLINE = 20.0
+
+
+def workers_of(supervisor: int) -> set[int]:
+    """The worker processes ``supervisor`` spawned now (not multiprocessing's resource tracker)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue  # it exited while we looked
+        if parent == supervisor and b"spawn_main" in command:
+            found.add(int(entry.name))
+    return found
+
+
+async def eventually(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.05)
+
+
+def metrics_dir(worker: int) -> Path:
+    environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+    [value] = [item.split(b"=", 1)[1] for item in environ if item.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+    return Path(value.decode())
+
+
+def chat_requests_counted_by(directory: Path, worker: int) -> float:
+    """What one worker's own metrics file holds for ``celgate_requests_total`` on the chat route."""
+    path = directory / f"counter_{worker}.db"
+    if not path.exists():
+        return 0.0
+    return sum(
+        value
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path))
+        if '"celgate_requests"' in key and "chat/completions" in key
+    )
+
+
+async def scrape(root: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    async with aiohttp.ClientSession() as http, http.get(root + "/metrics") as response:
+        text = await response.text()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def chat_on_new_connections(root: str, count: int) -> list[int]:
+    """``count`` chat requests, each on its own connection, so the kernel hands each to some worker."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+
+        async def one() -> int:
+            async with http.post(root + "/v1/chat/completions", json=CHAT) as response:
+                await response.read()
+                return response.status
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def start_workers(serve: Serve, upstream: FakeUpstream, *extra: str) -> Running:
+    """``celgate serve --workers 2`` in front of ``upstream``, both workers up; ``--no-policy`` unless given one."""
+    port = free_port()
+    extra = extra if "--policies" in extra else ("--no-policy", *extra)
+    running = await serve(
+        "--port", str(port), "--upstream", upstream.base_url, "--workers", "2", "--no-upstream-check",
+        "--access-log", "off", *extra, port=port, env=clean_env(),
+    )  # fmt: skip
+    await eventually(lambda: len(workers_of(running.process.pid)) == 2, "two workers")
+    return running
+
+
+def test_workers_auto_is_the_usable_cores_and_zero_is_refused() -> None:
+    assert load_settings({"workers": "auto"}, environ={}).workers == len(os.sched_getaffinity(0))
+    assert load_settings({}, environ={"CELGATE_WORKERS": "3"}).workers == 3
+    with pytest.raises(SettingsError, match="workers must be >= 1"):
+        load_settings({"workers": "0"}, environ={})
+
+
+async def test_two_workers_answer_on_one_port_and_metrics_sum_across_them(serve: Serve, upstream: FakeUpstream) -> None:
+    running = await start_workers(serve, upstream)
+    workers = workers_of(running.process.pid)
+    directory = metrics_dir(next(iter(workers)))
+    sent = 0
+    while not all(chat_requests_counted_by(directory, pid) for pid in workers):  # until both have answered
+        assert sent < 400, "one worker answered every connection"
+        assert set(await chat_on_new_connections(running.root, 20)) == {200}
+        sent += 20
+
+    samples = await scrape(running.root)
+    labels = frozenset({("route", "/v1/chat/completions"), ("model", "m"), ("status", "200")})
+    assert samples[("celgate_requests_total", labels)] == sent  # whichever worker answered the scrape
+    assert samples[("celgate_worker_restarts_total", frozenset())] == 0
+    assert samples[("celgate_event_loop_lag_seconds_count", frozenset())] > 0
+    assert sent == sum(chat_requests_counted_by(directory, pid) for pid in workers)
+
+
+async def test_a_killed_worker_is_replaced_and_counted(serve: Serve, upstream: FakeUpstream) -> None:
+    running = await start_workers(serve, upstream)
+    before = workers_of(running.process.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    await eventually(lambda: len(workers_of(running.process.pid) - {victim}) == 2, "a replacement worker")
+
+    assert set(await chat_on_new_connections(running.root, 20)) == {200}
+    samples = await scrape(running.root)
+    assert samples[("celgate_worker_restarts_total", frozenset())] == 1
+    assert f"(pid {victim}) exited with -9; replacing it" in running.output()
+
+
+async def test_sigterm_drains_every_worker_exits_0_and_removes_the_metrics(
+    serve: Serve, upstream: FakeUpstream
+) -> None:
+    running = await start_workers(serve, upstream, "--drain-seconds", "5")
+    directory = metrics_dir(next(iter(workers_of(running.process.pid))))
+    upstream.push(Script(steps=text_stream([f" w{i}" for i in range(10)], delay=0.1)))
+    async with aiohttp.ClientSession() as http:
+        stream = await http.post(running.root + "/v1/chat/completions", json={**CHAT, "stream": True})
+        await stream.content.readline()  # the stream is under way on some worker
+        running.process.send_signal(signal.SIGTERM)
+        body = await stream.read()
+    assert body.endswith(b"data: [DONE]\n\n")  # finished within the drain
+    assert await asyncio.wait_for(running.process.wait(), DEADLINE) == 0
+    assert not directory.exists()
+
+
+@pytest.mark.parametrize("how", ["SIGHUP", "POST /admin/reload"])
+async def test_a_reload_reaches_every_worker(serve: Serve, upstream: FakeUpstream, tmp_path: Path, how: str) -> None:
+    policies = write_policy(tmp_path, "version: 1\ndefaults:\n  decision: allow\n")
+    running = await start_workers(serve, upstream, "--policies", str(policies), "--no-watch")
+    assert set(await chat_on_new_connections(running.root, 10)) == {200}
+    (policies / "policy.yaml").write_text("version: 1\ndefaults:\n  decision: deny\n")
+    if how == "SIGHUP":
+        running.process.send_signal(signal.SIGHUP)
+    else:
+        async with aiohttp.ClientSession() as http, http.post(running.root + "/admin/reload") as response:
+            assert (await response.json())["other_workers"] == "signalled"
+
+    async def every_worker_denies() -> bool:
+        return set(await chat_on_new_connections(running.root, 20)) == {403}
+
+    deadline = time.monotonic() + DEADLINE
+    while not await every_worker_denies():
+        assert time.monotonic() < deadline, "some worker kept the old policy"
+        await asyncio.sleep(0.1)
+    versions = [value for (name, _), value in (await scrape(running.root)).items() if name == "celgate_policy_info"]
+    assert sorted(versions) == [0, 1]  # the old version reads 0 (its series stays in the files), the new one 1
+    assert running.process.returncode is None and len(workers_of(running.process.pid)) == 2  # nobody died
+
+
+async def test_a_port_in_use_fails_once_before_any_worker_starts(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            str(CELGATE), "serve", "--no-policy", "--workers", "2", "--port", str(port),
+            cwd=tmp_path, env=clean_env(), stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(process.communicate(), DEADLINE)
+    assert process.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in stderr.decode()
