@@ -1155,3 +1155,74 @@ async def test_an_agents_own_upstream_gets_its_model_calls_through_celgate(
     assert [r.path for r in other.requests] == ["/v1/chat/completions"]
     assert upstream.requests == []  # celgate's own upstream never saw it
     assert not {"x-celgate-internal", "x-celgate-upstream"} & {k.lower() for k in other.requests[0].headers}
+
+
+# --- event-loop health: a blocking tool ---------------------------------------------------------------
+
+SLEEPY_AGENT = """\
+    import time
+    from pathlib import Path
+
+    from agents import Agent, function_tool
+
+
+    @function_tool
+    def nap() -> str:
+        \"\"\"A plain def tool that blocks: the SDK runs it in a thread.\"\"\"
+        Path({started!r}).touch()
+        time.sleep(1.0)
+        return "rested"
+
+
+    @function_tool
+    async def hog() -> str:
+        \"\"\"An async tool that blocks anyway: it stalls the event loop.\"\"\"
+        time.sleep(0.6)
+        return "hogged"
+
+
+    agent = Agent(name="Sleepy", instructions="Rest.", tools=[nap, hog])
+"""
+
+
+def lag_samples_over(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], seconds: str) -> float:
+    """How many event-loop lag samples exceeded ``seconds`` (a bucket bound)."""
+    within = sample(samples, "celgate_event_loop_lag_seconds_bucket", le=seconds)
+    total = sample(samples, "celgate_event_loop_lag_seconds_count")
+    assert within is not None and total is not None and total > 0
+    return total - within
+
+
+async def test_a_blocking_sync_tool_does_not_stall_other_traffic(
+    upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    started = tmp_path / "nap-started"
+    write_agent(tmp_path / "agents", "Sleepy", SLEEPY_AGENT.format(started=str(started)))
+    celgate = await start_with_agents(start_celgate, upstream, tmp_path / "agents")
+    upstream.push(Script(json=completion(None, [("call_nap", "nap", "{}")])), Script(json=completion("Rested.")))
+    run = asyncio.create_task(
+        oai(celgate.url).chat.completions.create(model="Sleepy", messages=[{"role": "user", "content": "rest"}])
+    )
+
+    async def napping() -> bool:
+        return started.exists()
+
+    await eventually(napping, "the tool to start")
+    began = time.monotonic()
+    async with http.get(celgate.root + "/healthz") as response:
+        assert response.status == 200
+    assert time.monotonic() - began < 0.5 and not run.done()  # answered while the 1 s tool still sleeps
+    reply = await run
+    assert reply.choices[0].message.content == "Rested."
+    assert lag_samples_over(await metrics(http, celgate), "0.5") == 0
+
+
+async def test_the_loop_lag_metric_shows_a_tool_that_blocks_the_loop(
+    upstream: FakeUpstream, start_celgate: StartCelgate, oai: OpenAIFactory, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    write_agent(tmp_path / "agents", "Sleepy", SLEEPY_AGENT.format(started=str(tmp_path / "unused")))
+    celgate = await start_with_agents(start_celgate, upstream, tmp_path / "agents")
+    upstream.push(Script(json=completion(None, [("call_hog", "hog", "{}")])), Script(json=completion("Done.")))
+    await oai(celgate.url).chat.completions.create(model="Sleepy", messages=[{"role": "user", "content": "hog"}])
+    await asyncio.sleep(0.3)  # the sampler's next period records the stall
+    assert lag_samples_over(await metrics(http, celgate), "0.25") >= 1
