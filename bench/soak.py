@@ -26,7 +26,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import random
+import signal
 import socket
 import struct
 import sys
@@ -255,6 +257,11 @@ def rss_slope_mib_per_10_min(samples: list[Sample]) -> float:
 async def soak(
     duration: float, warmup: float, every: float, loops: int, rate: float, reload_every: float
 ) -> dict[str, Any]:
+    main = asyncio.current_task()
+    assert main is not None
+    for signum in (signal.SIGINT, signal.SIGTERM):  # stop cleanly, celgate included, even when started with &
+        asyncio.get_running_loop().add_signal_handler(signum, main.cancel)
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # celgate closing streams it dropped: intended
     upstream = SoakUpstream(delay_ms=5)
     upstream_url = await upstream.start()
     upstream_port = int(upstream_url.rsplit(":", 1)[1].split("/")[0])

@@ -7,6 +7,11 @@ every ``flush_interval`` seconds (and at shutdown). Diagnostic logs use
 ``logging`` with a JSON or text formatter, and both pass every line through
 ``redact``: log messages quote exceptions, tracebacks and upstream errors,
 which can carry keys and passwords.
+
+A flush writes whole lines, at most ``ATOMIC_WRITE_BYTES`` a write: the
+workers of ``--workers N`` share stdout and log files, and a write that size
+is never interleaved with another process's (pipes guarantee it up to
+PIPE_BUF; appends to a file are one write each).
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import IO, Any
 
 from .jsontext import compact_json
 from .redaction import redact, redact_json
 
-__all__ = ["AccessLog", "JsonLineWriter", "configure_logging", "log_handler"]
+__all__ = ["ATOMIC_WRITE_BYTES", "AccessLog", "JsonLineWriter", "configure_logging", "log_handler"]
+
+ATOMIC_WRITE_BYTES = 4096  # PIPE_BUF on Linux
 
 
 class _JsonFormatter(logging.Formatter):
@@ -100,8 +108,9 @@ class JsonLineWriter:
     def flush(self) -> None:
         if self._buffer and self._stream is not None:
             lines, self._buffer = self._buffer, []
-            self._stream.write("".join(lines))
-            self._stream.flush()
+            for text in _whole_line_writes(lines):
+                self._stream.write(text)
+                self._stream.flush()
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -148,3 +157,18 @@ class AccessLog:
             f'"duration_ms":{duration * 1000:.2f},"model":{compact_json(self._clean(model))},'
             f'"principal":{compact_json(principal)},"stream":{"true" if stream else "false"}}}\n'
         )
+
+
+def _whole_line_writes(lines: list[str]) -> Iterator[str]:
+    """``lines`` joined into writes of at most ``ATOMIC_WRITE_BYTES`` (a longer line is a write of its own)."""
+    batch: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line.encode())
+        if batch and size + length > ATOMIC_WRITE_BYTES:
+            yield "".join(batch)
+            batch, size = [], 0
+        batch.append(line)
+        size += length
+    if batch:
+        yield "".join(batch)

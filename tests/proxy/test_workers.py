@@ -1,11 +1,14 @@
-"""``celgate serve --workers N`` on real processes: one port, summed metrics, replaced workers, signals."""
+"""``celgate serve --workers N`` on real processes: one port, summed metrics, replaced workers, signals, logs."""
 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from celgate.proxy.accesslog import ATOMIC_WRITE_BYTES, JsonLineWriter
 from celgate.proxy.settings import SettingsError, load_settings
 from tests.helpers import free_port, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, text_stream
@@ -189,3 +193,38 @@ async def test_a_port_in_use_fails_once_before_any_worker_starts(tmp_path: Path)
         _, stderr = await asyncio.wait_for(process.communicate(), DEADLINE)
     assert process.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in stderr.decode()
+
+
+class FlushedWrites(io.StringIO):
+    """A stream that records what each ``flush`` pushed out: one OS write per flush for a buffered stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.writes.append(self._pending)
+            self._pending = ""
+
+
+async def test_log_writes_are_whole_lines_small_enough_not_to_interleave(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers share stdout: a write of whole lines up to PIPE_BUF is never cut into by another process's."""
+    stdout = FlushedWrites()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    writer = JsonLineWriter("-")
+    writer.start()
+    records = [{"n": n, "text": "x" * 200} for n in range(60)] + [{"n": 60, "text": "y" * 6000}]
+    for record in records:
+        writer.write(record)
+    await writer.close()
+
+    assert len(stdout.writes) > 2 and all(write.endswith("\n") for write in stdout.writes)
+    fits = [len(write.encode()) <= ATOMIC_WRITE_BYTES for write in stdout.writes]
+    assert fits == [True] * (len(fits) - 1) + [False]  # only the line longer than that is a write of its own
+    assert [json.loads(line) for line in "".join(stdout.writes).splitlines()] == records
