@@ -8,8 +8,9 @@ down in reverse, so one that fails to start never leaks the ones before it:
 the secrets ``redact`` masks, the access log, the audit log, the demo model
 (``--upstream demo``), the upstream pool, the policy watcher, the drop-in
 agent registry, the event-loop lag sampler. A listener off loopback without
-an admin token is refused. A worker of ``--workers N`` gets its ``Worker``:
-the gateway token its siblings share and the directory of their metrics.
+an admin token is refused. A worker of ``--workers N`` gets its ``Worker``
+(the gateway token its siblings share, the directory of their metrics) and
+a watch that stops it if its supervisor dies.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from .keys import (
     UPSTREAM,
     WORKER,
 )
-from .lifecycle import Lifecycle, Worker
+from .lifecycle import Lifecycle, Worker, stop_when_orphaned
 from .limits import Limits
 from .looplag import sample_loop_lag
 from .metrics import Metrics
@@ -86,6 +87,8 @@ def create_app(settings: Settings, worker: Worker | None = None) -> web.Applicat
     app.cleanup_ctx.extend(
         [_redaction, _access_log, _audit_log, _demo_model, _upstream, _policy_watcher, _agents, _loop_lag]
     )
+    if worker is not None:
+        app.cleanup_ctx.append(_supervisor_watch)
     add_admin_routes(app)
     add_routes(app)
     add_catch_all(app)
@@ -202,6 +205,12 @@ async def _agents(app: web.Application) -> AsyncIterator[None]:
 
 async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
     task = _background(lambda: sample_loop_lag(app[METRICS].loop_lag.observe))
+    yield
+    await _stop(task)
+
+
+async def _supervisor_watch(app: web.Application) -> AsyncIterator[None]:
+    task = _background(lambda: stop_when_orphaned(app[WORKER]))
     yield
     await _stop(task)
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DRAIN", "Lifecycle", "Worker", "is_drain"]
+__all__ = ["DRAIN", "Lifecycle", "Worker", "is_drain", "stop_when_orphaned"]
 
 log = logging.getLogger("celgate")
 DRAIN = "celgate: draining"  # the cancel message a drain uses, so a stream can tell it from a client leaving
@@ -41,6 +43,14 @@ class Worker:
     supervisor_pid: int
     gateway_token: str
     metrics_dir: Path
+
+
+async def stop_when_orphaned(worker: Worker, every: float = 1.0) -> None:
+    """A worker whose supervisor died (SIGKILL, OOM kill) drains and exits rather than serve unsupervised."""
+    while os.getppid() == worker.supervisor_pid:
+        await asyncio.sleep(every)
+    log.error("worker %d: the supervisor (pid %d) is gone; stopping", worker.index, worker.supervisor_pid)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Lifecycle:

@@ -228,3 +228,10 @@ async def test_log_writes_are_whole_lines_small_enough_not_to_interleave(monkeyp
     fits = [len(write.encode()) <= ATOMIC_WRITE_BYTES for write in stdout.writes]
     assert fits == [True] * (len(fits) - 1) + [False]  # only the line longer than that is a write of its own
     assert [json.loads(line) for line in "".join(stdout.writes).splitlines()] == records
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(serve: Serve, upstream: FakeUpstream) -> None:
+    running = await start_workers(serve, upstream)
+    workers = workers_of(running.process.pid)
+    running.process.kill()
+    await eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "orphaned workers to exit")
