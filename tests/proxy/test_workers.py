@@ -105,7 +105,8 @@ async def start_workers(serve: Serve, upstream: FakeUpstream, *extra: str) -> Ru
     return running
 
 
-def test_workers_auto_is_the_usable_cores_and_zero_is_refused() -> None:
+def test_workers_auto_is_the_usable_cores_and_zero_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no celgate.yaml
     assert load_settings({"workers": "auto"}, environ={}).workers == len(os.sched_getaffinity(0))
     assert load_settings({}, environ={"CELGATE_WORKERS": "3"}).workers == 3
     with pytest.raises(SettingsError, match="workers must be >= 1"):
@@ -157,6 +158,42 @@ async def test_sigterm_drains_every_worker_exits_0_and_removes_the_metrics(
     assert body.endswith(b"data: [DONE]\n\n")  # finished within the drain
     assert await asyncio.wait_for(running.process.wait(), DEADLINE) == 0
     assert not directory.exists()
+
+
+AGENT_POLICY = """\
+version: 1
+defaults:
+  decision: deny
+rules:
+  - name: clients-may-use-the-agent
+    on: request
+    models: ["EchoAgent"]
+    effect: allow
+  - name: only-the-agent-may-use-its-model   # matches only a call celgate knows is the agent's own
+    on: request
+    agents: ["EchoAgent"]
+    models: ["up"]
+    effect: allow
+"""
+
+
+async def test_a_drop_in_agents_model_calls_are_recognised_by_every_worker(
+    serve: Serve, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """An agent's loopback call may land on the other worker: the gateway token is shared, so it is still its own."""
+    agent = tmp_path / "agents" / "EchoAgent"
+    agent.mkdir(parents=True)
+    (agent / "agent.py").write_text('from agents import Agent\nagent = Agent(name="EchoAgent", instructions="Echo.")\n')
+    policies = write_policy(tmp_path, AGENT_POLICY)
+    running = await start_workers(
+        serve, upstream, "--policies", str(policies), "--agents", str(tmp_path / "agents"), "--agents-model", "up"
+    )
+    body = {"model": "EchoAgent", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        for _ in range(10):
+            async with http.post(running.root + "/v1/chat/completions", json=body) as response:
+                assert response.status == 200, await response.text()
+    assert [request.body["model"] for request in upstream.requests] == ["up"] * 10
 
 
 @pytest.mark.parametrize("how", ["SIGHUP", "POST /admin/reload"])
