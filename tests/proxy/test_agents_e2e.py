@@ -42,7 +42,7 @@ from tests.helpers.fakeupstream import (
     text_stream,
     tool_call_stream,
 )
-from tests.helpers.observe import eventually, get_json, sample, scrape
+from tests.helpers.observe import Samples, eventually, get_json, sample, scrape
 
 CLIENT_KEY = "sk-e2e-alice"
 DEADLINE = 15.0  # seconds any bounded wait in this module may take before failing
@@ -1185,7 +1185,7 @@ SLEEPY_AGENT = """\
 """
 
 
-def lag_samples_over(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], seconds: str) -> float:
+def lag_samples_over(samples: Samples, seconds: str) -> float:
     """How many event-loop lag samples exceeded ``seconds`` (a bucket bound)."""
     within = sample(samples, "celgate_event_loop_lag_seconds_bucket", le=seconds)
     total = sample(samples, "celgate_event_loop_lag_seconds_count")
@@ -1204,17 +1204,14 @@ async def test_a_blocking_sync_tool_does_not_stall_other_traffic(
         oai(celgate.url).chat.completions.create(model="Sleepy", messages=[{"role": "user", "content": "rest"}])
     )
 
-    async def napping() -> bool:
-        return started.exists()
-
-    await eventually(napping, "the tool to start")
+    await eventually(started.exists, "the tool to start")
     began = time.monotonic()
     async with http.get(celgate.root + "/healthz") as response:
         assert response.status == 200
     assert time.monotonic() - began < 0.5 and not run.done()  # answered while the 1 s tool still sleeps
     reply = await run
     assert reply.choices[0].message.content == "Rested."
-    assert lag_samples_over(await metrics(http, celgate), "0.5") == 0
+    assert lag_samples_over(await scrape(http, celgate), "0.5") == 0
 
 
 async def test_the_loop_lag_metric_shows_a_tool_that_blocks_the_loop(
@@ -1225,4 +1222,4 @@ async def test_the_loop_lag_metric_shows_a_tool_that_blocks_the_loop(
     upstream.push(Script(json=completion(None, [("call_hog", "hog", "{}")])), Script(json=completion("Done.")))
     await oai(celgate.url).chat.completions.create(model="Sleepy", messages=[{"role": "user", "content": "hog"}])
     await asyncio.sleep(0.3)  # the sampler's next period records the stall
-    assert lag_samples_over(await metrics(http, celgate), "0.25") >= 1
+    assert lag_samples_over(await scrape(http, celgate), "0.25") >= 1

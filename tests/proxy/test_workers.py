@@ -9,20 +9,19 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.parser import text_string_to_metric_families
 
 from celgate.proxy.accesslog import ATOMIC_WRITE_BYTES, JsonLineWriter
 from celgate.proxy.settings import SettingsError, load_settings
 from tests.helpers import free_port, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, text_stream
-from tests.helpers.process import CELGATE, Running, clean_env
+from tests.helpers.observe import Samples, eventually, labelled, scrape
+from tests.helpers.process import Running, clean_env, refused
 
 Serve = Callable[..., Awaitable[Running]]
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -45,14 +44,6 @@ def workers_of(supervisor: int) -> set[int]:
     return found
 
 
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.05)
-
-
 def metrics_dir(worker: int) -> Path:
     environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
     [value] = [item.split(b"=", 1)[1] for item in environ if item.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
@@ -71,14 +62,9 @@ def chat_requests_counted_by(directory: Path, worker: int) -> float:
     )
 
 
-async def scrape(root: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    async with aiohttp.ClientSession() as http, http.get(root + "/metrics") as response:
-        text = await response.text()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+async def scrape_once(served: Running) -> Samples:
+    async with aiohttp.ClientSession() as http:
+        return await scrape(http, served)
 
 
 async def chat_on_new_connections(root: str, count: int) -> list[int]:
@@ -123,7 +109,7 @@ async def test_two_workers_answer_on_one_port_and_metrics_sum_across_them(serve:
         assert set(await chat_on_new_connections(running.root, 20)) == {200}
         sent += 20
 
-    samples = await scrape(running.root)
+    samples = await scrape_once(running)
     labels = frozenset({("route", "/v1/chat/completions"), ("model", "m"), ("status", "200")})
     assert samples[("celgate_requests_total", labels)] == sent  # whichever worker answered the scrape
     assert samples[("celgate_worker_restarts_total", frozenset())] == 0
@@ -139,7 +125,7 @@ async def test_a_killed_worker_is_replaced_and_counted(serve: Serve, upstream: F
     await eventually(lambda: len(workers_of(running.process.pid) - {victim}) == 2, "a replacement worker")
 
     assert set(await chat_on_new_connections(running.root, 20)) == {200}
-    samples = await scrape(running.root)
+    samples = await scrape_once(running)
     assert samples[("celgate_worker_restarts_total", frozenset())] == 1
     assert f"(pid {victim}) exited with -9; replacing it" in running.output()
 
@@ -211,25 +197,17 @@ async def test_a_reload_reaches_every_worker(serve: Serve, upstream: FakeUpstrea
     async def every_worker_denies() -> bool:
         return set(await chat_on_new_connections(running.root, 20)) == {403}
 
-    deadline = time.monotonic() + DEADLINE
-    while not await every_worker_denies():
-        assert time.monotonic() < deadline, "some worker kept the old policy"
-        await asyncio.sleep(0.1)
-    versions = [value for (name, _), value in (await scrape(running.root)).items() if name == "celgate_policy_info"]
-    assert sorted(versions) == [0, 1]  # the old version reads 0 (its series stays in the files), the new one 1
+    await eventually(every_worker_denies, "every worker to deny (one kept the old policy)")
+    versions = labelled(await scrape_once(running), "celgate_policy_info")
+    assert sorted(versions.values()) == [0, 1]  # the old version reads 0 (its series stays in the files), the new one 1
     assert running.process.returncode is None and len(workers_of(running.process.pid)) == 2  # nobody died
 
 
 async def test_a_port_in_use_fails_once_before_any_worker_starts(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        process = await asyncio.create_subprocess_exec(
-            str(CELGATE), "serve", "--no-policy", "--workers", "2", "--port", str(port),
-            cwd=tmp_path, env=clean_env(), stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, stderr = await asyncio.wait_for(process.communicate(), DEADLINE)
-    assert process.returncode == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in stderr.decode()
+        code, stderr = await refused("--no-policy", "--workers", "2", "--port", str(port), cwd=tmp_path)
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in stderr
 
 
 class FlushedWrites(io.StringIO):
