@@ -196,7 +196,8 @@ class Metrics:
         """Mark ``version`` active; the previous one reads 0 first (a worker's file keeps every series it wrote)."""
         if self._policy_version is not None and self._policy_version != version:
             self.policy_info.labels(self._policy_version).set(0)
-            self.policy_info.remove(self._policy_version)
+            if self._scraped is self.registry:  # multiprocess mode cannot remove a series, so it stays at 0
+                self.policy_info.remove(self._policy_version)
         self._policy_version = version
         self.policy_info.labels(version).set(1)
 

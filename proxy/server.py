@@ -201,6 +201,7 @@ async def _serve_until_signalled(server: Server, banner: str) -> None:
     reloads: set[asyncio.Task[Any]] = set()
     loop.add_signal_handler(signal.SIGHUP, lambda: _spawn(reloads, reload_everything(server.app)))
     await server.start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # a worker starts with it blocked: see workers.py
     log.info("%s listening on %s", banner, server.url)
     try:
         await stop.wait()

@@ -18,7 +18,8 @@ worker) and the metrics directory.
 The supervisor replaces a worker that dies (no sooner than ``_RESPAWN_SECONDS``
 after that slot last started, so a worker that cannot start does not spin)
 and counts it in ``celgate_worker_restarts_total``. SIGHUP goes to every
-worker (each reloads); SIGTERM or SIGINT drains them all (each has
+worker (each reloads; one still starting has SIGHUP blocked, and reloads
+once it serves); SIGTERM or SIGINT drains them all (each has
 ``--drain-seconds``), removes the metrics directory and exits 0.
 """
 
@@ -95,13 +96,21 @@ class _Supervisor:
                 self._respawn_due(banner)
 
     def _spawn(self, index: int, banner: str) -> None:
+        """Start worker ``index`` with SIGHUP blocked: a reload asked while it starts waits until it serves.
+
+        (Unblocked, SIGHUP's default action would kill a worker still importing.)
+        """
         worker = Worker(index, os.getpid(), self._token, self._metrics_dir)
         process = self._spawn_context.Process(
             target=_run_worker,
             args=(self._settings, self._listener, worker, banner),
             name=f"celgate-worker-{index}",
         )
-        process.start()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # the child inherits the mask
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         self._workers[index] = process
         self._started_at[index] = time.monotonic()
 
@@ -191,7 +200,6 @@ def _run_worker(settings: Settings, listener: socket.socket, worker: Worker, ban
     from .server import serve
     from .settings import SettingsError
 
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload fanned out while starting: the start reads the files
     configure_logging(settings.log_level, settings.log_format)
     try:
         app = create_app(settings, worker)

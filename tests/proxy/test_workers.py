@@ -134,6 +134,21 @@ async def test_a_killed_worker_is_replaced_and_counted(serve: Serve, upstream: F
     assert f"(pid {victim}) exited with -9; replacing it" in running.output()
 
 
+async def test_a_reload_while_a_worker_starts_does_not_kill_it(serve: Serve, upstream: FakeUpstream) -> None:
+    """SIGHUP's default action ends a process: a worker still importing must not get it before it can reload."""
+    running = await start_workers(serve, upstream)
+    victim = min(workers_of(running.process.pid))
+    os.kill(victim, signal.SIGKILL)
+    await eventually(lambda: len(workers_of(running.process.pid) - {victim}) == 2, "a replacement worker")
+    for _ in range(10):  # while the replacement imports and builds its app
+        running.process.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.05)
+    assert set(await chat_on_new_connections(running.root, 20)) == {200}
+    samples = await scrape_once(running)
+    assert samples[("celgate_worker_restarts_total", frozenset())] == 1  # the kill, and nothing since
+    assert len(workers_of(running.process.pid)) == 2
+
+
 async def test_sigterm_drains_every_worker_exits_0_and_removes_the_metrics(
     serve: Serve, upstream: FakeUpstream
 ) -> None:
