@@ -20,7 +20,7 @@ from celgate.proxy.accesslog import ATOMIC_WRITE_BYTES, JsonLineWriter
 from celgate.proxy.settings import SettingsError, load_settings
 from tests.helpers import free_port, write_policy
 from tests.helpers.fakeupstream import FakeUpstream, Script, text_stream
-from tests.helpers.observe import Samples, eventually, labelled, metric, scrape
+from tests.helpers.observe import Samples, eventually, get_json, labelled, metric, scrape
 from tests.helpers.process import Running, clean_env, refused
 
 Serve = Callable[..., Awaitable[Running]]
@@ -112,6 +112,10 @@ async def test_two_workers_answer_on_one_port_and_metrics_sum_across_them(serve:
     samples = await scrape_once(running)
     labels = frozenset({("route", "/v1/chat/completions"), ("model", "m"), ("status", "200")})
     assert samples[("celgate_requests_total", labels)] == sent  # whichever worker answered the scrape
+    async with aiohttp.ClientSession() as http:
+        as_json = await get_json(http, running.root + "/admin/metrics")
+    [chat] = [s for s in as_json["celgate_requests"]["samples"] if s["labels"] == dict(labels)]
+    assert chat["value"] == sent  # the JSON view reads the same files
     assert samples[("celgate_worker_restarts_total", frozenset())] == 0
 
     async def loop_lag_sampled() -> bool:
