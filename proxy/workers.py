@@ -120,12 +120,14 @@ class _Supervisor:
             if process.exitcode is None:
                 continue
             del self._workers[index]
-            assert process.pid is not None
-            mark_process_dead(process.pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
+            pid, exitcode = process.pid, process.exitcode
+            assert pid is not None
+            process.close()  # its sentinel pipe: a supervisor replacing workers for weeks must not leak fds
+            mark_process_dead(pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
             self._restarts += 1
             self._write_restarts()
             self._respawn_at[index] = self._started_at[index] + _RESPAWN_SECONDS
-            log.error("worker %d (pid %d) exited with %s; replacing it", index, process.pid, process.exitcode)
+            log.error("worker %d (pid %d) exited with %s; replacing it", index, pid, exitcode)
 
     def _respawn_due(self, banner: str) -> None:
         now = time.monotonic()

@@ -127,10 +127,13 @@ async def test_two_workers_answer_on_one_port_and_metrics_sum_across_them(serve:
 
 async def test_a_killed_worker_is_replaced_and_counted(serve: Serve, upstream: FakeUpstream) -> None:
     running = await start_workers(serve, upstream)
-    before = workers_of(running.process.pid)
-    victim = min(before)
+    supervisor_fds = Path(f"/proc/{running.process.pid}/fd")
+    fds_before = len(list(supervisor_fds.iterdir()))
+    victim = min(workers_of(running.process.pid))
     os.kill(victim, signal.SIGKILL)
     await eventually(lambda: len(workers_of(running.process.pid) - {victim}) == 2, "a replacement worker")
+    # the dead worker's pipe closed, the new one's open (eventually: spawning holds a pipe of its own a moment)
+    await eventually(lambda: len(list(supervisor_fds.iterdir())) == fds_before, "the supervisor's fds back")
 
     assert set(await chat_on_new_connections(running.root, 20)) == {200}
     samples = await scrape_once(running)
