@@ -49,15 +49,12 @@ FAULT_STATUS, FAULT_RESET = "fault-status", "fault-reset"
 POLICY = """\
 version: 1
 defaults:
-  decision: deny
+  decision: allow
 rules:
-  - name: requests
-    on: request
-    effect: allow
-  - name: weather-{generation}
+  - name: no-shell-{generation}
     on: tool_call
-    tools: ["get_weather"]
-    effect: allow
+    tools: ["shell.exec"]
+    effect: deny
 """
 INTENDED = {"disconnected", "fault_status", "fault_reset"}  # kinds whose "error" is the point
 
