@@ -9,6 +9,7 @@ verbatim; a test keeps the two in sync.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +18,14 @@ from .schema import Principal, RequestInfo, ToolCall
 
 __all__ = [
     "FIELDS",
+    "LONE_SURROGATE",
     "PER_CALL_FIELDS",
     "ROOTS",
+    "UNREADABLE",
     "Field",
     "markdown_table",
-    "parse_arguments",
     "principal_variables",
+    "read_arguments",
     "request_variables",
     "tool_variables",
     "utc_now",
@@ -94,7 +97,8 @@ FIELDS: tuple[Field, ...] = (
         "tool.arguments",
         "map(string, dyn)",
         "tool_call",
-        "Arguments parsed from JSON; `{}` when not a JSON object (so a custom tool's free text gives `{}`).",
+        'Arguments parsed from JSON; `{}` for `""` and for a custom tool\'s free text. Text that is not one '
+        "unambiguous JSON object (duplicate keys, `NaN`, trailing data, a BOM, ...) makes a rule reading it fail.",
         True,
     ),
     Field(
@@ -160,6 +164,10 @@ def request_variables(request: RequestInfo) -> dict[str, Any]:
 
 
 _INT64 = range(-(2**63), 2**63)
+UNREADABLE = "the tool arguments are not one unambiguous JSON object"
+LONE_SURROGATE = "a lone surrogate"  # not text at all: even a rule reading only ``tool.raw_arguments`` fails
+_FREE_TEXT = frozenset({"custom", "program"})  # tool types whose input is text, not JSON arguments
+_LOOKS_LIKE_AN_OBJECT = re.compile(r"[\s\ufeff\u200b\u2060]*\{")
 
 
 def _json_int(text: str) -> int | float:
@@ -168,19 +176,71 @@ def _json_int(text: str) -> int | float:
     return value if value in _INT64 else float(value)
 
 
-def parse_arguments(raw: str) -> dict[str, Any]:
-    """Tool arguments as a map: ``{}`` unless ``raw`` is a JSON object (rules then use ``raw_arguments``)."""
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        key = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
+        raise ValueError(f"duplicate key {key[:40]!r}")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_int=_json_int, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+
+
+def _is_text(value: Any) -> bool:
+    """Whether every string in a parsed value is valid Unicode (a ``\\ud800`` escape decodes to a lone surrogate)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii() and any("\ud800" <= c <= "\udfff" for c in item):
+                return False
+        elif isinstance(item, dict):
+            pending += item.keys()
+            pending += item.values()
+        elif isinstance(item, list):
+            pending += item
+    return True
+
+
+def read_arguments(raw: str, kind: str = "function") -> tuple[dict[str, Any], str | None]:
+    """``tool.arguments`` and, when ``raw`` is not one unambiguous JSON object, why (rules reading it then fail).
+
+    Apps parse arguments with many JSON parsers: duplicate keys (first or last
+    wins), ``NaN``, a byte order mark, trailing data or a lone surrogate read
+    differently, or not at all, so none of them may decide as ``{}``. ``""``
+    means no arguments. A free-text input (custom tools) is ``{}`` unless it
+    looks like an object; then it must be one.
+    """
+    if not raw.isascii():
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            return {}, LONE_SURROGATE
+    if raw == "" or (kind in _FREE_TEXT and not _LOOKS_LIKE_AN_OBJECT.match(raw)):
+        return {}, None
     try:
-        value = json.loads(raw, parse_int=_json_int)
-    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
-        return {}
-    return value if isinstance(value, dict) else {}
+        value = _DECODER.decode(raw)
+        if "\\u" in raw and not _is_text(value):
+            return {}, LONE_SURROGATE
+    except RecursionError:
+        return {}, "nested too deeply"
+    except ValueError as exc:
+        return {}, str(exc).partition(":")[0]
+    if not isinstance(value, dict):
+        return {}, f"a JSON {type(value).__name__ if value is not None else 'null'}, not an object"
+    return value, None
 
 
-def tool_variables(tool: ToolCall) -> dict[str, Any]:
+def tool_variables(tool: ToolCall, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``tool`` in CEL; ``arguments`` as ``read_arguments`` gave them, when the caller has read them already."""
     return {
         "name": tool.name,
-        "arguments": parse_arguments(tool.raw_arguments),
+        "arguments": read_arguments(tool.raw_arguments, tool.type)[0] if arguments is None else arguments,
         "raw_arguments": tool.raw_arguments,
         "id": tool.id,
         "source": tool.source,

@@ -34,7 +34,15 @@ from typing import Any, NamedTuple, Protocol
 
 from .backends import Backend
 from .candidates import CandidateIndex, mismatched_lists, mismatched_route_lists
-from .context import principal_variables, request_variables, tool_variables, utc_now
+from .context import (
+    LONE_SURROGATE,
+    UNREADABLE,
+    principal_variables,
+    read_arguments,
+    request_variables,
+    tool_variables,
+    utc_now,
+)
 from .decision import Decision, Explanation, RuleTrace
 from .errors import CelEvalError
 from .schema import Action, Defaults, Effect, Mode, Point, Principal, RequestInfo, Route, Rule, ToolCall
@@ -133,6 +141,8 @@ def _verdict(rules: tuple[Rule, ...], outcomes: tuple[Outcome, ...], defaults: D
     reason = deciding.reason if deciding is not None else _DEFAULT_REASON[effect]
     message = ""
     if effect is Effect.DENY:
+        unreadable = next((o for o in outcomes if isinstance(o, str) and o.startswith(UNREADABLE)), None)
+        reason = reason if unreadable is None else f"{reason} ({unreadable})"
         message = defaults.deny_message.format(subject=subject, rule=name or "default", reason=reason)
     action = deciding.action if deciding is not None else Action.STRIP
     return _Verdict(effect, mode, name, reason, action, found.matched, found.errors, message)
@@ -230,7 +240,7 @@ def _freeze(value: Any) -> Any:
 class _Inputs:
     """One decision's CEL variables, each built on first use."""
 
-    __slots__ = ("_backend", "_full", "_now", "_principal", "_request", "_roots", "_tool")
+    __slots__ = ("_arguments_problem", "_backend", "_full", "_now", "_principal", "_request", "_roots", "_tool")
 
     def __init__(
         self,
@@ -247,6 +257,7 @@ class _Inputs:
         self._now = now
         self._roots: dict[str, Any] = {}
         self._full: Any = None
+        self._arguments_problem: str | None = None
 
     def root(self, name: str) -> Any:
         variables = self._roots.get(name)
@@ -259,9 +270,20 @@ class _Inputs:
                 variables = self._now or utc_now()
             else:
                 assert self._tool is not None, "request rules cannot read tool (the loader rejects them)"
-                variables = tool_variables(self._tool)
+                arguments, self._arguments_problem = read_arguments(self._tool.raw_arguments, self._tool.type)
+                variables = tool_variables(self._tool, arguments)
             self._roots[name] = variables
         return variables
+
+    def unreadable(self, rule: Rule) -> str | None:
+        """Why ``rule`` cannot read this call's arguments (then it fails, closed), or None."""
+        if not rule.reads_arguments:
+            return None
+        self.root("tool")
+        problem = self._arguments_problem
+        if problem is None or (not rule.parses_arguments and problem != LONE_SURROGATE):
+            return None
+        return f"{UNREADABLE}: {problem}"
 
     def activation(self, roots: frozenset[str] | None = None) -> Any:
         """An activation over ``roots``, or over every variable of this point (built at most once)."""
@@ -327,7 +349,8 @@ def decide(
         if plan.live:
             activation = inputs.activation(plan.live_roots)
             for i in plan.live:
-                outcomes[i] = _run(plan.rules[i], activation)
+                rule = plan.rules[i]
+                outcomes[i] = inputs.unreadable(rule) or _run(rule, activation)
     subject = tool_name or request.model
     return _decision(point, plan.verdict(tuple(outcomes), subject), subject, policy.version, started)
 
@@ -368,7 +391,7 @@ def explain(
         mismatched = mismatched_lists(rule, principal.id, request.model, request.agent or "", tool_name)
         outcome: Outcome | None = None
         if not mismatched:
-            outcome = True if rule.program is None else _run(rule, inputs.activation())
+            outcome = True if rule.program is None else inputs.unreadable(rule) or _run(rule, inputs.activation())
             rules.append(rule)
             outcomes.append(outcome)
         traces.append(_trace(rule, mismatched, outcome))

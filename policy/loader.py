@@ -573,6 +573,7 @@ def _build_rule(raw: _RawRule, index: int, defaults: Defaults, engine: Backend) 
         cache_paths=_cache_paths(refs) if refs is not None else (),
         roots=frozenset(root for root in ROOTS if refs is not None and refs.reads(root)),
         reads_arguments=refs is not None and (refs.reads("tool", "arguments") or refs.reads("tool", "raw_arguments")),
+        parses_arguments=refs is not None and refs.reads("tool", "arguments"),
         file=raw.file,
         line=raw.line,
     )

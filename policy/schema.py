@@ -134,7 +134,9 @@ class Rule:
     ``cache_paths`` lists the ``(root, field)`` values the result depends on when
     it may be cached across decisions, and is None when the rule reads per-call
     data (arguments, headers, metadata, ``now``, or a root as a whole).
-    ``roots`` are the CEL variables the ``when`` may read.
+    ``roots`` are the CEL variables the ``when`` may read. ``reads_arguments``:
+    it may read ``tool.arguments`` or ``tool.raw_arguments``; ``parses_arguments``:
+    ``tool.arguments`` (it fails on arguments that are not one unambiguous JSON object).
     """
 
     index: int
@@ -153,6 +155,7 @@ class Rule:
     cache_paths: tuple[tuple[str, str], ...] | None
     roots: frozenset[str]
     reads_arguments: bool
+    parses_arguments: bool
     file: str
     line: int | None
 

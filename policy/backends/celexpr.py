@@ -53,7 +53,10 @@ class CelExprProgram:
         self._expr = expr
 
     def decide(self, activation: Any) -> bool:
-        value = self._expr.eval(activation)
+        try:
+            value = self._expr.eval(activation)
+        except RuntimeError as exc:  # a value cel-cpp cannot convert (text that is not UTF-8): fail closed
+            raise CelEvalError(f"cannot evaluate: {exc}") from None
         result = value.value()
         if result is True or result is False:
             return result

@@ -9,8 +9,8 @@ from celgate.policy.context import (
     FIELDS,
     PER_CALL_FIELDS,
     ROOTS,
-    parse_arguments,
     principal_variables,
+    read_arguments,
     request_variables,
     tool_variables,
 )
@@ -53,19 +53,26 @@ def test_request_variables() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"),
+    ("raw", "kind", "expected", "problem"),
     [
-        ('{"a": 1}', {"a": 1}),
-        ("[1]", {}),
-        ('"text"', {}),
-        ("not json", {}),
-        ("", {}),
-        ('{"big": 123456789012345678901234567890}', {"big": 1.2345678901234568e29}),
-        ("[" * 100_000, {}),
+        ('{"a": 1}', "function", {"a": 1}, None),
+        ("", "function", {}, None),
+        ("free text", "custom", {}, None),
+        ('{"big": 123456789012345678901234567890}', "function", {"big": 1.2345678901234568e29}, None),
+        ("[1]", "function", {}, "a JSON list, not an object"),
+        ('"text"', "function", {}, "a JSON str, not an object"),
+        ("null", "function", {}, "a JSON null, not an object"),
+        ("not json", "function", {}, "Expecting value"),
+        ('{"a": 1, "a": 2}', "function", {}, "duplicate key 'a'"),
+        ('{"a": 1} {"a": 2}', "custom", {}, "Extra data"),
+        ('{"a": NaN}', "function", {}, "NaN is not JSON"),
+        ('{"a": "\\udc00"}', "function", {}, "a lone surrogate"),
+        ("free \udc00 text", "custom", {}, "a lone surrogate"),
+        ("[" * 100_000, "function", {}, "nested too deeply"),
     ],
 )
-def test_parse_arguments(raw: str, expected: dict[str, object]) -> None:
-    assert parse_arguments(raw) == expected
+def test_read_arguments(raw: str, kind: str, expected: dict[str, object], problem: str | None) -> None:
+    assert read_arguments(raw, kind) == (expected, problem)
 
 
 def test_tool_variables() -> None:

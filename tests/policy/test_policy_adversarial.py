@@ -1,0 +1,122 @@
+"""Hostile tool calls and requests against the evaluator: what celgate cannot read one way is a denial.
+
+The model's tool-call arguments and names are attacker-controlled. When a
+rule reads ``tool.arguments`` and the text is not one unambiguous JSON
+object, reading it as ``{}`` would let ``has()`` guards skip a deny rule (or
+let an allow rule pass) while the app reads the text another way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from celgate.policy import ANONYMOUS, Effect, Mode, PolicySet, ToolCall, load_policies
+from celgate.policy.backends import BACKENDS
+from celgate.policy.cli import build_request
+from tests.helpers import write_yaml
+
+ALLOW_ALL_BUT_ETC = """\
+version: 1
+defaults: {decision: allow}
+rules:
+  - name: no-etc
+    on: tool_call
+    tools: ["read_file"]
+    when: 'has(tool.arguments.path) && tool.arguments.path.startsWith("/etc")'
+    effect: deny
+    reason: not /etc
+"""
+
+ONLY_LS = """\
+version: 1
+rules:
+  - name: only-ls
+    on: tool_call
+    tools: ["run"]
+    when: '!has(tool.arguments.cmd) || tool.arguments.cmd == "ls"'
+    effect: allow
+  - name: free-text
+    on: tool_call
+    tools: ["sql"]
+    when: 'tool.raw_arguments.startsWith("SELECT")'
+    effect: allow
+"""
+
+UNREADABLE = {
+    "duplicate key, safe value last": '{"path": "/etc/passwd", "path": "/workspace/a"}',
+    "duplicate key, nested": '{"o": {"path": "/etc/passwd", "path": "/w"}}',
+    "trailing data": '{"path": "/etc/passwd"} {"path": "/w"}',
+    "trailing garbage": '{"path": "/etc/passwd"}x',
+    "a byte order mark": '\ufeff{"path": "/etc/passwd"}',
+    "NaN": '{"path": "/etc/passwd", "n": NaN}',
+    "Infinity": '{"path": "/etc/passwd", "n": -Infinity}',
+    "a lone surrogate": '{"path": "/etc/passwd\\ud800"}',
+    "a raw lone surrogate": '{"path": "/etc/passwd\ud800"}',
+    "deep nesting": '{"path": "/etc/passwd", "a": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "a list": '[{"path": "/etc/passwd"}]',
+    "a string": '"/etc/passwd"',
+    "null": "null",
+    "only whitespace": "  ",
+    "not JSON": "path=/etc/passwd",
+}
+
+
+def load(directory: Path, text: str, backend: str) -> PolicySet:
+    write_yaml(directory, text)
+    return load_policies(directory, backend)
+
+
+def decide(policy: PolicySet, name: str, raw: str, kind: str = "function") -> tuple[Effect, Mode, str | None, str]:
+    tool = ToolCall(name, raw, "call_1", "upstream", kind)
+    decision = policy.check_tool_call(ANONYMOUS, build_request({"model": "m"}), tool)
+    explained = policy.explain(decision.point, ANONYMOUS, build_request({"model": "m"}), tool).decision
+    assert (explained.effect, explained.rule, explained.message) == (decision.effect, decision.rule, decision.message)
+    return decision.effect, decision.mode, decision.rule, decision.message
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("raw", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_unreadable_arguments_fire_a_deny_rule_that_reads_them(tmp_path: Path, backend: str, raw: str) -> None:
+    effect, mode, rule, message = decide(load(tmp_path, ALLOW_ALL_BUT_ETC, backend), "read_file", raw)
+    assert (effect, mode, rule) == (Effect.DENY, Mode.ENFORCE, "no-etc")
+    assert "arguments are not one unambiguous JSON object" in message
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("raw", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_unreadable_arguments_never_pass_an_allow_rule_that_reads_them(tmp_path: Path, backend: str, raw: str) -> None:
+    effect, _, rule, message = decide(load(tmp_path, ONLY_LS, backend), "run", raw.replace("path", "cmd"))
+    assert (effect, rule) == (Effect.DENY, None)
+    assert "arguments are not one unambiguous JSON object" in message
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize(
+    ("name", "raw", "kind"),
+    [
+        ("read_file", '{"path": "/workspace/a"}', "function"),
+        ("read_file", "", "function"),  # no arguments: some providers send "" for {}
+        ("read_file", ' \n{"path": "/workspace/a"}\n', "function"),
+        ("read_file", "SELECT path FROM /etc", "custom"),  # free text: tool.arguments is {}
+        ("other", '{"path": "/etc/a", "path": "/etc/b"}', "function"),  # no rule reads these arguments
+    ],
+)
+def test_readable_or_unread_arguments_pass(tmp_path: Path, backend: str, name: str, raw: str, kind: str) -> None:
+    assert decide(load(tmp_path, ALLOW_ALL_BUT_ETC, backend), name, raw, kind)[0] is Effect.ALLOW
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_a_custom_tool_input_that_looks_like_an_object_must_be_one(tmp_path: Path, backend: str) -> None:
+    policy = load(tmp_path, ALLOW_ALL_BUT_ETC, backend)
+    assert decide(policy, "read_file", '{"path": "/etc/a", "path": "/w"}', "custom")[0] is Effect.DENY
+    assert decide(policy, "read_file", '{"path": "/etc/a"}', "custom")[0] is Effect.DENY
+    assert decide(policy, "read_file", '{"path": "/w"}', "custom")[0] is Effect.ALLOW
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_a_rule_reading_only_the_raw_text_decides_on_it(tmp_path: Path, backend: str) -> None:
+    policy = load(tmp_path, ONLY_LS, backend)
+    assert decide(policy, "sql", "SELECT 1 {", "custom")[0] is Effect.ALLOW
+    assert decide(policy, "sql", "SELECT \ud800", "custom")[0] is Effect.DENY  # not text CEL can hold: an error

@@ -1,0 +1,91 @@
+"""Tool calls celgate cannot read one way never reach the app, on every wire format, with the real client.
+
+The policy allows every call except ``read_file`` under ``/etc``, guarded
+with ``has()``: arguments read as ``{}`` would skip the guard. A model
+(prompt-injected) sends a repeated key whose last value is harmless; an app
+whose JSON parser keeps the first key would open ``/etc/passwd``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import Celgate, OpenAIFactory
+from tests.helpers import responses_wire as rw
+from tests.helpers.fakeupstream import FakeUpstream, Script, Step, chat_chunk, completion, sse, tool_call_stream
+
+POLICY = """\
+version: 1
+defaults: {decision: allow}
+rules:
+  - name: no-etc
+    on: tool_call
+    tools: ["read_file"]
+    when: 'has(tool.arguments.path) && tool.arguments.path.startsWith("/etc")'
+    effect: deny
+    reason: not /etc
+"""
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+SAFE = '{"path": "/workspace/a"}'
+TWICE = '{"path": "/etc/passwd", "path": "/workspace/a"}'
+GARBAGE = '{"path": "/etc/passwd"}\n{"path": "/workspace/a"}'
+WHY = "the tool arguments are not one unambiguous JSON object"
+
+
+@pytest.mark.parametrize("arguments", [TWICE, GARBAGE])
+async def test_chat_tool_calls(gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, arguments: str) -> None:
+    upstream.push(Script(json=completion(None, [("c1", "read_file", arguments), ("c2", "read_file", SAFE)])))
+    answer = await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+    message = answer.choices[0].message
+    assert [c.id for c in message.tool_calls or []] == ["c2"]
+
+
+@pytest.mark.parametrize("arguments", [TWICE, GARBAGE])
+async def test_streamed_chat_tool_calls(
+    gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, arguments: str
+) -> None:
+    upstream.push(Script(steps=tool_call_stream([("c1", "read_file", arguments), ("c2", "read_file", SAFE)])))
+    stream = await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    seen = json.dumps([chunk.model_dump() async for chunk in stream])
+    assert "/etc/passwd" not in seen and '"c2"' in seen and '"c1"' not in seen
+
+
+async def test_a_legacy_function_call(gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory) -> None:
+    body = completion(None)
+    body["choices"][0]["message"]["function_call"] = {"name": "read_file", "arguments": TWICE}
+    body["choices"][0]["finish_reason"] = "function_call"
+    upstream.push(Script(json=body))
+    answer = await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+    choice = answer.choices[0]
+    assert choice.message.function_call is None and WHY in (choice.message.content or "")
+
+
+async def test_a_streamed_legacy_function_call(gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory) -> None:
+    head = {"role": "assistant", "content": None, "function_call": {"name": "read_file", "arguments": ""}}
+    steps = [sse(chat_chunk(head)), sse(chat_chunk({"function_call": {"arguments": TWICE}}))]
+    steps += [sse(chat_chunk({}, "function_call")), b"data: [DONE]\n\n"]
+    upstream.push(Script(steps=[Step(frame) for frame in steps]))
+    stream = await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    seen = json.dumps([chunk.model_dump() async for chunk in stream])
+    assert "/etc/passwd" not in seen and WHY in seen
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_responses_function_calls(
+    gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, stream: bool
+) -> None:
+    output = [rw.function_call_item("c1", "read_file", TWICE), rw.function_call_item("c2", "read_file", SAFE)]
+    if stream:
+        upstream.push(Script(steps=rw.responses_steps(output, split_arguments=3)))
+        events = [e async for e in await oai(gate.url).responses.create(model="m", input="x", stream=True)]
+        seen = json.dumps([e.model_dump() for e in events])
+        final = events[-1].response.output  # type: ignore[union-attr]
+    else:
+        upstream.push(Script(json=rw.response_object(output)))
+        final = (await oai(gate.url).responses.create(model="m", input="x")).output
+        seen = json.dumps([item.model_dump() for item in final])
+    assert [i.call_id for i in final if i.type == "function_call"] == ["c2"]
+    assert "/etc/passwd" not in seen
