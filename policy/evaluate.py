@@ -45,6 +45,7 @@ from .context import (
 )
 from .decision import Decision, Explanation, RuleTrace
 from .errors import CelEvalError
+from .names import MAX_NAME_LENGTH, name_problem
 from .schema import Action, Defaults, Effect, Mode, Point, Principal, RequestInfo, Route, Rule, ToolCall
 
 __all__ = ["Outcome", "Plan", "ResultCache", "Snapshot", "decide", "explain", "explain_route", "open_route"]
@@ -327,6 +328,29 @@ def _decision(point: Point, v: _Verdict, subject: str, version: str, started: fl
     )  # fmt: skip
 
 
+_NAME_RULES = {"tool": "celgate:tool-name", "model": "celgate:model-name"}
+
+
+def _implausible_subject(request: RequestInfo, tool: ToolCall | None) -> str:
+    """The subject of a decision on an implausible name: the name, cut to a bounded length."""
+    return (tool.name if tool is not None else request.model)[:MAX_NAME_LENGTH]
+
+
+def _implausible_name(point: Point, request: RequestInfo, tool: ToolCall | None, defaults: Defaults) -> _Verdict | None:
+    """A denial, before any rule, of a tool or model name an app or upstream might read as another name."""
+    if tool is not None:
+        kind, problem = "tool", name_problem(tool.name)
+    elif point is Point.REQUEST and request.model:
+        kind, problem = "model", name_problem(request.model)
+    else:
+        return None
+    if problem is None:
+        return None
+    rule, reason = _NAME_RULES[kind], f"not a plausible {kind} name: {problem}"
+    message = defaults.deny_message.format(subject=_implausible_subject(request, tool), rule=rule, reason=reason)
+    return _Verdict(Effect.DENY, Mode.ENFORCE, rule, reason, Action.STRIP, (), (), message)
+
+
 def decide(
     policy: Snapshot,
     point: Point,
@@ -339,6 +363,9 @@ def decide(
     """Decide one point on the fast path (memoized plan, cached outcomes, one activation)."""
     started = perf_counter()
     tool_name = tool.name if tool is not None else ""
+    implausible = _implausible_name(point, request, tool, policy.defaults)
+    if implausible is not None:
+        return _decision(point, implausible, _implausible_subject(request, tool), policy.version, started)
     plan: Plan = policy.index.lookup(point, principal.id, request.model, request.agent or "", tool_name)
     outcomes: list[Outcome] = [True] * len(plan.rules)
     if plan.cached or plan.live:
@@ -396,7 +423,11 @@ def explain(
             outcomes.append(outcome)
         traces.append(_trace(rule, mismatched, outcome))
     subject = tool_name or request.model
-    verdict = _verdict(tuple(rules), tuple(outcomes), policy.defaults, subject)
+    verdict = _implausible_name(point, request, tool, policy.defaults) or _verdict(
+        tuple(rules), tuple(outcomes), policy.defaults, subject
+    )
+    if verdict.rule in _NAME_RULES.values():
+        subject = _implausible_subject(request, tool)
     return Explanation(_decision(point, verdict, subject, policy.version, started), tuple(traces))
 
 

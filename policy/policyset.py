@@ -13,6 +13,7 @@ from .candidates import CandidateIndex
 from .decision import Decision, Explanation
 from .errors import Problem
 from .evaluate import Plan, ResultCache, decide, explain, explain_route, open_route
+from .names import name_problem
 from .schema import ANONYMOUS, Defaults, Effect, Point, Principal, RequestInfo, Route, Rule, ToolCall
 
 __all__ = ["PolicySet", "iso_seconds"]
@@ -138,12 +139,15 @@ class PolicySet:
         A tool is usable when an allow rule's globs match it (its ``when`` is
         ignored), or when the default would not block it (``defaults.decision:
         allow`` or ``defaults.mode: dry-run``) — unless an enforcing deny rule
-        without ``when`` matches it. A tool under a dry-run deny stays.
+        without ``when`` matches it, or its name is not plausible (``names``).
+        A tool under a dry-run deny stays.
         """
         lookup = self.index.lookup
         agent = request.agent or ""
         return frozenset(
-            name for name in tool_names if lookup(Point.TOOL_CALL, principal.id, request.model, agent, name).usable
+            name
+            for name in tool_names
+            if name_problem(name) is None and lookup(Point.TOOL_CALL, principal.id, request.model, agent, name).usable
         )
 
     def __repr__(self) -> str:

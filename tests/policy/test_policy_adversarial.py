@@ -120,3 +120,63 @@ def test_a_rule_reading_only_the_raw_text_decides_on_it(tmp_path: Path, backend:
     policy = load(tmp_path, ONLY_LS, backend)
     assert decide(policy, "sql", "SELECT 1 {", "custom")[0] is Effect.ALLOW
     assert decide(policy, "sql", "SELECT \ud800", "custom")[0] is Effect.DENY  # not text CEL can hold: an error
+
+
+NO_SHELL = """\
+version: 1
+defaults: {decision: allow}
+rules:
+  - name: no-shell
+    on: tool_call
+    tools: ["shell.*"]
+    effect: deny
+  - name: no-o1
+    on: request
+    models: ["o1"]
+    effect: deny
+"""
+
+UNPLAUSIBLE_NAMES = {
+    "trailing space": "shell.exec ",
+    "leading tab": "\tshell.exec",
+    "NUL": "shell.exec\x00",
+    "newline": "shell.exec\n",
+    "zero-width space": "shell\u200b.exec",
+    "right-to-left override": "\u202eshell.exec",
+    "no-break space": "shell.exec\u00a0",
+    "fullwidth letters": "\uff53hell.exec",
+    "decomposed accent": "shell.exe\u0301c",
+    "a lone surrogate": "shell.exec\ud800",
+    "empty": "",
+    "too long": "shell." + "x" * 300,
+}
+
+
+@pytest.mark.parametrize("name", UNPLAUSIBLE_NAMES.values(), ids=UNPLAUSIBLE_NAMES.keys())
+def test_a_tool_name_an_app_might_normalise_is_denied(tmp_path: Path, name: str) -> None:
+    effect, mode, rule, message = decide(load(tmp_path, NO_SHELL, "cel-expr"), name, "{}")
+    assert (effect, mode, rule) == (Effect.DENY, Mode.ENFORCE, "celgate:tool-name")
+    assert "not a plausible tool name" in message
+
+
+@pytest.mark.parametrize(
+    "name", ["Shell.exec", "read_file", "mcp/server.tool", "a*b", "[x]", "what?", "\u043fоиск", "calc:add"]
+)
+def test_names_an_app_looks_up_exactly_are_decided_by_the_rules(tmp_path: Path, name: str) -> None:
+    """Globs are case-sensitive and metacharacters in a name are literal: ``Shell.exec`` is another tool."""
+    assert decide(load(tmp_path, NO_SHELL, "cel-expr"), name, "{}")[0] is Effect.ALLOW
+
+
+@pytest.mark.parametrize("model", ["o1 ", " o1", "o1\x00", "o1\u200b", "\uff4f1"])
+def test_a_model_name_an_upstream_might_normalise_is_denied(tmp_path: Path, model: str) -> None:
+    policy = load(tmp_path, NO_SHELL, "cel-expr")
+    decision = policy.check_request(ANONYMOUS, build_request({"model": model}))
+    assert (decision.effect, decision.mode, decision.rule) == (Effect.DENY, Mode.ENFORCE, "celgate:model-name")
+    explained = policy.explain(decision.point, ANONYMOUS, build_request({"model": model}), None).decision
+    assert (explained.effect, explained.rule) == (decision.effect, decision.rule)
+
+
+def test_offered_tools_with_such_names_are_not_usable(tmp_path: Path) -> None:
+    policy = load(tmp_path, NO_SHELL, "cel-expr")
+    usable = policy.usable_tools(ANONYMOUS, build_request({"model": "m"}), ["read_file", "read_file ", "shell.exec"])
+    assert usable == {"read_file"}

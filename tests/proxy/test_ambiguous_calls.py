@@ -1,5 +1,8 @@
 """Tool calls celgate cannot read one way never reach the app, on every wire format, with the real client.
 
+Names too: a deny rule on ``shell.*`` must not miss ``shell.exec `` (an app
+that strips the name would run ``shell.exec``), nor ``o1`` spelled ``o1 ``.
+
 The policy allows every call except ``read_file`` under ``/etc``, guarded
 with ``has()``: arguments read as ``{}`` would skip the guard. A model
 (prompt-injected) sends a repeated key whose last value is harmless; an app
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+import openai
 import pytest
 
 from tests.helpers import Celgate, OpenAIFactory
@@ -26,6 +30,14 @@ rules:
     when: 'has(tool.arguments.path) && tool.arguments.path.startsWith("/etc")'
     effect: deny
     reason: not /etc
+  - name: no-shell
+    on: tool_call
+    tools: ["shell.*"]
+    effect: deny
+  - name: no-o1
+    on: request
+    models: ["o1"]
+    effect: deny
 """
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -89,3 +101,25 @@ async def test_responses_function_calls(
         seen = json.dumps([item.model_dump() for item in final])
     assert [i.call_id for i in final if i.type == "function_call"] == ["c2"]
     assert "/etc/passwd" not in seen
+
+
+@pytest.mark.parametrize("name", [" shell.exec", "\tshell.exec", "shell\u200b.exec", "\uff53hell.exec"])
+async def test_a_name_an_app_might_normalise_is_stripped(
+    gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, name: str
+) -> None:
+    upstream.push(Script(json=completion(None, [("c1", name, "{}"), ("c2", "read_file", SAFE)])))
+    answer = await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+    assert [c.id for c in answer.choices[0].message.tool_calls or []] == ["c2"]
+    upstream.push(Script(json=rw.response_object([rw.function_call_item("c1", name, "{}")])))
+    output = (await oai(gate.url).responses.create(model="m", input="x")).output
+    assert [i for i in output if i.type == "function_call"] == []
+
+
+@pytest.mark.parametrize("model", ["o1 ", "o1\u200b"])
+async def test_a_model_name_an_upstream_might_normalise_is_refused(
+    gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, model: str
+) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        await oai(gate.url).chat.completions.create(model=model, messages=MESSAGES)  # type: ignore[arg-type]
+    assert "not a plausible model name" in str(denied.value)
+    assert upstream.requests == []
