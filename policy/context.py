@@ -59,7 +59,8 @@ FIELDS: tuple[Field, ...] = (
         "request.headers",
         "map(string, string)",
         "always",
-        "Request headers, lower-case names, auth headers removed.",
+        "Request headers, lower-case names, auth headers removed. A header sent twice with different values is "
+        "refused (400 `ambiguous_header`): the upstream might read the other one.",
         True,
     ),
     Field(

@@ -274,11 +274,16 @@ def _json_object(raw: bytes) -> dict[str, Any]:
 
 
 def _visible_headers(request: web.Request) -> dict[str, str]:
+    """``request.headers`` in CEL; a header sent twice with two values is a 400 (policy and upstream may differ)."""
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
         lowered = name.lower()
-        if lowered not in _SECRET_HEADERS:
-            headers[lowered] = value
+        if lowered not in _SECRET_HEADERS and headers.setdefault(lowered, value) != value:
+            raise BadRequest(
+                f"header {lowered!r} is sent twice with different values: send it once",
+                param=lowered,
+                code="ambiguous_header",
+            )
     return headers
 
 

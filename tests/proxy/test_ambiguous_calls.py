@@ -11,6 +11,7 @@ whose JSON parser keeps the first key would open ``/etc/passwd``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import openai
@@ -37,6 +38,10 @@ rules:
   - name: no-o1
     on: request
     models: ["o1"]
+    effect: deny
+  - name: not-the-secret-project
+    on: request
+    when: '"openai-project" in request.headers && request.headers["openai-project"] == "proj_secret"'
     effect: deny
 """
 
@@ -122,4 +127,28 @@ async def test_a_model_name_an_upstream_might_normalise_is_refused(
     with pytest.raises(openai.PermissionDeniedError) as denied:
         await oai(gate.url).chat.completions.create(model=model, messages=MESSAGES)  # type: ignore[arg-type]
     assert "not a plausible model name" in str(denied.value)
+    assert upstream.requests == []
+
+
+async def raw_post(gate: Celgate, headers: list[tuple[str, str]], body: bytes) -> tuple[int, bytes]:
+    """One POST with exactly these header lines (clients merge a repeated header); the status and the reply."""
+    host, port = gate.root.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    lines = [f"{name}: {value}" for name, value in [("Host", "x"), ("Content-Length", str(len(body))), *headers]]
+    head = "\r\n".join(["POST /v1/chat/completions HTTP/1.1", *lines, "Connection: close", "", ""])
+    writer.write(head.encode() + body)
+    reply = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return int(reply.split(b" ", 2)[1]), reply
+
+
+@pytest.mark.parametrize("second", ["proj_other", "proj_secret"])
+async def test_a_header_sent_twice_with_two_values_is_a_400(gate: Celgate, upstream: FakeUpstream, second: str) -> None:
+    """Policy would read one copy and the upstream another (``OpenAI-Project`` picks what is billed)."""
+    body = json.dumps({"model": "m", "messages": MESSAGES}).encode()
+    status, reply = await raw_post(gate, [("OpenAI-Project", "proj_secret"), ("openai-project", second)], body)
+    if second == "proj_secret":  # the same value twice reads one way: the rule decides
+        assert status == 403
+    else:
+        assert status == 400 and b"ambiguous_header" in reply
     assert upstream.requests == []
