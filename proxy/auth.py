@@ -52,8 +52,10 @@ def _key(name: str, value: str | None) -> str | None:
         return None
     if name != "Authorization":
         return value.strip() or None
-    scheme, _, key = value.partition(" ")
-    return (key.strip() or None) if scheme.lower() == "bearer" else value.strip()
+    parts = value.split(None, 1)  # any whitespace after the scheme: an upstream splitting so reads this key
+    if parts and parts[0].lower() == "bearer":
+        return parts[1].strip() if len(parts) == 2 else None
+    return value.strip() or None
 
 
 class Authenticator:

@@ -224,11 +224,26 @@ async def test_access_log_has_one_json_line_per_request(
     assert all(isinstance(e["duration_ms"], float) and e["duration_ms"] >= 0 for e in lines)
 
 
-@pytest.mark.parametrize("header", ["api-key", "x-api-key"])
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("api-key", ALICE_KEY),
+        ("x-api-key", ALICE_KEY),
+        ("Authorization", f"bearer {ALICE_KEY}"),
+        ("Authorization", f"Bearer  {ALICE_KEY}"),
+        ("Authorization", f"Bearer\t{ALICE_KEY}"),  # an upstream splitting on any whitespace reads alice's key
+        ("Authorization", ALICE_KEY),
+    ],
+)
 async def test_the_principal_comes_from_every_credential_header(
-    upstream: FakeUpstream, start_celgate: StartCelgate, http: aiohttp.ClientSession, tmp_path: Path, header: str
+    upstream: FakeUpstream,
+    start_celgate: StartCelgate,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    header: str,
+    value: str,
 ) -> None:
-    """A key sent Azure-style (api-key) or as x-api-key is the same principal as a bearer key: its limits hold."""
+    """A key in any header or spelling an upstream may honour is alice, not anonymous: her limits hold."""
     directory = tmp_path / "p"
     directory.mkdir()
     (directory / "p.yaml").write_text(
@@ -240,7 +255,7 @@ async def test_the_principal_comes_from_every_credential_header(
     )
     celgate = await start_celgate(upstream=upstream.base_url, no_policy=False, policies=directory)
     body = {"model": "big-model", "messages": MESSAGES}
-    async with http.post(celgate.url + "/chat/completions", json=body, headers={header: ALICE_KEY}) as response:
+    async with http.post(celgate.url + "/chat/completions", json=body, headers={header: value}) as response:
         assert response.status == 403  # alice, not anonymous
     assert upstream.requests == []
 
