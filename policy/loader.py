@@ -440,6 +440,9 @@ class _FileReader:
             self.problem(raw.line, raw.name, "`action` applies only to `on: tool_call` rules")
         elif "action" in fields and effect is Effect.ALLOW:
             self.problem(raw.line, raw.name, "`action` applies only to deny rules")
+        if fields.get("mode") is Mode.DRY_RUN and effect is Effect.ALLOW:
+            message = "`mode: dry-run` on an allow rule would allow for real (dry-run softens denials only)"
+            self.problem(raw.line, raw.name, message)
         return len(self._problems) == problems_before and point is not None and effect is not None
 
 

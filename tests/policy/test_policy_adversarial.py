@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from celgate.policy import ANONYMOUS, Effect, Mode, PolicySet, ToolCall, load_policies
+from celgate.policy import ANONYMOUS, Effect, Mode, PolicyLoadError, PolicySet, ToolCall, load_policies
 from celgate.policy.backends import BACKENDS
 from celgate.policy.cli import build_request
 from tests.helpers import write_yaml
@@ -180,3 +180,14 @@ def test_offered_tools_with_such_names_are_not_usable(tmp_path: Path) -> None:
     policy = load(tmp_path, NO_SHELL, "cel-expr")
     usable = policy.usable_tools(ANONYMOUS, build_request({"model": "m"}), ["read_file", "read_file ", "shell.exec"])
     assert usable == {"read_file"}
+
+
+def test_an_allow_rule_in_dry_run_is_a_load_error(tmp_path: Path) -> None:
+    """Dry-run softens denials only: an allow rule marked dry-run would allow for real while its author trials it."""
+    write_yaml(tmp_path, "version: 1\nrules: [{name: trial, on: request, effect: allow, mode: dry-run}]\n")
+    with pytest.raises(PolicyLoadError) as caught:
+        load_policies(tmp_path)
+    [problem] = caught.value.problems
+    assert problem.rule == "trial" and "would allow for real" in problem.message
+    write_yaml(tmp_path, "version: 1\ndefaults: {mode: dry-run}\nrules: [{name: a, on: request, effect: allow}]\n")
+    assert load_policies(tmp_path).rules[0].mode is Mode.DRY_RUN  # a set in dry-run: everything passes anyway
