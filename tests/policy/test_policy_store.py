@@ -94,6 +94,26 @@ def test_status_shape(tmp_path: Path) -> None:
     assert status["last_error"] is None and status["reloads"] == {"ok": 0, "error": 0}
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "version: 1\nrules:\n  - {name: a, on: request, effect: allow, wen: 'false'}\n",  # a typo of `when`
+        "version: 1\nrules:\n  - {name: a, on: request, effect: allow, when: 'tool.name == \"x\"'}\n",
+        "version: 1\nrules:\n  - {name: a, on: request, effect: allow, when: 'lowerAscii(\"A\") == \"a\"'}\n",
+        "version: 1\nrules:\n  - {name: a, on: request, effect: allow, mode: dry-run}\n",
+        None,  # every policy file removed
+    ],
+)
+def test_an_edit_that_parses_but_does_not_lint_keeps_the_last_good_set(tmp_path: Path, edit: str | None) -> None:
+    store = make_store(tmp_path)
+    good = store.current
+    if edit is None:
+        (tmp_path / "policy.yaml").unlink()
+    else:
+        (tmp_path / "policy.yaml").write_text(edit)
+    assert not store.reload().ok and store.current is good and allowed(store, "gpt-4o")
+
+
 def test_a_vanished_directory_keeps_the_last_good_set(tmp_path: Path) -> None:
     store = make_store(tmp_path / "policies")
     good = store.current
