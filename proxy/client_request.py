@@ -213,19 +213,17 @@ def _has_type(value: Any, types: tuple[type, ...]) -> bool:
 def json_body_or_none(raw: bytes) -> dict[str, Any] | None:
     """A passthrough body as JSON when it is a JSON object, for policy input, whatever its Content-Type says.
 
-    A body that is not JSON gives None (policy sees no model); one that is
-    JSON but ambiguous (a repeated key) is refused like on a governed route.
+    A body that does not start like a JSON object gives None (policy sees no
+    model). One that does (after whitespace or a byte order mark) must be
+    exactly one JSON object, else it is refused like on a governed route: a
+    lenient upstream reads the model of a body with a BOM, ``NaN`` or data after
+    the object, which policy would have seen as "no model".
     """
     if raw.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")) or b"\x00" in raw[:4]:
         raise BadRequest("request body is JSON in UTF-16 or UTF-32: send UTF-8", code="invalid_json")
-    if not raw or raw.lstrip()[:1] != b"{":
+    if raw.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()[:1] != b"{":
         return None
-    try:
-        return _json_object(raw)
-    except BadRequest as exc:
-        if exc.code == "duplicate_key":
-            raise
-        return None
+    return _json_object(raw)
 
 
 async def passthrough_fields(request: web.Request, raw: bytes) -> dict[str, Any] | None:
@@ -254,7 +252,12 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return value
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+def _no_constant(name: str) -> Any:
+    """``NaN`` and ``Infinity`` are not JSON: upstreams refuse or read them their own way, and rules compare wrongly."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

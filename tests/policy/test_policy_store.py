@@ -99,7 +99,7 @@ def test_status_shape(tmp_path: Path) -> None:
     [
         "version: 1\nrules:\n  - {name: a, on: request, effect: allow, wen: 'false'}\n",  # a typo of `when`
         "version: 1\nrules:\n  - {name: a, on: request, effect: allow, when: 'tool.name == \"x\"'}\n",
-        "version: 1\nrules:\n  - {name: a, on: request, effect: allow, when: 'lowerAscii(\"A\") == \"a\"'}\n",
+        'version: 1\nrules:\n  - {name: a, on: request, effect: allow, when: \'lowerAscii("A") == "a"\'}\n',
         "version: 1\nrules:\n  - {name: a, on: request, effect: allow, mode: dry-run}\n",
         None,  # every policy file removed
     ],

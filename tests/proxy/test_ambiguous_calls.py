@@ -39,6 +39,10 @@ rules:
     on: request
     models: ["o1"]
     effect: deny
+  - name: no-big-embeddings
+    on: request
+    models: ["text-embedding-3-large"]
+    effect: deny
   - name: not-the-secret-project
     on: request
     when: '"openai-project" in request.headers && request.headers["openai-project"] == "proj_secret"'
@@ -130,12 +134,14 @@ async def test_a_model_name_an_upstream_might_normalise_is_refused(
     assert upstream.requests == []
 
 
-async def raw_post(gate: Celgate, headers: list[tuple[str, str]], body: bytes) -> tuple[int, bytes]:
+async def raw_post(
+    gate: Celgate, headers: list[tuple[str, str]], body: bytes, path: str = "/v1/chat/completions"
+) -> tuple[int, bytes]:
     """One POST with exactly these header lines (clients merge a repeated header); the status and the reply."""
     host, port = gate.root.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     lines = [f"{name}: {value}" for name, value in [("Host", "x"), ("Content-Length", str(len(body))), *headers]]
-    head = "\r\n".join(["POST /v1/chat/completions HTTP/1.1", *lines, "Connection: close", "", ""])
+    head = "\r\n".join([f"POST {path} HTTP/1.1", *lines, "Connection: close", "", ""])
     writer.write(head.encode() + body)
     reply = await asyncio.wait_for(reader.read(), 10)
     writer.close()
@@ -151,4 +157,32 @@ async def test_a_header_sent_twice_with_two_values_is_a_400(gate: Celgate, upstr
         assert status == 403
     else:
         assert status == 400 and b"ambiguous_header" in reply
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+async def test_a_body_with_a_non_json_number_is_a_400(gate: Celgate, upstream: FakeUpstream, constant: str) -> None:
+    """``NaN > 1.0`` is false in CEL, so a rule capping ``temperature`` would pass it; strict upstreams refuse it."""
+    body = f'{{"model": "m", "messages": [], "temperature": {constant}}}'.encode()
+    status, reply = await raw_post(gate, [("Content-Type", "application/json")], body)
+    assert status == 400 and b"invalid_json" in reply
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        # Python upstreams read bytes with a BOM: so does celgate, and the model is decided
+        (b'\xef\xbb\xbf{"model": "text-embedding-3-large", "input": "x"}', 403, b"policy_denied"),
+        (b'{"model": "text-embedding-3-large", "input": "x"} trailing', 400, b"invalid_json"),  # Go reads one value
+        (b'{"model": "text-embedding-3-large", "input": "x", "dimensions": NaN}', 400, b"invalid_json"),
+        (b'{"model": "text-embedding-3-large", "input": "x"', 400, b"invalid_json"),  # cut short
+    ],
+)
+async def test_a_tool_free_body_that_is_almost_json_is_decided_or_refused(
+    gate: Celgate, upstream: FakeUpstream, body: bytes, status: int, code: bytes
+) -> None:
+    """Read as "no model", it passed rules on the model while a lenient upstream read the denied one."""
+    answer, reply = await raw_post(gate, [("Content-Type", "application/json")], body, "/v1/embeddings")
+    assert answer == status and code in reply
     assert upstream.requests == []

@@ -82,7 +82,8 @@ def assert_forwarded_once(upstream: RawUpstream, target: str, body: bytes) -> Ra
     ("path", "content_type", "decoded"),
     [
         ("/chat/completions", "application/json", chat_json()),
-        ("/embeddings", "application/json", b'{"input": "x", "model": "m"}' + SMUGGLED),
+        # the decoded body must be one JSON object (data after it is a 400): the request rides in a string
+        ("/embeddings", "application/json", json.dumps({"input": SMUGGLED.decode() * 4, "model": "m"}).encode()),
         ("/files", "application/octet-stream", b"A" * 64 + SMUGGLED),
         ("/audio/transcriptions", "multipart/form-data; boundary=x", b"--x\r\n\r\n" + SMUGGLED),
     ],
