@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -144,10 +145,20 @@ def principal_variables(principal: Principal) -> dict[str, Any]:
     return {**principal.attributes, "id": principal.id}
 
 
+_OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def _largest_output_limit(scalars: Mapping[str, Any]) -> dict[str, Any]:
+    """``max_tokens``: the largest output limit under any name an upstream reads, so no other name dodges a cap."""
+    limits: list[float] = [v for v in map(scalars.get, _OUTPUT_LIMITS) if type(v) is int or type(v) is float]
+    return {"max_tokens": max(limits)} if limits else {}
+
+
 def request_variables(request: RequestInfo) -> dict[str, Any]:
     """Body scalars first, so the documented fields win over a body field of the same name."""
     variables: dict[str, Any] = {
         **request.scalars,
+        **_largest_output_limit(request.scalars),
         "model": request.model,
         "agent": request.agent or "",
         "stream": request.stream,

@@ -325,10 +325,7 @@ def request_info(request: web.Request, body: Mapping[str, Any] | None, agent: st
 
 
 def _scalars(body: Mapping[str, Any]) -> dict[str, Any]:
-    scalars = {k: v for k, v in body.items() if isinstance(v, _SCALARS) and k not in ("model", "stream", "user")}
-    if "max_output_tokens" in scalars and "max_tokens" not in scalars:  # one name for rules on both APIs
-        scalars["max_tokens"] = scalars["max_output_tokens"]
-    return scalars
+    return {k: v for k, v in body.items() if isinstance(v, _SCALARS) and k not in ("model", "stream", "user")}
 
 
 def _strings(value: Any) -> list[str]:

@@ -191,3 +191,22 @@ def test_an_allow_rule_in_dry_run_is_a_load_error(tmp_path: Path) -> None:
     assert problem.rule == "trial" and "would allow for real" in problem.message
     write_yaml(tmp_path, "version: 1\ndefaults: {mode: dry-run}\nrules: [{name: a, on: request, effect: allow}]\n")
     assert load_policies(tmp_path).rules[0].mode is Mode.DRY_RUN  # a set in dry-run: everything passes anyway
+
+
+@pytest.mark.parametrize(
+    ("body", "blocked"),
+    [
+        ({"max_tokens": 5000}, True),
+        ({"max_completion_tokens": 5000}, True),
+        ({"max_output_tokens": 5000}, True),
+        ({"max_tokens": 10, "max_output_tokens": 5000}, True),
+        ({"max_tokens": 10, "max_completion_tokens": 10.5}, False),
+    ],
+)
+def test_request_max_tokens_is_the_largest_output_limit(tmp_path: Path, body: dict[str, object], blocked: bool) -> None:
+    """The CLI and the proxy share this reading (``request_variables``)."""
+    cap = "version: 1\ndefaults: {decision: allow}\nrules:\n  - name: cap\n    on: request\n"
+    cap += "    when: has(request.max_tokens) && request.max_tokens > 1000\n"
+    cap += "    effect: deny\n"
+    policy = load(tmp_path, cap, "cel-expr")
+    assert policy.check_request(ANONYMOUS, build_request({"model": "m", **body})).blocked is blocked

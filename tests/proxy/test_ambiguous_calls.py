@@ -39,6 +39,10 @@ rules:
     on: request
     models: ["o1"]
     effect: deny
+  - name: cap-max-tokens
+    on: request
+    when: has(request.max_tokens) && request.max_tokens > 1000
+    effect: deny
   - name: no-big-embeddings
     on: request
     models: ["text-embedding-3-large"]
@@ -185,4 +189,21 @@ async def test_a_tool_free_body_that_is_almost_json_is_decided_or_refused(
     """Read as "no model", it passed rules on the model while a lenient upstream read the denied one."""
     answer, reply = await raw_post(gate, [("Content-Type", "application/json")], body, "/v1/embeddings")
     assert answer == status and code in reply
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_completion_tokens": 5000},  # chat's current name for max_tokens
+        {"max_tokens": 10, "max_completion_tokens": 5000},
+        {"max_tokens": 10, "max_output_tokens": 5000},  # the Responses API reads max_output_tokens
+    ],
+)
+async def test_every_name_of_the_output_limit_is_request_max_tokens(
+    gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory, limits: dict[str, int]
+) -> None:
+    """``request.max_tokens`` is the largest limit the body sets under any name an upstream reads."""
+    with pytest.raises(openai.PermissionDeniedError):
+        await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, extra_body=limits)  # type: ignore[arg-type]
     assert upstream.requests == []
