@@ -366,6 +366,12 @@ TOOL_POLICY = """\
         when: tool.source == "agent"
         effect: deny
         reason: too dangerous
+      - name: no-prod-items
+        on: tool_call
+        tools: ["safe_tool"]
+        when: tool.source == "agent" && has(tool.arguments.item) && tool.arguments.item == "prod"
+        effect: deny
+        reason: not prod
 """
 DENIAL = "celgate: danger_tool denied by policy (no-danger): too dangerous"
 THREE_CALLS = [
@@ -439,6 +445,27 @@ async def test_a_denied_tool_never_runs_and_the_model_sees_the_denial(
     assert denial["source"] == "agent" and denial["tool_call_id"] == "call_danger"
     assert denial["request_id"] == "req-tools-1" and denial["principal"] == "anonymous"
     assert "arguments" not in denial  # audit_arguments is off
+
+
+async def test_an_agent_tool_call_with_a_repeated_key_never_runs(
+    toolbox: tuple[Celgate, Path, Path], upstream: FakeUpstream, oai: OpenAIFactory
+) -> None:
+    """The SDK keeps the last ``item``, another app the first: ``no-prod-items`` reads it, so it fails and denies.
+
+    It is a candidate at the upstream point too (its ``when`` is not evaluated on unreadable arguments), so the
+    call is stripped from the agent's own model reply: the agent never sees it, and says why.
+    """
+    celgate, effects, _ = toolbox
+    twice = [("call_twice", "safe_tool", '{"item": "prod", "item": "apple"}')]
+    upstream.push(Script(json=completion(None, twice)))
+    reply = await oai(celgate.url).chat.completions.create(
+        model="Toolbox", messages=[{"role": "user", "content": "Go"}]
+    )
+    assert not effects.exists() or effects.read_text() == ""
+    assert "(the tool arguments are not one unambiguous JSON object: duplicate key 'item')" in (
+        reply.choices[0].message.content or ""
+    )
+    assert len(upstream.requests) == 1
 
 
 async def test_governed_tools_on_a_stream_show_calls_results_and_the_denial(
