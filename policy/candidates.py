@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Generic, TypeVar
 
-from .schema import Point, Route, Rule
+from .schema import Effect, Point, Route, Rule
 
 __all__ = ["CandidateIndex", "mismatched_lists", "mismatched_route_lists"]
 
@@ -23,17 +23,23 @@ def mismatched_lists(rule: Rule, principal_id: str, model: str, agent: str, tool
     """Names of the rule's glob lists that do not match; empty means the rule is a candidate.
 
     A rule with an ``agents`` list never matches a request that has no agent (``agent == ""``).
+    A tool call without a model (a stored object read back: the read names none) meets every
+    ``tool_call`` deny rule whatever its ``models``, since the model that made the call is unknown.
     """
     failed = []
     if rule.principals is not None and not rule.principals.matches(principal_id):
         failed.append("principals")
-    if rule.models is not None and not rule.models.matches(model):
+    if rule.models is not None and not (rule.models.matches(model) or _unknown_model_denies(rule, model)):
         failed.append("models")
     if rule.agents is not None and not (agent and rule.agents.matches(agent)):
         failed.append("agents")
     if rule.tools is not None and not rule.tools.matches(tool):
         failed.append("tools")
     return tuple(failed)
+
+
+def _unknown_model_denies(rule: Rule, model: str) -> bool:
+    return not model and rule.point is Point.TOOL_CALL and rule.effect is Effect.DENY
 
 
 def mismatched_route_lists(route: Route, principal_id: str, method: str, path: str) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from celgate.policy import ANONYMOUS, Effect, Mode, PolicyLoadError, PolicySet, ToolCall, load_policies
+from celgate.policy import ANONYMOUS, Effect, Mode, Point, PolicyLoadError, PolicySet, ToolCall, load_policies
 from celgate.policy.backends import BACKENDS
 from celgate.policy.cli import build_request
 from tests.helpers import write_yaml
@@ -210,3 +210,24 @@ def test_request_max_tokens_is_the_largest_output_limit(tmp_path: Path, body: di
     cap += "    effect: deny\n"
     policy = load(tmp_path, cap, "cel-expr")
     assert policy.check_request(ANONYMOUS, build_request({"model": "m", **body})).blocked is blocked
+
+
+def test_a_tool_call_without_a_model_meets_every_deny_rule_scoped_by_model(tmp_path: Path) -> None:
+    """A stored object read back names no model: the deny that applies to the model that made the call applies."""
+    text = """\
+version: 1
+defaults: {decision: allow}
+rules:
+  - {name: gpt-runs-nothing, on: tool_call, models: ["gpt-*"], tools: ["run_*"], effect: deny}
+  - {name: o3-may-run, on: tool_call, models: ["o3"], tools: ["run_*"], effect: allow}
+  - {name: gpt-requests, on: request, models: ["gpt-*"], effect: deny}
+"""
+    policy = load(tmp_path, text, "cel-expr")
+    stored = ToolCall("run_cmd", "{}", "c1", "stored")
+    for model, rule in (("", "gpt-runs-nothing"), ("gpt-4o", "gpt-runs-nothing"), ("o3", "o3-may-run")):
+        spec = {"path": "/v1/responses/resp_1", "method": "GET"}
+        info = build_request({**spec, "model": model} if model else spec)
+        assert policy.check_tool_call(ANONYMOUS, info, stored).rule == rule
+        assert policy.explain(Point.TOOL_CALL, ANONYMOUS, info, stored).decision.rule == rule
+    files = build_request({"path": "/v1/files", "method": "GET"})
+    assert not policy.check_request(ANONYMOUS, files).blocked  # only tool calls: a read without a model passes

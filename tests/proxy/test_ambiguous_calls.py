@@ -39,6 +39,11 @@ rules:
     on: request
     models: ["o1"]
     effect: deny
+  - name: gpt-4o-runs-nothing
+    on: tool_call
+    models: ["gpt-4o*"]
+    tools: ["run_*"]
+    effect: deny
   - name: cap-max-tokens
     on: request
     when: has(request.max_tokens) && request.max_tokens > 1000
@@ -207,3 +212,23 @@ async def test_every_name_of_the_output_limit_is_request_max_tokens(
     with pytest.raises(openai.PermissionDeniedError):
         await oai(gate.url).chat.completions.create(model="m", messages=MESSAGES, extra_body=limits)  # type: ignore[arg-type]
     assert upstream.requests == []
+
+
+async def test_a_stored_call_meets_model_scoped_deny_rules(
+    gate: Celgate, upstream: FakeUpstream, oai: OpenAIFactory
+) -> None:
+    """A read back carries no model (``request.model == ""``): a deny rule's ``models`` list matches it.
+
+    A background response is polled with ``GET /v1/responses/{id}`` and the app runs the calls it finds.
+    """
+    run = rw.function_call_item("c1", "run_cmd", '{"cmd": "id"}')
+    upstream.push(Script(json=rw.response_object([run], model="gpt-4o")))
+    assert [
+        i for i in (await oai(gate.url).responses.create(model="gpt-4o", input="x")).output if i.type != "message"
+    ] == []
+    upstream.push(Script(json=rw.response_object([run], id="resp_bg", model="gpt-4o-2024-08-06")))
+    stored = await oai(gate.url).responses.retrieve("resp_bg")
+    assert [i for i in stored.output if i.type == "function_call"] == []
+    upstream.push(Script(json=completion(None, [("c1", "run_cmd", "{}")])))
+    stored_chat = await oai(gate.url).chat.completions.retrieve("chatcmpl-fake")
+    assert stored_chat.choices[0].message.tool_calls in (None, [])
