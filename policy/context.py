@@ -9,6 +9,7 @@ verbatim; a test keeps the two in sync.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -192,6 +193,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """``1e400`` overflows to infinity in Python and JavaScript, and is an error in Go: no one reading."""
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     value = dict(pairs)
     if len(value) != len(pairs):
@@ -200,7 +209,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return value
 
 
-_DECODER = json.JSONDecoder(parse_int=_json_int, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+_DECODER = json.JSONDecoder(
+    parse_int=_json_int, parse_float=_finite_float, parse_constant=_no_constant, object_pairs_hook=_unique_keys
+)
 
 
 def _is_text(value: Any) -> bool:

@@ -52,6 +52,7 @@ UNREADABLE = {
     "a byte order mark": '\ufeff{"path": "/etc/passwd"}',
     "NaN": '{"path": "/etc/passwd", "n": NaN}',
     "Infinity": '{"path": "/etc/passwd", "n": -Infinity}',
+    "a number out of range": '{"path": "/etc/passwd", "n": -1e400}',
     "a lone surrogate": '{"path": "/etc/passwd\\ud800"}',
     "a raw lone surrogate": '{"path": "/etc/passwd\ud800"}',
     "deep nesting": '{"path": "/etc/passwd", "a": ' + "[" * 100_000 + "]" * 100_000 + "}",
