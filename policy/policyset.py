@@ -48,6 +48,7 @@ class PolicySet:
         self.unrouted = unrouted  # what happens to an ungoverned path no route opens
         self.principals = principals  # id -> principal, every declared one
         self._keys = keys  # sha256 hex of a key -> principal
+        self._known: dict[str, Principal] = {}  # key -> its declared principal, hashed once per snapshot
         self.defaults = defaults
         self.engine = engine
         self.backend = engine.name if engine is not None else "none"
@@ -69,10 +70,19 @@ class PolicySet:
         )  # fmt: skip
 
     def resolve_principal(self, api_key: str | None) -> Principal:
-        """The principal whose key hashes to sha256(api_key); ANONYMOUS for none or an unknown key."""
-        if not api_key:
+        """The principal whose key hashes to sha256(api_key); ANONYMOUS for none or an unknown key.
+
+        A declared principal's key is hashed once per snapshot (at most one key per declared hash is kept);
+        unknown keys are hashed every time, so a client sending random keys grows nothing.
+        """
+        if not api_key or not self._keys:
             return ANONYMOUS
-        return self._keys.get(hashlib.sha256(api_key.encode()).hexdigest(), ANONYMOUS)
+        principal = self._known.get(api_key)
+        if principal is None:
+            principal = self._keys.get(hashlib.sha256(api_key.encode()).hexdigest(), ANONYMOUS)
+            if principal is not ANONYMOUS:
+                self._known[api_key] = principal
+        return principal
 
     def check_request(self, principal: Principal, request: RequestInfo, *, now: datetime | None = None) -> Decision:
         return decide(self, Point.REQUEST, principal, request, now=now)

@@ -296,32 +296,36 @@ def request_info(request: web.Request, body: Mapping[str, Any] | None, agent: st
     model = body.get("model")
     user = body.get("user")
     metadata = body.get("metadata")
-    offered = offered_tools(body)
-    info = RequestInfo(
-        model=model if isinstance(model, str) else "",
+    offered = offered_tools(body) if "tools" in body or "functions" in body else []
+    headers = _visible_headers(request)
+    scalars = _scalars(body)
+    model = model if isinstance(model, str) else ""
+    user = user if isinstance(user, str) else None
+    metadata = metadata if isinstance(metadata, dict) else None
+    texts = [model, *headers, *headers.values()]
+    texts += [value for value in scalars.values() if isinstance(value, str)]
+    if user:
+        texts.append(user)
+    if agent:
+        texts.append(agent)
+    if metadata:
+        texts += _strings(metadata)
+    for tool in offered:
+        texts += [value for value in tool.definition.values() if isinstance(value, str)]  # holds the name
+    _readable(texts)
+    return RequestInfo(
+        model=model,
         agent=agent,
         stream=body.get("stream") is True,
         path=request.path,
-        headers=_visible_headers(request),
+        headers=headers,
         tools=tuple(tool.name for tool in offered),
-        scalars=_scalars(body),
-        user=user if isinstance(user, str) else None,
-        metadata=metadata if isinstance(metadata, dict) else None,
+        scalars=scalars,
+        user=user,
+        metadata=metadata,
         tool_definitions=tuple(tool.definition for tool in offered),
         method=request.method,
     )
-    _readable(
-        info.model,
-        info.user,
-        info.agent,
-        *info.tools,
-        *info.headers.values(),
-        *info.headers,
-        *(v for v in info.scalars.values() if isinstance(v, str)),
-        *_strings(info.metadata),
-        *(v for d in info.tool_definitions for v in d.values() if isinstance(v, str)),
-    )
-    return info
 
 
 def _scalars(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -338,9 +342,9 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def _readable(*texts: str | None) -> None:
+def _readable(texts: list[str]) -> None:
     """Refuse text CEL cannot hold (lone surrogates from JSON escapes, undecodable header bytes)."""
-    joined = "".join([text for text in texts if text])
+    joined = "".join(texts)
     if joined.isascii():
         return
     try:

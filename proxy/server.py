@@ -33,16 +33,24 @@ log = logging.getLogger("celgate")
 _SHUTDOWN_SECONDS = 5.0
 _IDLE_KEEPALIVE_SECONDS = 75.0  # as nginx: a kept-alive connection with nothing to do is closed
 DEFAULT_HEAD_TIMEOUT = 30.0
+_EARLY = 0.001  # a timer may fire this much before its time (the loop's clock resolution)
 
 
 class _GuardedHandler(RequestHandler):
-    """aiohttp's request handler with a deadline on every request head, and OpenAI-shaped parse errors."""
+    """aiohttp's request handler with a deadline on every request head, and OpenAI-shaped parse errors.
+
+    One timer per connection, re-armed lazily as aiohttp's own keep-alive
+    timer is: a request moves the deadline (two float stores), and the timer,
+    when it fires early, sleeps again until the current deadline. A timer per
+    request (schedule, cancel) costs more than the rest of this class.
+    """
 
     head_timeout = DEFAULT_HEAD_TIMEOUT
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None  # None: no head is awaited (a request is being handled)
         self._heads = 0
         self._arm()
 
@@ -50,14 +58,18 @@ class _GuardedHandler(RequestHandler):
         super().data_received(data)
         if self._request_count != self._heads:  # a request head is complete
             self._heads = self._request_count
-            self._disarm()
+            self._head_deadline = None
 
     def log_access(self, request: BaseRequest, response: web.StreamResponse, time: float | None) -> None:
         super().log_access(request, response, time)
         self._arm()  # a response finished: the next head has its own deadline
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm()
+        self._head_deadline = None
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
         super().connection_lost(exc)
 
     def handle_error(
@@ -75,18 +87,20 @@ class _GuardedHandler(RequestHandler):
         )
 
     def _arm(self) -> None:
-        self._disarm()
-        self._head_timer = self._loop.call_later(self.head_timeout, self._head_too_slow)
+        if self.transport is None:
+            return  # the connection is gone
+        self._head_deadline = deadline = self._loop.time() + self.head_timeout
+        if self._head_timer is None:
+            self._head_timer = self._loop.call_at(deadline, self._head_check)
 
-    def _disarm(self) -> None:
-        timer = getattr(self, "_head_timer", None)
-        if timer is not None:
-            timer.cancel()
-            self._head_timer = None
-
-    def _head_too_slow(self) -> None:
+    def _head_check(self) -> None:
         self._head_timer = None
-        if self._request_count == self._heads:
+        deadline = self._head_deadline
+        if deadline is None:
+            return  # a request is in hand; the next _arm starts a timer
+        if self._loop.time() < deadline - _EARLY:
+            self._head_timer = self._loop.call_at(deadline, self._head_check)
+        elif self._request_count == self._heads:
             self.force_close()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -169,8 +169,7 @@ class Upstream:
     async def close(self) -> None:
         self._pool.close()
 
-    @asynccontextmanager
-    async def request(
+    def request(
         self,
         method: str,
         v1_path: str,
@@ -178,19 +177,14 @@ class Upstream:
         body: bytes | StreamedBody | None = None,
         query: str = "",
         base_url: str | None = None,
-    ) -> AsyncIterator[UpstreamResponse]:
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
         """Open one upstream response; its connection goes back to the pool (or is closed) on exit.
 
         ``v1_path`` and ``query`` are forwarded as the client sent them (still percent-encoded).
         """
         origin, base_path = self._origin(base_url.rstrip("/") if base_url else self.base_url)
         target = base_path + (v1_path[3:] if v1_path.startswith("/v1") else v1_path) + (f"?{query}" if query else "")
-        with _translated:
-            pooled = await self._pool.send(method, origin, target or "/", headers, body)
-        try:
-            yield UpstreamResponse(pooled, self._limits)
-        finally:
-            self._pool.release(pooled, origin)
+        return _OpenResponse(self._pool, self._limits, origin, method, target or "/", headers, body)
 
     async def probe(self) -> bool:
         """True if the upstream accepts TCP connections (for /readyz)."""
@@ -212,6 +206,38 @@ class Upstream:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             known = self._origins[base_url] = (Origin(parts.scheme, parts.hostname, port), parts.path.rstrip("/"))
         return known
+
+
+class _OpenResponse:
+    """One request on the pool, as an async context manager (a class: cheaper than ``@asynccontextmanager``)."""
+
+    __slots__ = ("_args", "_limits", "_origin", "_pool", "_pooled")
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        limits: UpstreamLimits,
+        origin: Origin,
+        method: str,
+        target: str,
+        headers: CIMultiDict[str],
+        body: bytes | StreamedBody | None,
+    ) -> None:
+        self._pool = pool
+        self._limits = limits
+        self._origin = origin
+        self._args = (method, target, headers, body)
+        self._pooled: PooledResponse | None = None
+
+    async def __aenter__(self) -> UpstreamResponse:
+        method, target, headers, body = self._args
+        with _translated:
+            self._pooled = await self._pool.send(method, self._origin, target, headers, body)
+        return UpstreamResponse(self._pooled, self._limits)
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self._pooled is not None:
+            self._pool.release(self._pooled, self._origin)
 
 
 FAULTS = (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError, OSError, TimeoutError)
