@@ -13,7 +13,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from .schema import Principal, RequestInfo, ToolCall
@@ -21,6 +20,7 @@ from .schema import Principal, RequestInfo, ToolCall
 __all__ = [
     "FIELDS",
     "LONE_SURROGATE",
+    "NOW_SECOND",
     "PER_CALL_FIELDS",
     "ROOTS",
     "UNREADABLE",
@@ -30,10 +30,12 @@ __all__ = [
     "read_arguments",
     "request_variables",
     "tool_variables",
-    "utc_now",
 ]
 
 ROOTS = frozenset({"principal", "request", "tool", "now"})
+# The cache path of a rule that reads ``now`` only through accessors constant within a second:
+# its outcome is keyed by the second (``now`` has no fields, so no real path can collide).
+NOW_SECOND = ("now", "second")
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +272,3 @@ def tool_variables(tool: ToolCall, arguments: dict[str, Any] | None = None) -> d
         "type": tool.type,
         "server": tool.server,
     }
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

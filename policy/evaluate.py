@@ -28,8 +28,8 @@ does not depend on ``PolicySet``, which builds on it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from time import perf_counter
+from datetime import UTC, datetime
+from time import perf_counter, time
 from typing import Any, NamedTuple, Protocol
 
 from .backends import Backend
@@ -41,7 +41,6 @@ from .context import (
     read_arguments,
     request_variables,
     tool_variables,
-    utc_now,
 )
 from .decision import Decision, Explanation, RuleTrace
 from .errors import CelEvalError
@@ -239,9 +238,23 @@ def _freeze(value: Any) -> Any:
 
 
 class _Inputs:
-    """One decision's CEL variables, each built on first use."""
+    """One decision's CEL variables, each built on first use.
 
-    __slots__ = ("_arguments_problem", "_backend", "_full", "_now", "_principal", "_request", "_roots", "_tool")
+    ``now`` is read from one clock reading, so the second a cached outcome is keyed by (``second``)
+    is the second of the ``now`` its rules were evaluated with.
+    """
+
+    __slots__ = (
+        "_arguments_problem",
+        "_backend",
+        "_clock",
+        "_full",
+        "_now",
+        "_principal",
+        "_request",
+        "_roots",
+        "_tool",
+    )
 
     def __init__(
         self,
@@ -256,9 +269,18 @@ class _Inputs:
         self._request = request
         self._tool = tool
         self._now = now
+        self._clock: float | None = None
         self._roots: dict[str, Any] = {}
         self._full: Any = None
         self._arguments_problem: str | None = None
+
+    def second(self) -> Any:
+        """The key of ``now``'s second, for outcomes cached per second."""
+        if self._now is not None:
+            return self._now.replace(microsecond=0)
+        if self._clock is None:
+            self._clock = time()
+        return int(self._clock)
 
     def root(self, name: str) -> Any:
         variables = self._roots.get(name)
@@ -268,7 +290,9 @@ class _Inputs:
             elif name == "request":
                 variables = request_variables(self._request)
             elif name == "now":
-                variables = self._now or utc_now()
+                if self._now is None and self._clock is None:
+                    self._clock = time()
+                variables = self._now or datetime.fromtimestamp(self._clock or 0.0, UTC)
             else:
                 assert self._tool is not None, "request rules cannot read tool (the loader rejects them)"
                 arguments, self._arguments_problem = read_arguments(self._tool.raw_arguments, self._tool.type)
@@ -310,6 +334,9 @@ def _run(entry: Rule | Route, activation: Any) -> Outcome:
 def _cached_outcomes(plan: Plan, inputs: _Inputs, cache: ResultCache) -> tuple[Outcome, ...]:
     parts: list[Any] = [plan.cache_id]
     for root, fields in plan.key_fields:
+        if root == "now":  # the one field of now is NOW_SECOND
+            parts.append(inputs.second())
+            continue
         variables = inputs.root(root)
         parts += [_freeze(variables.get(name, _MISSING)) for name in fields]
     key = tuple(parts)

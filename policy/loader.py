@@ -34,7 +34,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .backends import DEFAULT_BACKEND, VARIABLES, Backend, Program, get_backend
-from .context import PER_CALL_FIELDS, ROOTS
+from .context import NOW_SECOND, PER_CALL_FIELDS, ROOTS
 from .errors import CelCompileError, PolicyLoadError, Problem
 from .globs import GlobList
 from .policyset import PolicySet
@@ -549,10 +549,14 @@ def _compile_when(source: str, point: Point, engine: Backend) -> tuple[Program, 
 
 
 def _cache_paths(refs: References) -> tuple[tuple[str, str], ...] | None:
-    """The (root, field) pairs a rule's outcome depends on, or None when it reads per-call data."""
-    if not refs.complete or refs.whole or refs.reads("now") or refs.fields & PER_CALL_FIELDS:
+    """The (root, field) pairs a rule's outcome depends on, or None when it reads per-call data.
+
+    ``now`` read only through accessors constant within a second (``getHours``, ...) is the pair
+    ``NOW_SECOND``: the outcome is cached per second.
+    """
+    if not refs.complete or refs.whole or refs.fields & PER_CALL_FIELDS or any(r == "now" for r, _ in refs.fields):
         return None
-    return tuple(sorted(refs.fields))
+    return tuple(sorted(refs.fields | ({NOW_SECOND} if refs.clock else set())))
 
 
 def _build_rule(raw: _RawRule, index: int, defaults: Defaults, engine: Backend) -> Rule:

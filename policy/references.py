@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 
 __all__ = ["References", "scan"]
 
+# Accessors of ``now`` whose value is the same for every instant of one second (tz offsets are whole seconds):
+# a rule that reads ``now`` only through them may be cached per second.
+_CLOCK_ACCESSORS = frozenset(
+    {"getFullYear", "getMonth", "getDayOfYear", "getDayOfMonth", "getDate", "getDayOfWeek", "getHours", "getMinutes",
+     "getSeconds"}
+)  # fmt: skip
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})  # receiver macros binding a variable
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|[abfnrtv\"'\\`?])")
 _SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
@@ -68,7 +74,9 @@ class References:
     ``whole`` the roots read other than through a plain ``.field``;
     ``functions`` every function or macro called, ``global_calls`` those
     called without a receiver, ``calls`` each ``(function, argument count)``;
-    ``regexes`` the decoded string literals given to ``.matches()``.
+    ``regexes`` the decoded string literals given to ``.matches()``;
+    ``clock`` the accessors called on ``now`` (``now.getHours("UTC")``) when
+    that is how ``now`` is read: any other use puts ``now`` in ``whole``.
     ``complete`` is False when the walk met something it cannot follow
     (``problem`` says what): then every ``reads*`` question answers True.
     """
@@ -81,10 +89,11 @@ class References:
     regexes: tuple[str, ...]
     complete: bool
     problem: str = ""
+    clock: frozenset[str] = frozenset()
 
     def reads(self, root: str, field: str | None = None) -> bool:
         """Whether the expression may read ``root`` (any field of it) or ``root.field``."""
-        if not self.complete or root in self.whole:
+        if not self.complete or root in self.whole or (root == "now" and self.clock):
             return True
         if field is None:
             return any(r == root for r, _ in self.fields)
@@ -175,6 +184,7 @@ class _Walk:
         self.global_calls: set[str] = set()
         self.calls: set[tuple[str, int]] = set()
         self.regexes: list[str] = []
+        self.clock: set[str] = set()
 
     def references(self) -> References:
         return References(
@@ -185,6 +195,7 @@ class _Walk:
             frozenset(self.calls),
             tuple(self.regexes),
             complete=True,
+            clock=frozenset(self.clock),
         )
 
     def root(self, node: Any, bound: frozenset[str]) -> str | None:
@@ -242,7 +253,10 @@ class _Walk:
         arguments = _arguments(node)
         self.functions.add(name)
         self.calls.add((name, len(arguments)))
-        self.visit(target, bound)
+        if name in _CLOCK_ACCESSORS and self.root(target, bound) == "now":
+            self.clock.add(name)
+        else:
+            self.visit(target, bound)
         if name == "matches" and len(arguments) == 1:
             literal = _unwrap(arguments[0])
             if isinstance(literal, lark.Tree) and literal.data == "literal":

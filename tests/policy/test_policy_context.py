@@ -138,7 +138,8 @@ def test_globs(value: str, pattern: str, expected: bool) -> None:
         ('"principal.team" == "x" // principal.id', set(), set(), True),
         ('principal["team"] == "a"', set(), {"principal"}, True),
         ("size(tool) > 1", set(), {"tool"}, True),
-        ('now.getHours("UTC") > 1', set(), {"now"}, True),
+        ('now.getHours("UTC") > 1', set(), set(), True),  # a clock read (References.clock)
+        ('now > timestamp("2026-01-01T00:00:00Z")', set(), {"now"}, True),
         ("request.tools.exists(tool, tool == 'x')", {("request", "tools")}, set(), True),
         ("request.`odd-name` == 1", set(), set(), False),
     ],

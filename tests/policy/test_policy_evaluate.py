@@ -22,6 +22,7 @@ from celgate.policy import (
 )
 from celgate.policy.backends import BACKENDS
 from celgate.policy.cli import build_request
+from celgate.policy.context import NOW_SECOND
 from celgate.policy.evaluate import _freeze
 from tests.helpers import write_yaml
 
@@ -306,7 +307,29 @@ def test_now_is_an_input(tmp_path: Path, backend: str) -> None:
     night, day = datetime(2026, 1, 1, 3, tzinfo=UTC), datetime(2026, 1, 1, 12, tzinfo=UTC)
     assert policy.check_request(ALICE, request(), now=night).blocked
     assert not policy.check_request(ALICE, request(), now=day).blocked
-    assert "now" in policy.rules[0].roots and policy.rules[0].cache_paths is None
+    assert policy.check_request(ALICE, request(), now=night.replace(microsecond=999_999)).blocked
+    assert policy.check_request(ALICE, request(), now=datetime(2026, 1, 1, 7, 59, 59, tzinfo=UTC)).blocked
+    assert not policy.check_request(ALICE, request(), now=datetime(2026, 1, 1, 8, tzinfo=UTC)).blocked
+    assert "now" in policy.rules[0].roots and policy.rules[0].cache_paths == (NOW_SECOND,)  # cached per second
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_now_read_otherwise_is_never_cached(tmp_path: Path, backend: str) -> None:
+    policy = load(
+        tmp_path,
+        """
+        version: 1
+        defaults: {decision: allow}
+        rules:
+          - {name: late, on: request, when: 'now > timestamp("2026-01-01T00:00:00.5Z")', effect: deny}
+          - {name: ms, on: request, when: 'now.getMilliseconds() > 500', effect: deny}
+        """,
+        backend,
+    )
+    assert [rule.cache_paths for rule in policy.rules] == [None, None]
+    early = datetime(2026, 1, 1, tzinfo=UTC)
+    assert not policy.check_request(ALICE, request(), now=early).blocked
+    assert policy.check_request(ALICE, request(), now=early.replace(microsecond=600_000)).blocked
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))

@@ -40,7 +40,8 @@ READS = [
     ("(tool).name == 'x' && (tool.arguments).y == 1", {("tool", "name"), ("tool", "arguments")}, set()),
     ('{"k": tool.id}.k == "x" && [principal.team][0] == "a"', {("tool", "id"), ("principal", "team")}, set()),
     ("size(tool) > 0 && principal in [1]", set(), {"tool", "principal"}),
-    ("tool.name.startsWith('a') ? now.getHours('UTC') > 1 : false", {("tool", "name")}, {"now"}),
+    ("tool.name.startsWith('a') ? now.getHours('UTC') > 1 : false", {("tool", "name")}, set()),  # a clock read
+    ("now.getMilliseconds() > 1 || now > timestamp('2026-01-01T00:00:00Z')", set(), {"now"}),
     ("request.model.size() == -1 && -request.max_tokens < 0", {("request", "model"), ("request", "max_tokens")}, set()),
     ("user.tool == 1 && x.request.model == 2", set(), set()),  # not roots, and `.tool` of something else
 ]
@@ -51,6 +52,25 @@ def test_reads_come_from_the_parse_tree(source: str, fields: Fields, whole: set[
     refs = scan(source, ROOTS)
     assert refs.complete, refs.problem
     assert (set(refs.fields), set(refs.whole)) == (fields, whole)
+
+
+@pytest.mark.parametrize(
+    ("source", "clock", "whole"),
+    [
+        ('now.getHours("UTC") > 8 && now.getDayOfWeek() < 6', {"getHours", "getDayOfWeek"}, set()),
+        ("now.getSeconds() == 0 && .now.getMinutes() == 0", {"getSeconds", "getMinutes"}, set()),
+        ("now.getMilliseconds() == 0", set(), {"now"}),  # changes within a second
+        ('now.getHours() > 1 && now < timestamp("2030-01-01T00:00:00Z")', {"getHours"}, {"now"}),
+        ("string(now) == '' && now.getHours() > 1", {"getHours"}, {"now"}),
+        ("[1].exists(now, now.getHours() > 0)", set(), set()),  # a macro variable, not the root
+    ],
+)
+def test_now_read_through_its_accessors_is_a_clock_read(source: str, clock: set[str], whole: set[str]) -> None:
+    """Only accessors whose value holds for a whole second make ``now`` cacheable per second (the loader)."""
+    refs = scan(source, ROOTS)
+    assert refs.complete, refs.problem
+    assert (set(refs.clock), set(refs.whole)) == (clock, whole)
+    assert refs.reads("now") is bool(clock or whole)
 
 
 def test_functions_calls_and_regexes() -> None:
