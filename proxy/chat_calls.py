@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .sse import data_event
-from .strict import UnreadableUpstream, loads_strict, may_hold_calls, parse_event_strict
+from .strict import UnreadableUpstream, first_mark, loads_strict, may_hold_calls, parse_event_strict
 from .toolcalls import ProposedCall, ToolCallHook, ToolCallRejected, ToolVerdict, Verdict
 
 __all__ = ["CALL_KEYS", "ChatStreamInterceptor", "filter_completion", "filter_messages"]
 
 CALL_KEYS = (b'"tool_calls"', b'"function_call"')  # the keys a chat chunk or completion carries calls under
+_MARKS = (*CALL_KEYS, b"\\u", b"[DONE]")  # what makes ``feed`` look at an event before the first call
 _LEGACY = -1  # the call key of a choice's legacy ``function_call``
 _CALL_TYPES = frozenset({"", "function", "custom"})  # "": a later delta, typed by its first
 
@@ -131,6 +132,9 @@ class ChatStreamInterceptor:
         if not isinstance(chunk, dict) or "choices" not in chunk:
             return [raw]  # no client reads calls from anything but a chunk's choices
         return self._on_chunk(raw, chunk)
+
+    def first_look(self, data: bytes) -> int:
+        return 0 if self._active else first_mark(data, _MARKS)
 
     def finish(self) -> list[bytes]:
         """Decide every call still held (the stream ended); return what to release."""

@@ -31,7 +31,7 @@ from typing import Any
 
 from .jsontext import compact_json
 from .sse import named_event
-from .strict import UnreadableUpstream, loads_strict, may_hold_calls, parse_event_strict
+from .strict import UnreadableUpstream, first_mark, loads_strict, may_hold_calls, parse_event_strict
 from .toolcalls import ProposedCall, ToolCallHook, ToolCallRejected, Verdict
 
 __all__ = [
@@ -89,6 +89,7 @@ _KNOWN = frozenset(CLIENT_EXECUTED) | PROVIDER_EXECUTED | PLAIN_OUTPUT
 # The keys items travel under: an event's ``item``, a response's ``output``, a list's ``data``. An event or
 # body holding none of them (and no \u escape) holds no item, so no call and no item of an unknown type.
 CALL_KEYS = (b'"item"', b'"output"', b'"data"')
+_MARKS = (*CALL_KEYS, b"\\u")  # what makes ``feed`` look at an event before the first call
 _SNAPSHOT_EVENTS = frozenset(
     {
         "response.created",
@@ -249,6 +250,9 @@ class ResponsesStreamInterceptor:
             # the events before this one passed as sent: the client's numbering continues from here
             self._next = event["sequence_number"]
         return self._on_event(raw, event)
+
+    def first_look(self, data: bytes) -> int:
+        return 0 if self._active else first_mark(data, _MARKS)
 
     def _check_place(self, event: dict[str, Any]) -> None:
         """Items come at output_index 0, 1, 2, ...; an event names one already added.

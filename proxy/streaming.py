@@ -26,7 +26,7 @@ from .keys import METRICS, RECORD
 from .lifecycle import is_drain
 from .redaction import redact_body
 from .sse import SSESplitter
-from .toolcalls import StreamInterceptor, ToolCallRejected
+from .toolcalls import StreamInterceptor, ToolCallRejected, intercept
 from .upstream import UpstreamResponse, forwardable_response_headers
 
 __all__ = ["end_with_error", "forward_body", "forward_sse", "start_stream"]
@@ -60,13 +60,13 @@ async def forward_sse(
             events = splitter.feed(data)
             if held > limit:  # only then can an event, or the unfinished one, be over the limit
                 _check_event_sizes(upstream, events, splitter.pending, limit)
-            pieces = _intercepted(interceptor, events)
+            pieces = intercept(interceptor, events)
             if pieces:
                 await response.write(b"".join(pieces))
                 if first_byte:
                     first_byte = False
                     metrics.stream_ttfb.observe(time.perf_counter() - request[RECORD].started)
-        tail = _intercepted(interceptor, splitter.flush())
+        tail = intercept(interceptor, splitter.flush())
         if splitter.pending.strip():
             raise UpstreamError("upstream stream ended inside an event", code="upstream_reset")
         if interceptor is not None:
@@ -96,12 +96,6 @@ def _check_event_sizes(upstream: UpstreamResponse, events: list[bytes], pending:
     """One SSE event over ``limit`` bytes (whole, or still arriving) is a fault: memory stays bounded."""
     if len(pending) > limit or any(len(event) > limit for event in events):
         raise upstream.too_large("an SSE event", limit)
-
-
-def _intercepted(interceptor: StreamInterceptor | None, events: list[bytes]) -> list[bytes]:
-    if interceptor is None:
-        return events
-    return [piece for raw in events for piece in interceptor.feed(raw)]
 
 
 async def forward_body(request: web.Request, upstream: UpstreamResponse, *, sse: bool) -> web.StreamResponse:

@@ -11,7 +11,16 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["ALLOWED", "ProposedCall", "StreamInterceptor", "ToolCallHook", "ToolCallRejected", "ToolVerdict", "Verdict"]
+__all__ = [
+    "ALLOWED",
+    "ProposedCall",
+    "StreamInterceptor",
+    "ToolCallHook",
+    "ToolCallRejected",
+    "ToolVerdict",
+    "Verdict",
+    "intercept",
+]
 
 
 class Verdict(enum.Enum):
@@ -64,4 +73,32 @@ class StreamInterceptor(Protocol):
 
     def feed(self, raw: bytes) -> list[bytes]: ...
 
+    def first_look(self, data: bytes) -> int:
+        """The offset in ``data`` (whole events) of the first byte that may need a look; -1: none.
+
+        Every event that ends at or before it would come back from ``feed`` as sent,
+        changing nothing, so it may skip ``feed``.
+        """
+        ...
+
     def finish(self) -> list[bytes]: ...
+
+
+def intercept(interceptor: StreamInterceptor | None, events: list[bytes]) -> list[bytes]:
+    """What the client sees of one read's events; those before the interceptor's first look pass as sent.
+
+    One scan per read instead of one ``feed`` per event: no mark spans two events (marks hold
+    no line break), so an event ending at or before the first mark holds none.
+    """
+    if interceptor is None or not events:
+        return events
+    first = interceptor.first_look(b"".join(events) if len(events) > 1 else events[0])
+    if first < 0:
+        return events
+    clear, end = 0, 0
+    for raw in events:
+        end += len(raw)
+        if end > first:
+            break
+        clear += 1
+    return events[:clear] + [piece for raw in events[clear:] for piece in interceptor.feed(raw)]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from celgate.proxy.chat_calls import ChatStreamInterceptor
 from celgate.proxy.sse import SSESplitter
 from celgate.proxy.strict import UnreadableUpstream
-from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict
+from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict, intercept
 from tests.helpers.fakeupstream import chat_chunk, sse, text_stream, tool_call_stream
 
 CALLS = [("c1", "get_weather", '{"city": "Paris"}'), ("c2", "shell.exec", '{"cmd": "rm"}'), ("c3", "lookup", "{}")]
@@ -37,8 +37,8 @@ def stream() -> bytes:
 def run(data: bytes, cuts: list[int], needs_arguments: bool) -> bytes:
     points = sorted({0, *(c for c in cuts if c < len(data)), len(data)})
     splitter, interceptor = SSESplitter(), ChatStreamInterceptor(Hook(needs_arguments=needs_arguments))
-    out = [p for a, b in itertools.pairwise(points) for raw in splitter.feed(data[a:b]) for p in interceptor.feed(raw)]
-    out += [p for raw in splitter.flush() for p in interceptor.feed(raw)]
+    out = [p for a, b in itertools.pairwise(points) for p in intercept(interceptor, splitter.feed(data[a:b]))]
+    out += intercept(interceptor, splitter.flush())
     return b"".join(out + interceptor.finish())
 
 

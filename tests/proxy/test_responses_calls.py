@@ -26,7 +26,7 @@ from celgate.proxy.responses_calls import (
 )
 from celgate.proxy.sse import SSESplitter
 from celgate.proxy.strict import UnreadableUpstream
-from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict
+from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict, intercept
 from tests.helpers import responses_wire as rw
 
 
@@ -74,13 +74,8 @@ def run(events: list[bytes], hook: Hook, cuts: list[int] | None = None) -> bytes
     data = b"".join(events)
     points = sorted({0, *(cuts or []), len(data)})
     splitter, interceptor = SSESplitter(), ResponsesStreamInterceptor(hook)
-    out = [
-        piece
-        for a, b in itertools.pairwise(points)
-        for raw in splitter.feed(data[a:b])
-        for piece in interceptor.feed(raw)
-    ]
-    out += [piece for raw in splitter.flush() for piece in interceptor.feed(raw)]
+    out = [piece for a, b in itertools.pairwise(points) for piece in intercept(interceptor, splitter.feed(data[a:b]))]
+    out += intercept(interceptor, splitter.flush())
     return b"".join(out + interceptor.finish())
 
 

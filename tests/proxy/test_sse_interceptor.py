@@ -12,7 +12,7 @@ from celgate.proxy.chat_calls import ChatStreamInterceptor as StreamInterceptor
 from celgate.proxy.chat_calls import filter_completion
 from celgate.proxy.sse import SSESplitter, encode_data_event
 from celgate.proxy.strict import parse_event_strict as parse_event
-from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict
+from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict, intercept
 from tests.helpers.fakeupstream import USAGE, chat_chunk, completion, sse, text_stream, tool_call_stream
 
 # --------------------------------------------------------------------------------------------- SSE
@@ -160,8 +160,8 @@ def events_of(steps: list[Any]) -> list[bytes]:
 
 
 def run(interceptor: StreamInterceptor, events: list[bytes]) -> list[bytes]:
-    out = [piece for raw in events for piece in interceptor.feed(raw)]
-    return out + interceptor.finish()
+    """The events as one read (``intercept``, as ``forward_sse`` does), then the end of the stream."""
+    return intercept(interceptor, events) + interceptor.finish()
 
 
 def chunks_of(events: list[bytes]) -> list[dict[str, Any]]:
