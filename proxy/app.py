@@ -52,7 +52,7 @@ from .limits import Limits
 from .looplag import sample_loop_lag
 from .metrics import Metrics
 from .redaction import holding_secrets
-from .router import add_catch_all, add_request_id_header
+from .router import add_catch_all
 from .routes import add_routes
 from .settings import DEMO_UPSTREAM, Settings, SettingsError, check_listener
 from .upstream import Upstream, UpstreamLimits
@@ -83,7 +83,6 @@ def create_app(settings: Settings, worker: Worker | None = None) -> web.Applicat
     if settings.access_log:
         app[ACCESS_LOG] = AccessLog(JsonLineWriter(settings.access_log))
     app[ENFORCER] = Enforcer(_policy_source(settings, metrics), metrics, audit, settings.max_held_call_bytes)
-    app.on_response_prepare.append(add_request_id_header)
     app.cleanup_ctx.extend(
         [_redaction, _access_log, _audit_log, _demo_model, _upstream, _policy_watcher, _agents, _loop_lag]
     )

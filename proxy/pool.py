@@ -34,6 +34,7 @@ _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 _ACCEPT_ENCODING = "gzip, deflate"  # what ResponseHandler's parser decodes
 _TIMER = TimerNoop()
 _WRITE_HIGH_WATER = 64 * 1024
+_EARLY = 0.001  # a timer may fire this much before its time (the loop's clock resolution)
 # The pool alone frames what it sends: these request headers are always its own, never the caller's.
 _FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
 
@@ -67,6 +68,34 @@ class UpstreamProtocol(ResponseHandler):
         super().__init__(loop)
         self.in_flight = False
         self.unsolicited = False
+        self._read_deadline = 0.0
+
+    def _reschedule_timeout(self) -> None:
+        """Every read moves the read deadline; one timer follows it lazily.
+
+        aiohttp cancels and schedules a timer per read (27 per bench stream).
+        Here a read only moves the deadline: the timer, if it fires before
+        it, sleeps again until the current one, and it is re-armed at once
+        only when the deadline moves earlier (first-byte to idle timeout).
+        Every path that stops the timer (``_drop_timeout``) still cancels it.
+        """
+        timeout = self._read_timeout
+        if not timeout:
+            self._drop_timeout()
+            return
+        self._read_deadline = deadline = self._loop.time() + timeout
+        handle = self._read_timeout_handle
+        if handle is None or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self._read_timeout_handle = self._loop.call_at(deadline, self._read_timer_fired)
+
+    def _read_timer_fired(self) -> None:
+        self._read_timeout_handle = None
+        if self._loop.time() < self._read_deadline - _EARLY:
+            self._read_timeout_handle = self._loop.call_at(self._read_deadline, self._read_timer_fired)
+        else:
+            self._on_read_timeout()
 
     def data_received(self, data: bytes) -> None:
         if not self.in_flight and data:

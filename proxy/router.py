@@ -4,9 +4,11 @@
 registered without the guard. The guard gives each request its
 ``RequestRecord``, turns exceptions into OpenAI-shaped error responses
 (``CelgateError`` -> its status; HTTP exceptions -> their status; anything
-unexpected -> 500, logged with the request id), and writes the access line
-and request metrics. ``CancelledError`` (the client left) is recorded as 499
-and re-raised, never swallowed. Unknown paths reach ``not_found`` through the
+unexpected -> 500, logged with the request id), writes the access line
+and request metrics, and puts the request id on the response (a header
+set here costs less than an ``on_response_prepare`` signal per response).
+``CancelledError`` (the client left) is recorded as 499 and re-raised,
+never swallowed. Unknown paths reach ``not_found`` through the
 catch-all route, so they are guarded too. (A wrapper rather than an aiohttp
 middleware: a middleware chain adds two coroutine frames per request, ~10 µs,
 measured.)
@@ -27,7 +29,7 @@ from .errors import CelgateError, ShuttingDown, TooManyRequests, UpstreamError, 
 from .keys import ACCESS_LOG, LIFECYCLE, METRICS, RECORD
 from .record import RequestRecord
 
-__all__ = ["GUARDED", "add_catch_all", "add_request_id_header", "add_route"]
+__all__ = ["GUARDED", "add_catch_all", "add_route"]
 
 log = logging.getLogger("celgate")
 _CLIENT_CLOSED = 499  # nginx's code for "client closed request"
@@ -83,6 +85,8 @@ def _guarded(handler: Handler, label: str) -> Handler:
             if record.slots is not None:
                 record.slots.release()
             _account(request, record)
+        if not response.prepared:  # a streamed response got its id in ``streaming.start_stream``
+            response.headers["x-request-id"] = record.request_id
         return response
 
     setattr(guard, GUARDED, True)
@@ -136,10 +140,3 @@ def _account(request: web.Request, record: RequestRecord) -> None:
             record.principal,
             record.stream,
         )
-
-
-async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: every response carries the request id."""
-    record = request.get(RECORD)
-    if record is not None:
-        response.headers["x-request-id"] = record.request_id

@@ -35,12 +35,16 @@ log = logging.getLogger("celgate.stream")
 
 
 async def start_stream(
-    request: web.Request, status: int, headers: Mapping[str, str] | None = None
+    request: web.Request, status: int, headers: Mapping[str, str] | None = None, content_length: int | None = None
 ) -> web.StreamResponse:
-    """Prepare a streamed response (headers go out now) and count it."""
+    """Prepare a streamed response with the request id (headers go out now) and count it."""
     response = web.StreamResponse(status=status, headers=headers)
+    if content_length is not None:
+        response.content_length = content_length
+    record = request[RECORD]
+    response.headers["x-request-id"] = record.request_id
     await response.prepare(request)
-    request[RECORD].status = status
+    record.status = status
     return response
 
 
@@ -103,11 +107,8 @@ async def forward_body(request: web.Request, upstream: UpstreamResponse, *, sse:
     headers = forwardable_response_headers(upstream.headers)
     if upstream.status >= 400:
         return web.Response(body=redact_body(await upstream.read()), status=upstream.status, headers=headers)
-    response = web.StreamResponse(status=upstream.status, headers=headers)
-    if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
-        response.content_length = upstream.content_length
-    await response.prepare(request)
-    request[RECORD].status = upstream.status
+    length = upstream.content_length if "Content-Encoding" not in upstream.headers else None
+    response = await start_stream(request, upstream.status, headers, length)
     try:
         async for data in upstream.iter_chunks():
             await response.write(data)
