@@ -271,7 +271,10 @@ def _request_head(
 ) -> bytes:
     """The request line and headers; the framing headers are derived from ``body`` alone."""
     lines = [f"{method} {target} HTTP/1.1", f"Host: {origin.host_header}"]
-    lines += [f"{name}: {value}" for name, value in headers.items() if name.lower() not in _FRAMING_HEADERS]
+    if "Content-Length" in headers or "Transfer-Encoding" in headers:
+        lines += [f"{name}: {value}" for name, value in headers.items() if name.lower() not in _FRAMING_HEADERS]
+    else:
+        lines += [f"{name}: {value}" for name, value in headers.items()]
     if "Accept-Encoding" not in headers:
         lines.append(f"Accept-Encoding: {_ACCEPT_ENCODING}")
     if isinstance(body, bytes):
