@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +26,10 @@ __all__ = [
     "UNREADABLE",
     "Field",
     "markdown_table",
+    "principal_value",
     "principal_variables",
     "read_arguments",
+    "request_value",
     "request_variables",
     "tool_variables",
 ]
@@ -157,25 +159,56 @@ def _largest_output_limit(scalars: Mapping[str, Any]) -> dict[str, Any]:
     return {"max_tokens": max(limits)} if limits else {}
 
 
+# ``request.*`` fields that are always set, and those set only when not None; the body's scalars fill the rest.
+_ALWAYS: dict[str, Callable[[RequestInfo], Any]] = {
+    "model": lambda request: request.model,
+    "agent": lambda request: request.agent or "",
+    "stream": lambda request: request.stream,
+    "path": lambda request: request.path,
+    "headers": lambda request: request.headers if type(request.headers) is dict else dict(request.headers),
+    "tools": lambda request: list(request.tools),
+    "tool_definitions": lambda request: [dict(definition) for definition in request.tool_definitions],
+    "method": lambda request: request.method,
+}
+_WHEN_SENT: dict[str, Callable[[RequestInfo], Any]] = {
+    "user": lambda request: request.user,
+    "metadata": lambda request: dict(request.metadata) if request.metadata is not None else None,
+}
+
+
 def request_variables(request: RequestInfo) -> dict[str, Any]:
     """Body scalars first, so the documented fields win over a body field of the same name."""
     variables: dict[str, Any] = {
         **request.scalars,
         **_largest_output_limit(request.scalars),
-        "model": request.model,
-        "agent": request.agent or "",
-        "stream": request.stream,
-        "path": request.path,
-        "headers": request.headers if type(request.headers) is dict else dict(request.headers),
-        "tools": list(request.tools),
-        "tool_definitions": [dict(definition) for definition in request.tool_definitions],
-        "method": request.method,
+        **{name: get(request) for name, get in _ALWAYS.items()},
     }
-    if request.user is not None:
-        variables["user"] = request.user
-    if request.metadata is not None:
-        variables["metadata"] = dict(request.metadata)
+    for name, get in _WHEN_SENT.items():
+        value = get(request)
+        if value is not None:
+            variables[name] = value
     return variables
+
+
+def request_value(request: RequestInfo, name: str, default: Any) -> Any:
+    """``request_variables(request).get(name, default)`` without building the map (cached rules' keys)."""
+    get = _ALWAYS.get(name)
+    if get is not None:
+        return get(request)
+    get = _WHEN_SENT.get(name)
+    value = get(request) if get is not None else None
+    if value is not None:
+        return value
+    if name == "max_tokens":
+        value = _largest_output_limit(request.scalars).get("max_tokens")
+        if value is not None:
+            return value
+    return request.scalars.get(name, default)
+
+
+def principal_value(principal: Principal, name: str, default: Any) -> Any:
+    """``principal_variables(principal).get(name, default)`` without building the map."""
+    return principal.id if name == "id" else principal.attributes.get(name, default)
 
 
 _INT64 = range(-(2**63), 2**63)

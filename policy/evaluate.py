@@ -37,8 +37,10 @@ from .candidates import CandidateIndex, mismatched_lists, mismatched_route_lists
 from .context import (
     LONE_SURROGATE,
     UNREADABLE,
+    principal_value,
     principal_variables,
     read_arguments,
+    request_value,
     request_variables,
     tool_variables,
 )
@@ -54,6 +56,7 @@ Outcome = bool | str  # True, False, or the CEL error message (fails closed)
 _MISSING = object()
 _DEFAULT_REASON = {Effect.DENY: "no rule allows it", Effect.ALLOW: "allowed by default"}
 _MAX_VERDICTS = 256  # distinct outcome patterns remembered per candidate set
+_MAX_PRINCIPAL_KEYS = 16  # principal objects whose key parts are remembered per candidate set
 
 
 class ResultCache:
@@ -168,6 +171,7 @@ class Plan:
     reads_arguments: bool
     usable: bool
     verdicts: dict[tuple[Any, ...], _Verdict] = field(default_factory=dict)
+    principal_keys: dict[int, tuple[Principal, tuple[Any, ...]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, rules: tuple[Rule, ...], defaults: Defaults) -> Plan:
@@ -250,10 +254,10 @@ class _Inputs:
         "_clock",
         "_full",
         "_now",
-        "_principal",
-        "_request",
         "_roots",
         "_tool",
+        "principal",
+        "request",
     )
 
     def __init__(
@@ -265,8 +269,8 @@ class _Inputs:
         now: datetime | None,
     ) -> None:
         self._backend = backend
-        self._principal = principal
-        self._request = request
+        self.principal = principal
+        self.request = request
         self._tool = tool
         self._now = now
         self._clock: float | None = None
@@ -286,9 +290,9 @@ class _Inputs:
         variables = self._roots.get(name)
         if variables is None:
             if name == "principal":
-                variables = principal_variables(self._principal)
+                variables = principal_variables(self.principal)
             elif name == "request":
-                variables = request_variables(self._request)
+                variables = request_variables(self.request)
             elif name == "now":
                 if self._now is None and self._clock is None:
                     self._clock = time()
@@ -336,9 +340,14 @@ def _cached_outcomes(plan: Plan, inputs: _Inputs, cache: ResultCache) -> tuple[O
     for root, fields in plan.key_fields:
         if root == "now":  # the one field of now is NOW_SECOND
             parts.append(inputs.second())
-            continue
-        variables = inputs.root(root)
-        parts += [_freeze(variables.get(name, _MISSING)) for name in fields]
+        elif root == "principal":
+            parts += _principal_key(plan, inputs.principal, fields)
+        elif root == "request":
+            request = inputs.request
+            parts += [_freeze(request_value(request, name, _MISSING)) for name in fields]
+        else:
+            variables = inputs.root(root)
+            parts += [_freeze(variables.get(name, _MISSING)) for name in fields]
     key = tuple(parts)
     outcomes = cache.get(key)
     if outcomes is None:
@@ -346,6 +355,17 @@ def _cached_outcomes(plan: Plan, inputs: _Inputs, cache: ResultCache) -> tuple[O
         outcomes = tuple(_run(plan.rules[i], activation) for i in plan.cached)
         cache.put(key, outcomes)
     return outcomes
+
+
+def _principal_key(plan: Plan, principal: Principal, fields: tuple[str, ...]) -> tuple[Any, ...]:
+    """The principal's part of a cache key, remembered per plan: principals are immutable."""
+    known = plan.principal_keys.get(id(principal))
+    if known is not None and known[0] is principal:  # the same object, not one that reused its address
+        return known[1]
+    key = tuple(_freeze(principal_value(principal, name, _MISSING)) for name in fields)
+    if len(plan.principal_keys) < _MAX_PRINCIPAL_KEYS:
+        plan.principal_keys[id(principal)] = (principal, key)
+    return key
 
 
 def _decision(point: Point, v: _Verdict, subject: str, version: str, started: float) -> Decision:

@@ -9,8 +9,10 @@ from celgate.policy.context import (
     FIELDS,
     PER_CALL_FIELDS,
     ROOTS,
+    principal_value,
     principal_variables,
     read_arguments,
+    request_value,
     request_variables,
     tool_variables,
 )
@@ -159,3 +161,24 @@ def test_scan_functions_and_regexes() -> None:
     assert refs.global_calls == {"matches", "size"}
     assert ("map", 3) in refs.calls and ("size", 1) in refs.calls
     assert refs.regexes == ("^a\\.b",)
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        RequestInfo("m", None, False, "/p", {"x-a": "1"}, ("t",), {"max_tokens": 5, "model": "shadowed"}),
+        RequestInfo("m", None, False, "/p", {}, (), {"max_tokens": 5, "max_output_tokens": 9.5}),
+        RequestInfo("m", None, False, "/p", {}, (), {"max_tokens": "five"}),
+        RequestInfo("m", "ag", True, "/p", {}, (), {"metadata": "a string", "n": None}, user="u", metadata=None),
+        RequestInfo("m", None, False, "/p", {}, (), {}, user=None, metadata={"k": "v"}, tool_definitions=({"a": 1},)),
+    ],
+)
+def test_one_request_field_reads_as_the_whole_map_does(info: RequestInfo) -> None:
+    """Cached rules' keys read single fields; they must be the values the CEL activation holds."""
+    variables = request_variables(info)
+    missing = object()
+    for name in [*variables, "user", "metadata", "absent", "max_tokens", "n"]:
+        assert request_value(info, name, missing) == variables.get(name, missing), name
+    principal = Principal("p1", {"team": "a", "id": "not-the-id", "roles": ["x"]})
+    for name in ["id", "team", "roles", "absent"]:
+        assert principal_value(principal, name, missing) == principal_variables(principal).get(name, missing), name
