@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from celgate.adapters import ToolExecution
-from celgate.policy import Decision, PolicySet, PolicyStore, Principal, ReloadResult, ToolCall
+from celgate.policy import Decision, Effect, Mode, Point, PolicySet, PolicyStore, Principal, ReloadResult, ToolCall
 
 from .audit import AuditLog
 from .metrics import Metrics
@@ -20,6 +20,7 @@ from .metrics import Metrics
 __all__ = ["Enforcer", "NoPolicy"]
 
 log = logging.getLogger("celgate.policy")
+_MAX_COUNTED = 4096  # (point, effect, mode, rule) keys remembered; rule names come from policy, not clients
 
 
 class NoPolicy:
@@ -55,6 +56,7 @@ class Enforcer:
         self.enforcing = not isinstance(source, NoPolicy)
         self._metrics = metrics
         self._audit = audit
+        self._counted: dict[tuple[Point, Effect, Mode, str | None], tuple[Any, str]] = {}
 
     def policy(self) -> PolicySet:
         """The set a request uses from start to end (reloads swap, never mutate)."""
@@ -68,10 +70,13 @@ class Enforcer:
 
     def record(self, decision: Decision, request_id: str, principal: Principal, tool: ToolCall | None = None) -> None:
         metrics = self._metrics
-        metrics.policy_decisions.labels(decision.point.value, _label(decision), decision.rule or "default").inc()
+        counted = self._counted.get((decision.point, decision.effect, decision.mode, decision.rule))
+        if counted is None:
+            counted = self._count_of(decision)
+        counted[0].inc()
         metrics.policy_eval.observe(decision.eval_seconds)
         if tool is not None:
-            metrics.tool_calls.labels(tool.name, _label(decision), tool.source).inc()
+            metrics.tool_calls.labels(tool.name, counted[1], tool.source).inc()
         for rule, message in decision.errors:
             metrics.policy_eval_errors.labels(rule).inc()
             log.warning(
@@ -99,6 +104,10 @@ class Enforcer:
         if self._audit is not None:
             self._audit.execution(execution, request_id, principal)
 
-
-def _label(decision: Decision) -> str:
-    return "would_deny" if decision.would_deny else decision.effect.value
+    def _count_of(self, decision: Decision) -> tuple[Any, str]:
+        """The decision counter's child and the effect label, per (point, effect, mode, rule): rules are few."""
+        label = "would_deny" if decision.would_deny else decision.effect.value
+        child = self._metrics.policy_decisions.labels(decision.point.value, label, decision.rule or "default")
+        if len(self._counted) < _MAX_COUNTED:
+            self._counted[(decision.point, decision.effect, decision.mode, decision.rule)] = (child, label)
+        return child, label
