@@ -1,0 +1,119 @@
+"""What one request costs the proxy in instructions (load-independent) or CPU µs: celgate, --no-policy, aiohttp-ref.
+
+The shared harness (``../shared/bench/run.sh``) gives same-run wall-clock
+ratios, which swing with whatever else the machine runs. This counts the
+proxy's user-space instructions per request under ``valgrind --tool=callgrind``
+(instrumentation switched on after a warm-up, so start-up is not counted),
+which a busy neighbour does not change: repeated runs agree within 0.3 %. It
+does not see kernel time (the socket writes), so use it to attribute and
+compare changes, and the harness for the final ratios.
+
+The proxy runs pinned to CPU 1 in front of the harness's mock upstream
+(``../shared/bench/mock``, on CPU 0, with the harness's Python); the load is
+an aiohttp client in this process, ``-c`` requests in flight, sending the
+harness's wrk body (or, with ``--stream``, a stream that offers
+``get_weather``, which the mock then calls).
+
+    python bench/request_cost.py [--target celgate|bare|ref] [--stream] [-n 1500] [--cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from processes import REPO, free_port, process  # bench/ is on sys.path when a benchmark runs
+
+SHARED = REPO.parent / "shared" / "bench"
+BENCH_PY = Path(os.environ.get("BENCH_PY", Path.home() / ".cache/celgate-bench/venv/bin/python"))
+BODY = (
+    b'{"model":"bench-mock","messages":[{"role":"system","content":"You are a terse assistant."},'
+    b'{"role":"user","content":"Say something short about foxes."}],"max_tokens":32,"temperature":0}'
+)
+STREAM_BODY = (
+    b'{"model":"bench-mock","stream":true,"messages":[{"role":"user","content":"Say something short."}],'
+    b'"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]}'
+)
+HEADERS = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
+
+
+def proxy_command(target: str, port: int, upstream: str, empty: Path) -> list[str]:
+    """The target as the harness runs it, except ``--no-watch``: valgrind slows requests, not the watcher's polls."""
+    python = str(Path(sys.executable))
+    if target == "ref":
+        return [python, str(SHARED / "ref/aiohttp_forwarder.py"), "--port", str(port), "--upstream", upstream]
+    policy = ["--no-policy"] if target == "bare" else ["--policies", str(SHARED / "policies"), "--no-watch"]
+    serve = ["-m", "celgate.proxy", "serve", "--host", "127.0.0.1", "--port", str(port), "--upstream", upstream]
+    return [python, *serve, "--agents", str(empty), *policy]  # no drop-ins: the harness runs in an empty folder
+
+
+async def load(url: str, n: int, concurrency: int, stream: bool) -> None:
+    left = n
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            async with session.post(url, data=STREAM_BODY if stream else BODY, headers=HEADERS) as response:
+                body = await response.read()
+                if response.status != 200 or (stream and not body.rstrip().endswith(b"[DONE]")):
+                    raise RuntimeError(f"{response.status}: {body[-300:]!r}")
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def callgrind(pid: int, *command: str) -> None:
+    subprocess.run(["callgrind_control", *command, str(pid)], check=True, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", choices=("celgate", "bare", "ref"), default="celgate")
+    parser.add_argument("--stream", action="store_true")
+    parser.add_argument("-n", type=int, default=1500, help="measured requests")
+    parser.add_argument("--warm", type=int, default=300)
+    parser.add_argument("-c", type=int, default=8, help="requests in flight")
+    parser.add_argument("--cpu", action="store_true", help="CPU µs per request from /proc instead of callgrind")
+    args = parser.parse_args()
+    mock_port, port = free_port(), free_port()
+    mock = ["taskset", "-c", "0", str(BENCH_PY), str(SHARED / "mock/mock_upstream.py"), "--port", str(mock_port)]
+    scratch = Path(tempfile.mkdtemp(prefix="request-cost-"))
+    out = scratch / "callgrind.out"
+    command = proxy_command(args.target, port, f"http://127.0.0.1:{mock_port}/v1", scratch / "no-agents")
+    if not args.cpu:
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *command]
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    with process(mock, mock_port), process(["taskset", "-c", "1", *command], port) as proxy:
+        asyncio.run(load(url, args.warm, args.c, args.stream))
+        if args.cpu:
+            started = cpu_seconds(proxy.pid)
+            asyncio.run(load(url, args.n, args.c, args.stream))
+            result = {"cpu_us_per_request": round((cpu_seconds(proxy.pid) - started) / args.n * 1e6, 1)}
+        else:
+            callgrind(proxy.pid, "-i", "on")
+            asyncio.run(load(url, args.n, args.c, args.stream))
+            callgrind(proxy.pid, "-d")
+            time.sleep(1)
+            dump = max(glob.glob(f"{out}*"), key=os.path.getmtime)
+            totals = [line for line in Path(dump).read_text().splitlines() if line.startswith(("summary:", "totals:"))]
+            result = {"instructions_per_request": round(int(totals[-1].split()[1]) / args.n)}
+    print(json.dumps({"target": args.target, "stream": args.stream, **result}))
+
+
+if __name__ == "__main__":
+    main()
