@@ -20,7 +20,7 @@ from celgate.policy import RequestInfo
 from .errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from .forms import form_fields
 from .keys import SETTINGS
-from .offered import offered_tools
+from .offered import OfferedTool, offered_tools
 from .pool import StreamedBody
 
 __all__ = [
@@ -290,29 +290,26 @@ def _visible_headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
-def request_info(request: web.Request, body: Mapping[str, Any] | None, agent: str | None) -> RequestInfo:
-    """The policy's view of a request (``request.*`` in CEL); text policy cannot read is a 400."""
+def request_info(
+    request: web.Request, body: Mapping[str, Any] | None, agent: str | None, *, for_policy: bool = True
+) -> RequestInfo:
+    """The policy's view of a request (``request.*`` in CEL); text policy cannot read is a 400.
+
+    Without a policy to read it (``for_policy=False``: ``--no-policy``) the headers map is left
+    empty and the text is not checked: nothing reads either. Malformed tools are still a 400.
+    """
     body = body or {}
     model = body.get("model")
     user = body.get("user")
     metadata = body.get("metadata")
     offered = offered_tools(body) if "tools" in body or "functions" in body else []
-    headers = _visible_headers(request)
+    headers = _visible_headers(request) if for_policy else {}
     scalars = _scalars(body)
     model = model if isinstance(model, str) else ""
     user = user if isinstance(user, str) else None
     metadata = metadata if isinstance(metadata, dict) else None
-    texts = [model, *headers, *headers.values()]
-    texts += [value for value in scalars.values() if isinstance(value, str)]
-    if user:
-        texts.append(user)
-    if agent:
-        texts.append(agent)
-    if metadata:
-        texts += _strings(metadata)
-    for tool in offered:
-        texts += [value for value in tool.definition.values() if isinstance(value, str)]  # holds the name
-    _readable(texts)
+    if for_policy:
+        _readable(_texts(model, user, agent, headers, scalars, metadata, offered))
     return RequestInfo(
         model=model,
         agent=agent,
@@ -326,6 +323,29 @@ def request_info(request: web.Request, body: Mapping[str, Any] | None, agent: st
         tool_definitions=tuple(tool.definition for tool in offered),
         method=request.method,
     )
+
+
+def _texts(
+    model: str,
+    user: str | None,
+    agent: str | None,
+    headers: dict[str, str],
+    scalars: dict[str, Any],
+    metadata: dict[str, Any] | None,
+    offered: list[OfferedTool],
+) -> list[str]:
+    """Every text of the request a rule can read."""
+    texts = [model, *headers, *headers.values()]
+    texts += [value for value in scalars.values() if isinstance(value, str)]
+    if user:
+        texts.append(user)
+    if agent:
+        texts.append(agent)
+    if metadata:
+        texts += _strings(metadata)
+    for tool in offered:
+        texts += [value for value in tool.definition.values() if isinstance(value, str)]  # holds the name
+    return texts
 
 
 def _scalars(body: Mapping[str, Any]) -> dict[str, Any]:
