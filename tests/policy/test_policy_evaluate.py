@@ -292,18 +292,16 @@ def test_cache_keys_keep_cel_types_apart() -> None:
     assert _freeze([1]) != _freeze((1.0,))
 
 
+def allowing_unless(tmp_path: Path, backend: str, *rules: str) -> PolicySet:
+    """A set that allows by default, with ``rules`` (one flow-style YAML mapping each)."""
+    listed = "".join(f"  - {rule}\n" for rule in rules)
+    return load(tmp_path, f"version: 1\ndefaults: {{decision: allow}}\nrules:\n{listed}", backend)
+
+
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_now_is_an_input(tmp_path: Path, backend: str) -> None:
-    policy = load(
-        tmp_path,
-        """
-        version: 1
-        defaults: {decision: allow}
-        rules:
-          - {name: nights, on: request, when: 'now.getHours("UTC") < 8', effect: deny}
-        """,
-        backend,
-    )
+    nights = """{name: nights, on: request, when: 'now.getHours("UTC") < 8', effect: deny}"""
+    policy = allowing_unless(tmp_path, backend, nights)
     night, day = datetime(2026, 1, 1, 3, tzinfo=UTC), datetime(2026, 1, 1, 12, tzinfo=UTC)
     assert policy.check_request(ALICE, request(), now=night).blocked
     assert not policy.check_request(ALICE, request(), now=day).blocked
@@ -315,16 +313,11 @@ def test_now_is_an_input(tmp_path: Path, backend: str) -> None:
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_now_read_otherwise_is_never_cached(tmp_path: Path, backend: str) -> None:
-    policy = load(
+    policy = allowing_unless(
         tmp_path,
-        """
-        version: 1
-        defaults: {decision: allow}
-        rules:
-          - {name: late, on: request, when: 'now > timestamp("2026-01-01T00:00:00.5Z")', effect: deny}
-          - {name: ms, on: request, when: 'now.getMilliseconds() > 500', effect: deny}
-        """,
         backend,
+        """{name: late, on: request, when: 'now > timestamp("2026-01-01T00:00:00.5Z")', effect: deny}""",
+        "{name: ms, on: request, when: 'now.getMilliseconds() > 500', effect: deny}",
     )
     assert [rule.cache_paths for rule in policy.rules] == [None, None]
     early = datetime(2026, 1, 1, tzinfo=UTC)
