@@ -53,7 +53,8 @@ _PRIVATE_PREFIX = "x-celgate-"  # celgate's own request headers never leave it
 # client's Accept-Encoding (br, zstd, ...) is replaced by aiohttp's own.
 # Request bodies are decoded on the way in (or refused, ``client_request._body_was_decoded``), and the pool
 # frames what it sends itself: the client's Content-Encoding never goes upstream.
-_NOT_FORWARDED_REQUEST = _HOP_BY_HOP | {"accept-encoding", "content-encoding"}
+# celgate answers a client's ``Expect: 100-continue`` itself and sends the upstream a body it already has.
+_NOT_FORWARDED_REQUEST = _HOP_BY_HOP | {"accept-encoding", "content-encoding", "expect"}
 _NOT_FORWARDED_RESPONSE = _HOP_BY_HOP | {"content-encoding"}  # bodies are decoded on the way in
 
 

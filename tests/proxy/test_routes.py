@@ -490,3 +490,25 @@ async def test_sse_event_passes_through_a_passthrough_route_untouched(
     upstream.push(Script(steps=steps))
     async with http.post(celgate.url + "/completions", json={"model": "m", "prompt": "p", "stream": True}) as response:
         assert await response.read() == b"".join(s.data for s in steps)
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/embeddings"])
+async def test_expect_100_continue_is_answered_by_celgate_and_not_forwarded(
+    celgate: Celgate, upstream: FakeUpstream, path: str
+) -> None:
+    """celgate reads the whole body before it asks the upstream, so the upstream must not be told to wait for one."""
+    body = json.dumps(PROMPT).encode()
+    host, port = celgate.url.split("//")[1].split("/")[0].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"POST /v1{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    writer.write(head.encode())
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 Continue")
+    writer.write(body)
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    received = {k.lower() for k in upstream.requests[0].headers}
+    assert "expect" not in received
