@@ -15,9 +15,10 @@ celgate: its own policy store, agent registry, watchers, pool, limits and
 drain. They share the gateway token (a drop-in's loopback call may land on any
 worker) and the metrics directory.
 
-The supervisor replaces a worker that dies (no sooner than ``_RESPAWN_SECONDS``
-after that slot last started, so a worker that cannot start does not spin)
-and counts it in ``celgate_worker_restarts_total``. SIGHUP goes to every
+The supervisor replaces a worker that dies and counts it in
+``celgate_worker_restarts_total``: at once if it had served for
+``_STABLE_SECONDS``, otherwise after a delay that doubles with each young
+death in a row (1, 2, 4 ... 30 s), so a worker that cannot start does not spin. SIGHUP goes to every
 worker (each reloads; one still starting has SIGHUP blocked, and reloads
 once it serves); SIGTERM or SIGINT drains them all (each has
 ``--drain-seconds``), removes the metrics directory and exits 0.
@@ -50,7 +51,9 @@ from .settings import Settings
 __all__ = ["supervise"]
 
 log = logging.getLogger("celgate")
-_RESPAWN_SECONDS = 1.0
+_RESPAWN_SECONDS = 1.0  # the first replacement of a worker that died young; doubled per quick death in a row
+_MAX_RESPAWN_SECONDS = 30.0  # a crash-looping worker is retried at least this often
+_STABLE_SECONDS = 10.0  # a worker that served this long died of something else: replace it at once
 _STOP_GRACE_SECONDS = 15.0  # past --drain-seconds: a worker's cancel grace and cleanup
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -77,6 +80,7 @@ class _Supervisor:
         self._workers: dict[int, BaseProcess] = {}
         self._started_at: dict[int, float] = {}
         self._respawn_at: dict[int, float] = {}
+        self._quick_deaths: dict[int, int] = {}  # per slot: deaths in a row, each within _STABLE_SECONDS of a start
         self._restarts = 0
         self._write_restarts()
 
@@ -126,8 +130,21 @@ class _Supervisor:
             mark_process_dead(pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
             self._restarts += 1
             self._write_restarts()
-            self._respawn_at[index] = self._started_at[index] + _RESPAWN_SECONDS
+            self._respawn_at[index] = time.monotonic() + self._respawn_delay(index)
             log.error("worker %d (pid %d) exited with %s; replacing it", index, pid, exitcode)
+
+    def _respawn_delay(self, index: int) -> float:
+        """0 s for a worker that had served a while; 1, 2, 4 ... 30 s for one that keeps dying young.
+
+        A worker that cannot start (a bad agent import, no memory) must not be respawned in a storm
+        that starves the live workers of the CPU they share.
+        """
+        lived = time.monotonic() - self._started_at[index]
+        if lived >= _STABLE_SECONDS:
+            self._quick_deaths[index] = 0
+            return 0.0
+        deaths = self._quick_deaths[index] = self._quick_deaths.get(index, 0) + 1
+        return min(_MAX_RESPAWN_SECONDS, _RESPAWN_SECONDS * 2 ** (deaths - 1))
 
     def _respawn_due(self, banner: str) -> None:
         now = time.monotonic()

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -139,6 +140,26 @@ async def test_a_killed_worker_is_replaced_and_counted(serve: Serve, upstream: F
     samples = await scrape_once(running)
     assert samples[("celgate_worker_restarts_total", frozenset())] == 1
     assert f"(pid {victim}) exited with -9; replacing it" in running.output()
+
+
+async def test_a_worker_that_keeps_dying_young_is_replaced_ever_more_slowly(
+    serve: Serve, upstream: FakeUpstream
+) -> None:
+    """1, 2, then 4 s before each replacement: a worker that cannot live must not become a respawn storm."""
+    running = await start_workers(serve, upstream)
+    current = workers_of(running.process.pid)
+    victim = min(current)
+    waited = []
+    for _ in range(3):
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        await eventually(lambda before=current: bool(workers_of(running.process.pid) - before), "a replacement")
+        waited.append(time.monotonic() - killed_at)
+        [victim] = workers_of(running.process.pid) - current  # the same slot's replacement, killed young next
+        current = workers_of(running.process.pid)
+    assert all(w >= 0.95 * expected for w, expected in zip(waited, (1, 2, 4), strict=True)), waited
+    samples = await scrape_once(running)
+    assert samples[("celgate_worker_restarts_total", frozenset())] == 3
 
 
 async def test_a_reload_while_a_worker_starts_does_not_kill_it(serve: Serve, upstream: FakeUpstream) -> None:
