@@ -144,7 +144,7 @@ class _Supervisor:
             self._quick_deaths[index] = 0
             return 0.0
         deaths = self._quick_deaths[index] = self._quick_deaths.get(index, 0) + 1
-        return min(_MAX_RESPAWN_SECONDS, _RESPAWN_SECONDS * 2 ** (deaths - 1))
+        return min(_MAX_RESPAWN_SECONDS, _RESPAWN_SECONDS * 2.0 ** min(deaths - 1, 16))  # 16: no overflow
 
     def _respawn_due(self, banner: str) -> None:
         now = time.monotonic()
