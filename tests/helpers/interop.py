@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from tests.helpers import ALLOW_REQUESTS
 from tests.helpers import responses_wire as rw
 from tests.helpers.fakeupstream import Script, Step, completion, text_stream, tool_call_stream
 
@@ -42,14 +43,9 @@ Api = Literal["chat", "responses"]
 
 MODEL = "fake-model"
 DENIED_MODEL = "forbidden-model"
-POLICY = """\
-version: 1
-defaults:
-  decision: deny
-rules:
-  - name: requests
-    on: request
-    effect: allow
+POLICY = (
+    ALLOW_REQUESTS
+    + """\
   - name: no-forbidden-models
     on: request
     models: ["forbidden-*"]
@@ -66,6 +62,7 @@ rules:
     action: error
     reason: repositories are not deleted from here
 """
+)
 WEATHER = ("call_weather", "get_weather", '{"city":"Paris"}')
 """An allowed call ``(id, name, arguments)``: it must reach the client byte for byte."""
 SHELL = ("call_shell", "run_shell", '{"command":"rm -rf /"}')
