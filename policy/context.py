@@ -29,6 +29,7 @@ __all__ = [
     "principal_value",
     "principal_variables",
     "read_arguments",
+    "repeated_key",
     "request_value",
     "request_variables",
     "tool_variables",
@@ -236,10 +237,22 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def repeated_key(pairs: list[tuple[str, Any]], value: dict[str, Any]) -> str | None:
+    """The first key ``pairs`` repeats, given ``value = dict(pairs)``; None when every key is unique.
+
+    The one duplicate-key check of every strict JSON reader (tool arguments here, request bodies
+    and upstream replies in the proxy): two readers of one document must never see different values.
+    """
+    if len(value) == len(pairs):
+        return None
+    seen: set[str] = set()
+    return next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     value = dict(pairs)
-    if len(value) != len(pairs):
-        key = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
+    key = repeated_key(pairs, value)
+    if key is not None:
         raise ValueError(f"duplicate key {key[:40]!r}")
     return value
 

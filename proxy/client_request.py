@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from celgate.policy import RequestInfo
+from celgate.policy.context import repeated_key
 
 from .errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from .forms import form_fields
@@ -242,9 +243,8 @@ async def passthrough_fields(request: web.Request, raw: bytes) -> dict[str, Any]
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     value = dict(pairs)
-    if len(value) != len(pairs):
-        seen: set[str] = set()
-        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    repeated = repeated_key(pairs, value)
+    if repeated is not None:
         raise BadRequest(
             f"request body repeats the key {repeated!r}: celgate and the upstream could read different values",
             code="duplicate_key",

@@ -23,6 +23,8 @@ import json
 import re
 from typing import Any
 
+from celgate.policy.context import repeated_key
+
 from .errors import UpstreamError
 from .sse import SSEEvent
 
@@ -56,9 +58,8 @@ def first_mark(data: bytes, marks: tuple[bytes, ...]) -> int:
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     value = dict(pairs)
-    if len(value) != len(pairs):
-        seen: set[str] = set()
-        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    repeated = repeated_key(pairs, value)
+    if repeated is not None:
         raise UnreadableUpstream(f"upstream JSON repeats the key {repeated!r}")
     return value
 
