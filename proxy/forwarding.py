@@ -2,12 +2,14 @@
 
 Shared by every route module: ``upstream_request`` opens the upstream
 response with the client's headers cleaned and auth applied;
-``relay_stored`` forwards a read of stored objects through the same
-filters a fresh reply meets.
+``relay_created`` sends a new completion or response upstream and relays
+the reply governed; ``relay_stored`` forwards a read of stored objects
+through the same filters a fresh reply meets.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
@@ -16,14 +18,14 @@ from aiohttp import web
 from .caller import is_internal_call
 from .client_request import INTERNAL_HEADERS
 from .governed import BodyFilter, relay_governed
-from .keys import AUTH, RECORD, UPSTREAM
+from .keys import AUTH, METRICS, RECORD, UPSTREAM
 from .pool import StreamedBody
 from .redaction import redact_body
 from .streaming import forward_sse
 from .toolcalls import StreamInterceptor, ToolCallHook
 from .upstream import UpstreamResponse, forwardable_request_headers, forwardable_response_headers
 
-__all__ = ["relay_stored", "relay_ungoverned", "upstream_request"]
+__all__ = ["relay_created", "relay_stored", "relay_ungoverned", "upstream_request"]
 
 _EVENT_STREAM = "text/event-stream"
 
@@ -60,6 +62,33 @@ async def relay_ungoverned(request: web.Request, response: UpstreamResponse) -> 
     if response.status >= 400:
         body = redact_body(body)
     return web.Response(body=body, status=response.status, headers=forwardable_response_headers(response.headers))
+
+
+async def relay_created(
+    request: web.Request,
+    raw: bytes,
+    hook: ToolCallHook | None,
+    *,
+    api: str,
+    stream: bool,
+    interceptor_for: Callable[[ToolCallHook], StreamInterceptor],
+    filter_for: Callable[[ToolCallHook], BodyFilter],
+    keys: tuple[bytes, ...],
+) -> web.StreamResponse:
+    """POST a new chat completion or response upstream (timed as ``api``); with policy active, govern the reply."""
+    started = time.perf_counter()
+    async with upstream_request(request, "POST", raw) as response:
+        request.app[METRICS].upstream_duration.labels(api).observe(time.perf_counter() - started)
+        if hook is None:
+            return await relay_ungoverned(request, response)
+        return await relay_governed(
+            request,
+            response,
+            stream=stream,
+            interceptor=lambda: interceptor_for(hook),
+            body_filter=filter_for(hook),
+            keys=keys,
+        )
 
 
 async def relay_stored(

@@ -17,7 +17,6 @@ message for each denied call nobody answered.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,10 +29,10 @@ from .caller import Caller, admit
 from .client_request import INTERNAL_HEADERS, json_body_or_none, read_body, responses_body
 from .dropins import find_dropin, run_dropin
 from .errors import BadRequest, UpstreamError
-from .forwarding import relay_stored, relay_ungoverned, upstream_request
+from .forwarding import relay_created, relay_stored, upstream_request
 from .governed import BodyFilter, relay_governed
 from .jsontext import compact_json
-from .keys import AUTH, METRICS, RECORD, ROUTE_MATCH, UPSTREAM
+from .keys import AUTH, RECORD, ROUTE_MATCH, UPSTREAM
 from .offered import without_tools
 from .responses_calls import (
     CALL_KEYS,
@@ -80,19 +79,16 @@ async def create(request: web.Request) -> web.StreamResponse:
     changed = _without_unusable_tools(caller, body)
     if hook is not None:
         changed |= await _answer_stripped_calls(request, caller, body)
-    started = time.perf_counter()
-    async with upstream_request(request, "POST", compact_json(body).encode() if changed else raw) as response:
-        request.app[METRICS].upstream_duration.labels("responses").observe(time.perf_counter() - started)
-        if hook is None:
-            return await relay_ungoverned(request, response)
-        return await relay_governed(
-            request,
-            response,
-            stream=caller.info.stream,
-            interceptor=lambda: ResponsesStreamInterceptor(hook, caller.max_held_bytes),
-            body_filter=_response_filter(hook),
-            keys=CALL_KEYS,
-        )
+    return await relay_created(
+        request,
+        compact_json(body).encode() if changed else raw,
+        hook,
+        api="responses",
+        stream=caller.info.stream,
+        interceptor_for=lambda hook: ResponsesStreamInterceptor(hook, caller.max_held_bytes),
+        filter_for=_response_filter,
+        keys=CALL_KEYS,
+    )
 
 
 def _without_unusable_tools(caller: Caller, body: dict[str, Any]) -> bool:

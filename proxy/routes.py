@@ -13,7 +13,6 @@ them.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,10 +26,10 @@ from .chat_calls import ChatStreamInterceptor, filter_completion, filter_message
 from .client_request import bounded_body, chat_body, json_body_or_none, passthrough_fields, read_body
 from .dropins import find_dropin, list_agents_as_models, run_dropin
 from .errors import BadRequest
-from .forwarding import relay_stored, relay_ungoverned, upstream_request
-from .governed import BodyFilter, relay_governed
+from .forwarding import relay_created, relay_stored, upstream_request
+from .governed import BodyFilter
 from .jsontext import compact_json
-from .keys import ENFORCER, METRICS, RECORD
+from .keys import ENFORCER, RECORD
 from .keys import ROUTE_MATCH as _MATCH
 from .offered import without_tools
 from .redaction import redact_body
@@ -86,21 +85,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _forward_chat(request: web.Request, caller: Caller, raw: bytes) -> web.StreamResponse:
-    app = request.app
-    hook = caller.tool_hook("upstream")
-    started = time.perf_counter()
-    async with upstream_request(request, "POST", raw) as response:
-        app[METRICS].upstream_duration.labels("chat").observe(time.perf_counter() - started)
-        if hook is None:
-            return await relay_ungoverned(request, response)
-        return await relay_governed(
-            request,
-            response,
-            stream=caller.info.stream,
-            interceptor=lambda: ChatStreamInterceptor(hook, caller.max_held_bytes, _choices(caller)),
-            body_filter=lambda completion: filter_completion(completion, hook),
-            keys=CHAT_CALL_KEYS,
-        )
+    return await relay_created(
+        request,
+        raw,
+        caller.tool_hook("upstream"),
+        api="chat",
+        stream=caller.info.stream,
+        interceptor_for=lambda hook: ChatStreamInterceptor(hook, caller.max_held_bytes, _choices(caller)),
+        filter_for=_completion_filter,
+        keys=CHAT_CALL_KEYS,
+    )
 
 
 def _choices(caller: Caller) -> int:
@@ -129,9 +123,13 @@ async def stored_chat(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _completion_filter(hook: ToolCallHook) -> BodyFilter:
+    return lambda completion: filter_completion(completion, hook)
+
+
 _STORED_CHAT_FILTERS: dict[str, Callable[[ToolCallHook], BodyFilter]] = {
-    "chat.retrieve": lambda hook: lambda completion: filter_completion(completion, hook),
-    "chat.update": lambda hook: lambda completion: filter_completion(completion, hook),
+    "chat.retrieve": _completion_filter,
+    "chat.update": _completion_filter,
     "chat.list": lambda hook: lambda listing: _each(listing, lambda completion: filter_completion(completion, hook)),
     "chat.messages": lambda hook: (
         lambda listing: filter_messages(listing.get("data") if isinstance(listing, dict) else None, hook)
