@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .schema import Action, Effect, Mode, Point, Principal, ToolCall
 
 __all__ = ["Decision", "Explanation", "RuleTrace", "audit_record"]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The outcome at one decision point. The caller logs, audits and counts it.
 
     ``effect=DENY, mode=DRY_RUN`` is a "would deny": traffic passes, the deny is recorded.

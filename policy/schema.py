@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from .backends import Program
 from .globs import GlobList
@@ -74,8 +74,7 @@ class Principal:
 ANONYMOUS = Principal("anonymous", {})
 
 
-@dataclass(frozen=True, slots=True)
-class RequestInfo:
+class RequestInfo(NamedTuple):
     """What the proxy knows about one request; headers are lower-case and carry no credentials.
 
     ``tools`` names every offered tool: functions and custom tools by name,
@@ -97,8 +96,7 @@ class RequestInfo:
     method: str = "POST"
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCall:
+class ToolCall(NamedTuple):
     """One tool call a model (``upstream``) emitted, or an agent is about to execute.
 
     ``source`` says who executes it: ``upstream`` (the client app), ``agent``

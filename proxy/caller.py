@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -32,8 +31,7 @@ from .toolcalls import ALLOWED, ProposedCall, ToolVerdict, Verdict
 __all__ = ["Caller", "PolicyToolHook", "admit", "is_internal_call", "open_route"]
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(NamedTuple):
     """One admitted request: its principal, its policy view, its id, and the policy snapshot it uses."""
 
     principal: Principal

@@ -8,8 +8,7 @@ format; both turn what they read into a ``ProposedCall``, ask the
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "ALLOWED",
@@ -29,8 +28,7 @@ class Verdict(enum.Enum):
     ERROR = "error"  # fail the whole response (the rule's ``action: error``)
 
 
-@dataclass(frozen=True, slots=True)
-class ToolVerdict:
+class ToolVerdict(NamedTuple):
     verdict: Verdict
     message: str = ""
 
@@ -38,8 +36,7 @@ class ToolVerdict:
 ALLOWED = ToolVerdict(Verdict.ALLOW)
 
 
-@dataclass(frozen=True, slots=True)
-class ProposedCall:
+class ProposedCall(NamedTuple):
     """A tool call a model proposes, as policy sees it (``tool.name``, ``tool.type``, ``tool.raw_arguments``)."""
 
     name: str
