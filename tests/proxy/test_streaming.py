@@ -24,6 +24,7 @@ from tests.helpers.fakeupstream import (
     text_stream,
     tool_call_stream,
 )
+from tests.helpers.observe import metric, parse_samples
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 TOOLS = [
@@ -367,7 +368,7 @@ async def test_client_disconnect_before_upstream_headers_closes_the_upstream(
 
 
 def _active_streams(celgate: Celgate) -> float:
-    return celgate.app[METRICS].active_streams._value.get()
+    return metric(parse_samples(celgate.app[METRICS].exposition().decode()), "celgate_active_streams")
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 5) -> None:
