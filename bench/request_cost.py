@@ -14,7 +14,7 @@ an aiohttp client in this process, ``-c`` requests in flight, sending the
 harness's wrk body (or, with ``--stream``, a stream that offers
 ``get_weather``, which the mock then calls).
 
-    python bench/request_cost.py [--target celgate|bare|ref] [--stream] [-n 1500] [--cpu]
+    python bench/request_cost.py [--target celgate|bare|ref] [--stream] [-n 1500] [--cpu] [--policies DIR]
 """
 
 from __future__ import annotations
@@ -46,12 +46,14 @@ STREAM_BODY = (
 HEADERS = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
 
 
-def proxy_command(target: str, port: int, upstream: str, empty: Path) -> list[str]:
+def proxy_command(
+    target: str, port: int, upstream: str, empty: Path, policies: Path = SHARED / "policies"
+) -> list[str]:
     """The target as the harness runs it, except ``--no-watch``: valgrind slows requests, not the watcher's polls."""
     python = str(Path(sys.executable))
     if target == "ref":
         return [python, str(SHARED / "ref/aiohttp_forwarder.py"), "--port", str(port), "--upstream", upstream]
-    policy = ["--no-policy"] if target == "bare" else ["--policies", str(SHARED / "policies"), "--no-watch"]
+    policy = ["--no-policy"] if target == "bare" else ["--policies", str(policies), "--no-watch"]
     serve = ["-m", "celgate.proxy", "serve", "--host", "127.0.0.1", "--port", str(port), "--upstream", upstream]
     return [python, *serve, "--agents", str(empty), *policy]  # no drop-ins: the harness runs in an empty folder
 
@@ -89,12 +91,15 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=300)
     parser.add_argument("-c", type=int, default=8, help="requests in flight")
     parser.add_argument("--cpu", action="store_true", help="CPU µs per request from /proc instead of callgrind")
+    parser.add_argument(
+        "--policies", type=Path, default=SHARED / "policies", help="policy folder (default: bench.yaml)"
+    )
     args = parser.parse_args()
     mock_port, port = free_port(), free_port()
     mock = ["taskset", "-c", "0", str(BENCH_PY), str(SHARED / "mock/mock_upstream.py"), "--port", str(mock_port)]
     scratch = Path(tempfile.mkdtemp(prefix="request-cost-"))
     out = scratch / "callgrind.out"
-    command = proxy_command(args.target, port, f"http://127.0.0.1:{mock_port}/v1", scratch / "no-agents")
+    command = proxy_command(args.target, port, f"http://127.0.0.1:{mock_port}/v1", scratch / "no-agents", args.policies)
     if not args.cpu:
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *command]
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
