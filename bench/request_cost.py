@@ -1,4 +1,5 @@
-"""What one request costs the proxy in instructions (load-independent) or CPU µs: celgate, --no-policy, aiohttp-ref.
+"""What one request costs the proxy in instructions (load-independent) or CPU µs: celgate, --no-policy, aiohttp-ref,
+or the raw-asyncio floor experiment (``bench/floor.py``).
 
 The shared harness (``../shared/bench/run.sh``) gives same-run wall-clock
 ratios, which swing with whatever else the machine runs. This counts the
@@ -14,7 +15,7 @@ an aiohttp client in this process, ``-c`` requests in flight, sending the
 harness's wrk body (or, with ``--stream``, a stream that offers
 ``get_weather``, which the mock then calls).
 
-    python bench/request_cost.py [--target celgate|bare|ref] [--stream] [-n 1500] [--cpu] [--policies DIR]
+    python bench/request_cost.py [--target celgate|bare|ref|floor] [--stream] [-n 1500] [--cpu] [--policies DIR]
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def proxy_command(
     python = str(Path(sys.executable))
     if target == "ref":
         return [python, str(SHARED / "ref/aiohttp_forwarder.py"), "--port", str(port), "--upstream", upstream]
+    if target == "floor":
+        return [python, str(REPO / "bench/floor.py"), "--port", str(port), "--upstream", upstream]
     policy = ["--no-policy"] if target == "bare" else ["--policies", str(policies), "--no-watch"]
     serve = ["-m", "celgate.proxy", "serve", "--host", "127.0.0.1", "--port", str(port), "--upstream", upstream]
     return [python, *serve, "--agents", str(empty), *policy]  # no drop-ins: the harness runs in an empty folder
@@ -85,7 +88,7 @@ def callgrind(pid: int, *command: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", choices=("celgate", "bare", "ref"), default="celgate")
+    parser.add_argument("--target", choices=("celgate", "bare", "ref", "floor"), default="celgate")
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("-n", type=int, default=1500, help="measured requests")
     parser.add_argument("--warm", type=int, default=300)

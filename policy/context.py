@@ -30,7 +30,7 @@ __all__ = [
     "principal_variables",
     "read_arguments",
     "repeated_key",
-    "request_value",
+    "request_reader",
     "request_variables",
     "tool_variables",
 ]
@@ -191,20 +191,24 @@ def request_variables(request: RequestInfo) -> dict[str, Any]:
     return variables
 
 
-def request_value(request: RequestInfo, name: str, default: Any) -> Any:
-    """``request_variables(request).get(name, default)`` without building the map (cached rules' keys)."""
-    get = _ALWAYS.get(name)
-    if get is not None:
-        return get(request)
-    get = _WHEN_SENT.get(name)
-    value = get(request) if get is not None else None
-    if value is not None:
-        return value
+def request_reader(name: str, default: Any) -> Callable[[RequestInfo], Any]:
+    """``request_variables(request).get(name, default)`` without building the map, as a function chosen once.
+
+    Cached rules' keys read single fields: a plan keeps one reader per field its rules read.
+    """
+    always = _ALWAYS.get(name)
+    if always is not None:
+        return always
+    when_sent = _WHEN_SENT.get(name)
+    if when_sent is not None:
+        return lambda request: _or(when_sent(request), request.scalars.get(name, default))
     if name == "max_tokens":
-        value = _largest_output_limit(request.scalars).get("max_tokens")
-        if value is not None:
-            return value
-    return request.scalars.get(name, default)
+        return lambda request: _or(_largest_output_limit(request.scalars).get(name), request.scalars.get(name, default))
+    return lambda request: request.scalars.get(name, default)
+
+
+def _or(value: Any, otherwise: Any) -> Any:
+    return otherwise if value is None else value
 
 
 def principal_value(principal: Principal, name: str, default: Any) -> Any:

@@ -27,6 +27,7 @@ does not depend on ``PolicySet``, which builds on it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from time import perf_counter, time
@@ -40,7 +41,7 @@ from .context import (
     principal_value,
     principal_variables,
     read_arguments,
-    request_value,
+    request_reader,
     request_variables,
     tool_variables,
 )
@@ -60,13 +61,20 @@ _MAX_PRINCIPAL_KEYS = 16  # principal objects whose key parts are remembered per
 
 
 class ResultCache:
-    """Outcomes of cacheable rules, keyed by (rule indexes, values read); emptied when full."""
+    """Outcomes of cacheable rules, keyed by (prefix token, values read); emptied when full.
 
-    __slots__ = ("_entries", "_max_entries")
+    A key starts with a small int standing for (rule indexes, the principal's values read): tuples
+    do not cache their hash, so hashing that part anew on every decision cost more than the lookup.
+    A token is never reused, so one a plan remembers keeps its meaning after the cache is emptied.
+    """
+
+    __slots__ = ("_entries", "_max_entries", "_next_token", "_tokens")
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._entries: dict[tuple[Any, ...], tuple[Outcome, ...]] = {}
         self._max_entries = max_entries
+        self._tokens: dict[tuple[Any, ...], int] = {}
+        self._next_token = 0
 
     def get(self, key: tuple[Any, ...]) -> tuple[Outcome, ...] | None:
         return self._entries.get(key)
@@ -75,6 +83,16 @@ class ResultCache:
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
         self._entries[key] = outcomes
+
+    def token(self, prefix: tuple[Any, ...]) -> int:
+        """The int standing for ``prefix`` in keys (equal prefixes share one while it is remembered)."""
+        token = self._tokens.get(prefix)
+        if token is None:
+            if len(self._tokens) >= self._max_entries:
+                self._tokens.clear()
+            token = self._tokens[prefix] = self._next_token
+            self._next_token += 1
+        return token
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -171,7 +189,8 @@ class Plan:
     reads_arguments: bool
     usable: bool
     verdicts: dict[tuple[Any, ...], _Verdict] = field(default_factory=dict)
-    principal_keys: dict[int, tuple[Principal, tuple[Any, ...]]] = field(default_factory=dict)
+    request_readers: tuple[Callable[[RequestInfo], Any], ...] = ()
+    principal_tokens: dict[int, tuple[Principal, int]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, rules: tuple[Rule, ...], defaults: Defaults) -> Plan:
@@ -183,16 +202,19 @@ class Plan:
         always_denied = any(
             rule.effect is Effect.DENY and rule.mode is Mode.ENFORCE and rule.program is None for rule in rules
         )
+        key_fields = _group_by_root({path for i in cached for path in rules[i].cache_paths or ()})
+        read = dict(key_fields).get("request", ())
         return cls(
             rules=rules,
             defaults=defaults,
             cached=cached,
             cache_id=tuple(rules[i].index for i in cached),
-            key_fields=_group_by_root({path for i in cached for path in rules[i].cache_paths or ()}),
+            key_fields=key_fields,
             live=live,
             live_roots=frozenset(root for i in live for root in rules[i].roots),
             reads_arguments=any(rule.reads_arguments for rule in rules),
             usable=(may_allow or default_passes) and not always_denied,
+            request_readers=tuple(request_reader(name, _MISSING) for name in read),
         )
 
     def verdict(self, outcomes: tuple[Outcome, ...], subject: str) -> _Verdict:
@@ -336,16 +358,14 @@ def _run(entry: Rule | Route, activation: Any) -> Outcome:
 
 
 def _cached_outcomes(plan: Plan, inputs: _Inputs, cache: ResultCache) -> tuple[Outcome, ...]:
-    parts: list[Any] = [plan.cache_id]
+    parts: list[Any] = [_prefix_token(plan, inputs.principal, cache)]
     for root, fields in plan.key_fields:
         if root == "now":  # the one field of now is NOW_SECOND
             parts.append(inputs.second())
-        elif root == "principal":
-            parts += _principal_key(plan, inputs.principal, fields)
         elif root == "request":
             request = inputs.request
-            parts += [_freeze(request_value(request, name, _MISSING)) for name in fields]
-        else:
+            parts += [_freeze(read(request)) for read in plan.request_readers]
+        elif root != "principal":  # the principal's part is in the token
             variables = inputs.root(root)
             parts += [_freeze(variables.get(name, _MISSING)) for name in fields]
     key = tuple(parts)
@@ -357,15 +377,16 @@ def _cached_outcomes(plan: Plan, inputs: _Inputs, cache: ResultCache) -> tuple[O
     return outcomes
 
 
-def _principal_key(plan: Plan, principal: Principal, fields: tuple[str, ...]) -> tuple[Any, ...]:
-    """The principal's part of a cache key, remembered per plan: principals are immutable."""
-    known = plan.principal_keys.get(id(principal))
+def _prefix_token(plan: Plan, principal: Principal, cache: ResultCache) -> int:
+    """The token for (cached rules, the principal's values they read), remembered per plan: principals are immutable."""
+    known = plan.principal_tokens.get(id(principal))
     if known is not None and known[0] is principal:  # the same object, not one that reused its address
         return known[1]
-    key = tuple(_freeze(principal_value(principal, name, _MISSING)) for name in fields)
-    if len(plan.principal_keys) < _MAX_PRINCIPAL_KEYS:
-        plan.principal_keys[id(principal)] = (principal, key)
-    return key
+    fields = dict(plan.key_fields).get("principal", ())
+    token = cache.token((plan.cache_id, *(_freeze(principal_value(principal, name, _MISSING)) for name in fields)))
+    if len(plan.principal_tokens) < _MAX_PRINCIPAL_KEYS:
+        plan.principal_tokens[id(principal)] = (principal, token)
+    return token
 
 
 def _decision(point: Point, v: _Verdict, subject: str, version: str, started: float) -> Decision:

@@ -12,7 +12,7 @@ from celgate.policy.context import (
     principal_value,
     principal_variables,
     read_arguments,
-    request_value,
+    request_reader,
     request_variables,
     tool_variables,
 )
@@ -178,7 +178,7 @@ def test_one_request_field_reads_as_the_whole_map_does(info: RequestInfo) -> Non
     variables = request_variables(info)
     missing = object()
     for name in [*variables, "user", "metadata", "absent", "max_tokens", "n"]:
-        assert request_value(info, name, missing) == variables.get(name, missing), name
+        assert request_reader(name, missing)(info) == variables.get(name, missing), name
     principal = Principal("p1", {"team": "a", "id": "not-the-id", "roles": ["x"]})
     for name in ["id", "team", "roles", "absent"]:
         assert principal_value(principal, name, missing) == principal_variables(principal).get(name, missing), name

@@ -286,6 +286,19 @@ def test_cached_outcomes_follow_the_values_read(tmp_path: Path, backend: str) ->
     assert len(policy.results) == 5  # (team, temperature) pairs seen; the header rule is never cached
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_cached_outcomes_stay_right_when_the_cache_is_emptied(tmp_path: Path, backend: str) -> None:
+    """Plans remember their key tokens past a clear: a token is never handed out twice."""
+    policy = load(tmp_path, CACHE_POLICY, backend)
+    policy.results._max_entries = 2  # a tiny cache, emptied every few decisions
+    for temperature in (1, 2, 1, 3, 1, 2):
+        for principal, team_rule in ((ALICE, "team"), (BOB, None)):
+            expected = team_rule if temperature == 1 else None
+            assert policy.check_request(principal, request(temperature=temperature)).rule == expected
+    tokens = [policy.results.token((name,)) for name in "abcdefg"]  # the token map is emptied twice on the way
+    assert len(set(tokens)) == len(tokens)
+
+
 def test_cache_keys_keep_cel_types_apart() -> None:
     assert len({_freeze(1), _freeze(1.0), _freeze(True), _freeze("1")}) == 4
     assert _freeze(["a", {"b": [1]}]) == _freeze(["a", {"b": [1]}])
