@@ -2,7 +2,9 @@
 
 ``forward_sse`` relays an event stream whose tool calls policy must see:
 upstream reads are cut into whole SSE events, passed through the stream's
-interceptor and written at once (one write per upstream read). One event
+interceptor and written at once (one write per upstream read; two when a
+read holds events that need no look before one that does: those go out
+first, so the client never waits for a decision on events behind them). One event
 may hold at most ``--max-upstream-event-bytes``: past it the stream ends
 with an SSE ``error`` event and the upstream connection is closed.
 ``forward_body`` relays any other body verbatim. A fault after the response
@@ -26,7 +28,7 @@ from .keys import METRICS, RECORD
 from .lifecycle import is_drain
 from .redaction import redact_body
 from .sse import SSESplitter
-from .toolcalls import StreamInterceptor, ToolCallRejected, intercept
+from .toolcalls import StreamInterceptor, ToolCallRejected, intercept, looked, unlooked
 from .upstream import UpstreamResponse, forwardable_response_headers
 
 __all__ = ["end_with_error", "forward_body", "forward_sse", "start_stream"]
@@ -56,7 +58,16 @@ async def forward_sse(
     response = await start_stream(request, upstream.status, forwardable_response_headers(upstream.headers))
     splitter = SSESplitter()
     limit = upstream.limits.event_bytes
+    started = request[RECORD].started
     first_byte = True
+
+    async def write(pieces: list[bytes]) -> None:
+        nonlocal first_byte
+        await response.write(b"".join(pieces))
+        if first_byte:
+            first_byte = False
+            metrics.stream_ttfb.observe(time.perf_counter() - started)
+
     metrics.active_streams.inc()
     try:
         async for data in upstream.iter_chunks():
@@ -64,12 +75,14 @@ async def forward_sse(
             events = splitter.feed(data)
             if held > limit:  # only then can an event, or the unfinished one, be over the limit
                 _check_event_sizes(upstream, events, splitter.pending, limit)
-            pieces = intercept(interceptor, events)
-            if pieces:
-                await response.write(b"".join(pieces))
-                if first_byte:
-                    first_byte = False
-                    metrics.stream_ttfb.observe(time.perf_counter() - request[RECORD].started)
+            clear = unlooked(interceptor, events)
+            if clear:
+                await write(events[:clear] if clear < len(events) else events)
+            if clear < len(events):
+                assert interceptor is not None  # without one every event is clear
+                pieces = looked(interceptor, events[clear:])
+                if pieces:
+                    await write(pieces)
         tail = intercept(interceptor, splitter.flush())
         if splitter.pending.strip():
             raise UpstreamError("upstream stream ended inside an event", code="upstream_reset")

@@ -82,20 +82,31 @@ class StreamInterceptor(Protocol):
 
 
 def intercept(interceptor: StreamInterceptor | None, events: list[bytes]) -> list[bytes]:
-    """What the client sees of one read's events; those before the interceptor's first look pass as sent.
+    """What the client sees of one read's events: those before the interceptor's first look pass as sent."""
+    clear = unlooked(interceptor, events)
+    return events if interceptor is None else events[:clear] + looked(interceptor, events[clear:])
+
+
+def unlooked(interceptor: StreamInterceptor | None, events: list[bytes]) -> int:
+    """How many of one read's events, from the first, pass as sent without a look.
 
     One scan per read instead of one ``feed`` per event: no mark spans two events (marks hold
     no line break), so an event ending at or before the first mark holds none.
     """
     if interceptor is None or not events:
-        return events
+        return len(events)
     first = interceptor.first_look(b"".join(events) if len(events) > 1 else events[0])
     if first < 0:
-        return events
+        return len(events)
     clear, end = 0, 0
     for raw in events:
         end += len(raw)
         if end > first:
             break
         clear += 1
-    return events[:clear] + [piece for raw in events[clear:] for piece in interceptor.feed(raw)]
+    return clear
+
+
+def looked(interceptor: StreamInterceptor, events: list[bytes]) -> list[bytes]:
+    """What the client sees of ``events``, each fed to the interceptor."""
+    return [piece for raw in events for piece in interceptor.feed(raw)]

@@ -388,3 +388,14 @@ async def test_calls_a_client_would_merge_are_a_fault(
     async with http.post(deny_list_gate.url + "/chat/completions", json=body) as response:
         out = await response.read()
     assert b"event: error" in out and b"upstream_unreadable" in out and b"ell.exec" not in out, out
+
+
+async def test_events_before_a_fault_in_the_same_read_reach_the_client_first(
+    gate: Celgate, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    """Events that need no look are written before the interceptor reads the rest of that read."""
+    hostile = sse(call_delta("0", call_id="c1", name=DENIED, arguments="{}"))
+    out = await post_stream(http, gate, [Step(sse(chat_chunk({"content": "Hello"})) + hostile)], upstream)
+    assert_faulted(out)
+    before, _, _ = out.partition(b"event: error")
+    assert b'"content": "Hello"' in before, out
