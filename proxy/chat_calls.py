@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .sse import data_event
 from .strict import UnreadableUpstream, first_mark, loads_strict, may_hold_calls, parse_event_strict
@@ -86,11 +86,10 @@ class _Choice:
         return bool(self.calls) and all(c.state is _State.STRIPPED for c in self.calls.values())
 
 
-@dataclass(frozen=True, slots=True)
-class _Delta:
+class _Delta(NamedTuple):
     """One choice of a chunk, checked and taken apart."""
 
-    index: int
+    choice: int  # the choice's index
     rest: dict[str, Any]  # the delta minus its calls
     calls: list[tuple[int, dict[str, Any]]]  # (call key, call delta) in order
     finish: str | None
@@ -100,7 +99,7 @@ class _Delta:
 class ChatStreamInterceptor:
     """Per-stream tool-call state: deltas by (choice, call), hold / release / drop."""
 
-    __slots__ = ("_active", "_choices", "_done", "_held", "_hook", "_max_held", "_n", "_order", "_template")
+    __slots__ = ("_active", "_choices", "_done", "_held", "_hook", "_last", "_max_held", "_n", "_order")
 
     def __init__(self, hook: ToolCallHook, max_held_bytes: int = 1 << 20, choices: int = 1) -> None:
         self._hook = hook
@@ -113,7 +112,7 @@ class ChatStreamInterceptor:
         self._order: set[int] = set()
         self._active = False  # a call was seen: every later event needs a look
         self._done = False
-        self._template: dict[str, Any] = {}  # id/model/created for synthetic chunks
+        self._last: dict[str, Any] = {}  # the last chunk with a call: its id/model/created frame synthetic chunks
 
     def feed(self, raw: bytes) -> list[bytes]:
         """Events to write now for one raw upstream event (maybe none, maybe several)."""
@@ -151,16 +150,16 @@ class ChatStreamInterceptor:
         self._check_places(deltas)
         if not any(d.calls or self._finish_changes(d) for d in deltas):
             for delta in deltas:
-                if delta.finish is not None and delta.index in self._choices:
-                    self._choices[delta.index].finished = True  # its calls were all allowed: none may follow
+                if delta.finish is not None and delta.choice in self._choices:
+                    self._choices[delta.choice].finished = True  # its calls were all allowed: none may follow
             return [raw]
         self._active = True
-        self._template = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
+        self._last = chunk
         if len(deltas) == 1 and len(deltas[0].calls) == 1 and deltas[0].finish is None and _only_framing(deltas[0]):
             delta = deltas[0]
             key, part = delta.calls[0]
             rest = delta.rest if "role" in delta.rest else None
-            return self._on_call_delta(self._choice(delta.index), key, part, _Unit(chunk, raw, rest))
+            return self._on_call_delta(self._choice(delta.choice), key, part, _Unit(chunk, raw, rest))
         if len(deltas) == 1 and not deltas[0].calls and not deltas[0].rest:
             out = self._on_finish(deltas[0], raw)
             if out[-1] is not raw and chunk.get("usage") is not None:  # rewritten: usage keeps its own event
@@ -176,19 +175,23 @@ class ChatStreamInterceptor:
         """
         for delta in deltas:
             if self._n == 1:
-                if delta.calls and delta.index != 0:
-                    raise UnreadableUpstream(f"upstream sent a tool call in choice {delta.index} of one")
-            elif delta.index not in self._order:
-                if delta.index != len(self._order) or delta.index >= self._n:
-                    raise UnreadableUpstream(f"upstream choice {delta.index} is out of order")
-                self._order.add(delta.index)
+                if delta.calls and delta.choice != 0:
+                    raise UnreadableUpstream(f"upstream sent a tool call in choice {delta.choice} of one")
+            elif delta.choice not in self._order:
+                if delta.choice != len(self._order) or delta.choice >= self._n:
+                    raise UnreadableUpstream(f"upstream choice {delta.choice} is out of order")
+                self._order.add(delta.choice)
+
+    def _template(self) -> dict[str, Any]:
+        """The frame of a synthetic chunk: the last call chunk's fields but its choices and usage."""
+        return {k: v for k, v in self._last.items() if k not in ("choices", "usage")}
 
     def _usage_event(self, chunk: dict[str, Any]) -> bytes:
-        return data_event({**self._template, "choices": [], "usage": chunk["usage"]})
+        return data_event({**self._template(), "choices": [], "usage": chunk["usage"]})
 
     def _finish_changes(self, delta: _Delta) -> bool:
         """A finish must be looked at only if it completes held or stripped calls."""
-        choice = self._choices.get(delta.index)
+        choice = self._choices.get(delta.choice)
         return (
             delta.finish is not None
             and choice is not None
@@ -206,11 +209,11 @@ class ChatStreamInterceptor:
         out: list[bytes] = []
         for delta in deltas:
             if delta.rest:
-                out.append(self._synthetic(delta.index, delta.rest, None, delta.extra))
+                out.append(self._synthetic(delta.choice, delta.rest, None, delta.extra))
             for key, part in delta.calls:
                 carried = {"function_call": part} if key == _LEGACY else {"tool_calls": [part]}
-                single = self._synthetic_dict(delta.index, carried, None)
-                out += self._on_call_delta(self._choice(delta.index), key, part, _Unit(single, None))
+                single = self._synthetic_dict(delta.choice, carried, None)
+                out += self._on_call_delta(self._choice(delta.choice), key, part, _Unit(single, None))
             if delta.finish is not None:
                 out += self._on_finish(delta, None)
         if chunk.get("usage") is not None:  # usage riding on a split chunk keeps its own event
@@ -251,10 +254,10 @@ class ChatStreamInterceptor:
         return self._settle(choice, call, verdict, on_arguments=True)
 
     def _on_finish(self, delta: _Delta, raw: bytes | None) -> list[bytes]:
-        choice = self._choices.get(delta.index)
+        choice = self._choices.get(delta.choice)
         finish = delta.finish
         if choice is None or not choice.calls:
-            return [raw] if raw is not None else [self._synthetic(delta.index, {}, finish, delta.extra)]
+            return [raw] if raw is not None else [self._synthetic(delta.choice, {}, finish, delta.extra)]
         out = self._complete(choice)
         choice.finished = True
         if choice.all_stripped:
@@ -301,7 +304,7 @@ class ChatStreamInterceptor:
     def _synthetic_dict(
         self, index: int, delta: dict[str, Any], finish: str | None, extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        chunk = dict(self._template)
+        chunk = self._template()
         chunk.setdefault("object", "chat.completion.chunk")
         chunk["choices"] = [{"index": index, "delta": delta, **(extra or {}), "finish_reason": finish}]
         return chunk

@@ -13,8 +13,7 @@ line ends an event; lines starting with ``:`` are comments (keep-alives).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .jsontext import compact_json
 
@@ -74,8 +73,7 @@ class SSESplitter:
         return self._tail
 
 
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
+class SSEEvent(NamedTuple):
     event: str | None
     data: str | None
 

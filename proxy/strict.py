@@ -98,9 +98,11 @@ def loads_strict(data: bytes | str) -> Any:
 
 def parse_event_strict(raw: bytes) -> SSEEvent:
     """One raw SSE event's ``event`` and ``data``; any line that is not a comment or an SSE field is a fault."""
+    text = _text(raw)
+    if text.startswith("data: ") and text.endswith("\n\n") and text.count("\n") == 2 and "\r" not in text:
+        return SSEEvent(None, text[6:-2])  # one data line: what the loop below reads, without it
     event: str | None = None
     data: list[str] = []
-    text = _text(raw)
     for line in _FIELD_LINE.split(text) if "\r" in text else text.split("\n"):  # the same lines, without the regex
         if not line or line.startswith(":"):
             continue

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from celgate.proxy.chat_calls import ChatStreamInterceptor
 from celgate.proxy.sse import SSESplitter
-from celgate.proxy.strict import UnreadableUpstream
+from celgate.proxy.strict import UnreadableUpstream, parse_event_strict
 from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict, intercept
 from tests.helpers.fakeupstream import chat_chunk, sse, text_stream, tool_call_stream
 
@@ -99,3 +99,18 @@ def test_an_unchanged_stream_passes_byte_identical() -> None:
     assert run(data, [], False) == data
     finish = sse(chat_chunk({}, "stop"))
     assert run(finish, [], True) == finish
+
+
+@given(st.text(alphabet=st.sampled_from(' :ab\r\n\u00e9{}"data'), max_size=12))
+def test_a_one_line_data_event_reads_as_the_general_parser_reads_it(value: str) -> None:
+    """``parse_event_strict``'s one-line shortcut gives what the line-by-line reading gives (a comment forces it)."""
+    raw = f"data: {value}\n\n".encode()
+    try:
+        general = parse_event_strict(b": comment\n" + raw)
+    except UnreadableUpstream:
+        general = None
+    try:
+        shortcut = parse_event_strict(raw)
+    except UnreadableUpstream:
+        shortcut = None
+    assert shortcut == general
