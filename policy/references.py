@@ -27,12 +27,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
 
 import lark
-
-if TYPE_CHECKING:
-    from celpy.celparser import CELParser
+from lark.exceptions import LexError, ParseError, UnexpectedCharacters, UnexpectedToken
 
 __all__ = ["References", "scan"]
 
@@ -108,12 +108,34 @@ class _Incomplete(Exception):
     """The walk met something it cannot follow; the message says what."""
 
 
-@cache
-def _parser() -> CELParser:
-    """celpy's parser, built on first use: importing celpy and compiling its grammar takes ~0.5 s."""
-    from celpy.celparser import CELParser
+def _bool_literal(token: lark.Token) -> lark.Token:
+    """``true`` and ``false`` lex as IDENT; celpy's lexer callback retypes them, and so does this one."""
+    if token.value in ("true", "false"):
+        return lark.Token("BOOL_LIT", token.value)
+    return token
 
-    return CELParser()
+
+@cache
+def _parser() -> lark.Lark:
+    """celpy's CEL parser, built on first use from its grammar file with celpy's options.
+
+    Not through ``celpy.celparser.CELParser``: importing it loads all of celpy (its evaluator, pendulum,
+    dateutil, decimal), and it analyses the grammar with ``debug=True``; together ~2.6 MiB of RSS that a
+    cel-expr process never gives back. The package is located without being imported.
+    """
+    spec = find_spec("celpy")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("celpy (cel-python) is not installed: its CEL grammar is needed")
+    return lark.Lark(
+        (Path(spec.origin).parent / "cel.lark").read_text(),
+        parser="lalr",
+        start="expr",
+        g_regex_flags=re.M,
+        lexer_callbacks={"IDENT": _bool_literal},
+        propagate_positions=True,
+        maybe_placeholders=False,
+        priority="invert",
+    )
 
 
 def _decode(literal: str) -> str | None:
@@ -281,13 +303,13 @@ class _Walk:
 
 def scan(source: str, roots: frozenset[str]) -> References:
     """What ``source`` reads of the variables named in ``roots``, from its parse tree."""
-    from celpy.celparser import CELParseError  # lazy, as in _parser()
-
     try:
         tree = _parser().parse(source)
-    except CELParseError as exc:
+    except (UnexpectedToken, UnexpectedCharacters) as exc:  # the errors celpy reports with a position
         where = f" at {exc.line}:{exc.column}" if exc.line is not None else ""
         return _everything(f"celgate's CEL grammar rejects it{where}")
+    except (LexError, ParseError):
+        return _everything("celgate's CEL grammar rejects it")
     except RecursionError:
         return _everything("nested too deeply")
     walk = _Walk(roots)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from celgate.policy import ANONYMOUS, Point, PolicyLoadError, Principal, ToolCal
 from celgate.policy.backends import BACKENDS
 from celgate.policy.cli import build_request
 from celgate.policy.context import ROOTS
-from celgate.policy.references import scan
+from celgate.policy.references import _parser, scan
 
 Fields = set[tuple[str, str]]
 
@@ -104,6 +106,32 @@ def test_what_the_walk_cannot_follow_reads_everything(source: str, problem: str)
     refs = scan(source, ROOTS)
     assert not refs.complete and problem in refs.problem
     assert refs.reads("tool", "arguments") and refs.reads("now") and refs.reads("principal")
+
+
+def test_the_analysis_parses_as_celpy_does() -> None:
+    """The parser is built from celpy's grammar without celpy's wrapper: same trees, same errors at the same place."""
+    from celpy.celparser import CELParseError, CELParser
+
+    sources = [case[0] for case in READS + INCOMPLETE[:-1]] + ["true || false == !true", "x.true", "1 +", "a ? b"]
+    for source in sources:
+        try:
+            expected: object = CELParser().parse(source)
+        except CELParseError as exc:
+            expected = (exc.line, exc.column)
+        try:
+            got: object = _parser().parse(source)
+        except Exception as exc:
+            got = (getattr(exc, "line", None), getattr(exc, "column", None))
+        assert got == expected, source
+
+
+def test_the_analysis_does_not_import_celpy() -> None:
+    """celpy's package (evaluator, pendulum, dateutil) is memory a cel-expr process would never use."""
+    code = (
+        "import sys; from celgate.policy.references import scan; scan('x', frozenset()); print('celpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
 
 
 def write(directory: Path, text: str) -> None:
