@@ -27,9 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import re2  # google-re2 ships no type information (mypy: ignore_missing_imports in pyproject)
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -38,8 +37,10 @@ from .context import NOW_SECOND, PER_CALL_FIELDS, ROOTS
 from .errors import CelCompileError, PolicyLoadError, Problem
 from .globs import GlobList
 from .policyset import PolicySet
-from .references import References, scan
 from .schema import RULE_POINTS, Action, Defaults, Effect, Mode, Point, Principal, Route, Rule
+
+if TYPE_CHECKING:
+    from .references import References
 
 __all__ = ["SUPPORTED_FUNCTIONS", "is_policy_name", "load_policies", "policy_files"]
 
@@ -95,8 +96,6 @@ _NOT_CANONICAL = re.compile(r"//|/\.\.?(?:/|$)")
 _PRINCIPAL_RESERVED = ("id", "key_sha256", "key_env")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _NULL_TAG = "tag:yaml.org,2002:null"
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False
 
 
 def is_policy_name(name: str) -> bool:
@@ -508,11 +507,26 @@ def _lint(refs: References) -> str | None:
     if ("map", 3) in refs.calls:
         return "map(x, filter, transform) is not in celgate's CEL subset: use .filter(...).map(...)"
     for pattern in refs.regexes:
-        try:
-            re2.compile(pattern, _RE2_OPTIONS)
-        except re2.error as exc:
-            detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        detail = _regex_error(pattern)
+        if detail is not None:
             return f"invalid regular expression {pattern!r}: {detail}"
+    return None
+
+
+def _regex_error(pattern: str) -> str | None:
+    """Why RE2, the engine CEL's ``matches`` uses, refuses ``pattern``; None when it compiles.
+
+    google-re2 is imported here, not with the module: ~1.5 MiB that a proxy without a policy, or with one
+    that has no ``matches`` literal, never needs.
+    """
+    import re2  # google-re2 ships no type information (mypy: ignore_missing_imports in pyproject)
+
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        re2.compile(pattern, options)
+    except re2.error as exc:
+        return exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
     return None
 
 
@@ -530,6 +544,8 @@ def _compile_when(source: str, point: Point, engine: Backend) -> tuple[Program, 
     errors win); last, an expression the tree walk could not follow is refused,
     since celgate could not tell what it reads.
     """
+    from .references import scan  # with lark, only once there is a policy: a --no-policy proxy never needs it
+
     refs = scan(source, ROOTS)
     problem = _lint(refs)
     if problem:
