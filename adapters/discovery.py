@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.machinery
-import importlib.metadata
 import importlib.util
 import re
 import sys
@@ -115,6 +114,8 @@ def _missing_requirements(folder: Path) -> list[str]:
     path = folder / REQUIREMENTS_FILE
     if not path.is_file():
         return []
+    import importlib.metadata  # only for a drop-in with requirements: ~1 MiB a plain proxy never needs
+
     missing = []
     for line in path.read_text(encoding="utf-8").splitlines():
         requirement = line.split("#", 1)[0].strip()

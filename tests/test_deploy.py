@@ -39,6 +39,7 @@ import aiohttp
 import pytest
 import yaml
 
+from celgate.proxy import __version__
 from tests.helpers.fakeupstream import FakeUpstream
 from tests.helpers.observe import policies_status, wait_for_status
 from tests.helpers.process import CELGATE, Running, clean_env, stop, wait_healthy
@@ -576,17 +577,11 @@ def setting_names() -> set[str]:
     return names
 
 
-def project_version() -> str:
-    match = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
-    assert match
-    return match.group(1)
-
-
 def test_images(objects: list[Obj]) -> None:
     pod = the_pod(objects)
     name, tag, _ = split_image(celgate_of(objects)["image"])
     assert name.rsplit("/", 1)[-1] == "celgate"
-    assert tag == project_version()
+    assert tag == __version__
     for c in all_containers(pod):
         name, tag, digest = split_image(c["image"])
         assert (tag or digest) and tag != "latest", f"{c['name']}: pin the image ({c['image']})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.metadata
 import json
 import subprocess
 from collections.abc import Callable
@@ -37,6 +38,7 @@ def test_version() -> None:
     result = subprocess.run([str(CELGATE), "--version"], capture_output=True, text=True, timeout=30, env=clean_env())
     assert result.returncode == 0
     assert result.stdout.strip() == f"celgate {__version__}"
+    assert importlib.metadata.version("celgate") == __version__  # pyproject.toml's dynamic version reads it
 
 
 def test_serve_help_lists_the_flags() -> None:
