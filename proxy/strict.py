@@ -99,8 +99,9 @@ def loads_strict(data: bytes | str) -> Any:
 def parse_event_strict(raw: bytes) -> SSEEvent:
     """One raw SSE event's ``event`` and ``data``; any line that is not a comment or an SSE field is a fault."""
     text = _text(raw)
-    if text.startswith("data: ") and text.endswith("\n\n") and text.count("\n") == 2 and "\r" not in text:
-        return SSEEvent(None, text[6:-2])  # one data line: what the loop below reads, without it
+    shortcut = _one_data_line(text)
+    if shortcut is not None:
+        return shortcut
     event: str | None = None
     data: list[str] = []
     for line in _FIELD_LINE.split(text) if "\r" in text else text.split("\n"):  # the same lines, without the regex
@@ -118,3 +119,17 @@ def parse_event_strict(raw: bytes) -> SSEEvent:
         elif name == "event":
             event = value
     return SSEEvent(event, "\n".join(data) if data else None)
+
+
+def _one_data_line(text: str) -> SSEEvent | None:
+    """The common shapes, ``data: D`` or ``event: E`` then ``data: D``, read as the line loop reads them; else None."""
+    if not text.endswith("\n\n") or "\r" in text:
+        return None
+    lines = text.count("\n")
+    if lines == 2 and text.startswith("data: "):
+        return SSEEvent(None, text[6:-2])
+    if lines == 3 and text.startswith("event: "):
+        end = text.index("\n")
+        if text.startswith("data: ", end + 1):
+            return SSEEvent(text[7:end], text[end + 7 : -2])
+    return None

@@ -101,10 +101,14 @@ def test_an_unchanged_stream_passes_byte_identical() -> None:
     assert run(finish, [], True) == finish
 
 
-@given(st.text(alphabet=st.sampled_from(' :ab\r\n\u00e9{}"data'), max_size=12))
-def test_a_one_line_data_event_reads_as_the_general_parser_reads_it(value: str) -> None:
-    """``parse_event_strict``'s one-line shortcut gives what the line-by-line reading gives (a comment forces it)."""
-    raw = f"data: {value}\n\n".encode()
+_SSE_TEXT = st.text(alphabet=st.sampled_from(' :ab\r\n\u00e9{}"data'), max_size=12)
+
+
+@given(_SSE_TEXT, st.one_of(st.none(), _SSE_TEXT))
+def test_a_common_event_shape_reads_as_the_general_parser_reads_it(value: str, name: str | None) -> None:
+    """``parse_event_strict``'s shortcut for ``data: D`` and ``event: E`` + ``data: D`` gives what the
+    line-by-line reading gives (a comment line in front forces that reading)."""
+    raw = (f"data: {value}\n\n" if name is None else f"event: {name}\ndata: {value}\n\n").encode()
     try:
         general = parse_event_strict(b": comment\n" + raw)
     except UnreadableUpstream:
