@@ -67,7 +67,9 @@ FIELDS: tuple[Field, ...] = (
         "map(string, string)",
         "always",
         "Request headers, lower-case names, auth headers removed. A header sent twice with different values is "
-        "refused (400 `ambiguous_header`): the upstream might read the other one.",
+        "refused (400 `ambiguous_header`): the upstream might read the other one. Built (and checked) only when a "
+        "rule that may decide the request or one of its tool calls reads it (by principals, models and agents); "
+        "otherwise empty.",
         True,
     ),
     Field(

@@ -599,6 +599,7 @@ def _build_rule(raw: _RawRule, index: int, defaults: Defaults, engine: Backend) 
         parses_arguments=refs is not None and refs.reads("tool", "arguments"),
         file=raw.file,
         line=raw.line,
+        reads_headers=refs is not None and refs.reads("request", "headers"),
     )
 
 

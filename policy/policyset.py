@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .backends import Backend
-from .candidates import CandidateIndex
+from .candidates import CandidateIndex, mismatched_lists
 from .decision import Decision, Explanation
 from .errors import Problem
 from .evaluate import Plan, ResultCache, decide, explain, explain_route, open_route
@@ -17,6 +17,8 @@ from .names import name_problem
 from .schema import ANONYMOUS, Defaults, Effect, Point, Principal, RequestInfo, Route, Rule, ToolCall
 
 __all__ = ["PolicySet", "iso_seconds"]
+
+_MAX_HEADER_ANSWERS = 4096  # (principal, model, agent) answers remembered per snapshot; models come from clients
 
 
 def iso_seconds(timestamp: float) -> str:
@@ -59,6 +61,8 @@ class PolicySet:
         self.warnings = warnings
         self.index: CandidateIndex[Plan] = CandidateIndex(self.rules, lambda rules: Plan.of(rules, defaults))
         self.results = ResultCache()
+        self._header_rules = tuple(rule for rule in self.rules if rule.reads_headers)
+        self._headers_read: dict[tuple[str, str, str], bool] = {}
 
     @classmethod
     def allow_all(cls) -> PolicySet:
@@ -142,6 +146,24 @@ class PolicySet:
         """Whether a candidate tool_call rule reads the arguments (a stream must hold the call until complete)."""
         plan = self.index.lookup(Point.TOOL_CALL, principal.id, request.model, request.agent or "", tool_name)
         return plan.reads_arguments
+
+    def reads_headers(self, principal: Principal, model: str, agent: str | None) -> bool:
+        """Whether a rule that may decide this request or one of its tool calls reads ``request.headers``.
+
+        When none does, the proxy leaves ``request.headers`` empty: it skips building the map and the checks
+        on it (a header sent twice with two values, text CEL cannot hold). Tool lists are not looked at, since
+        the calls are not known yet. Remembered per (principal, model, agent), up to ``_MAX_HEADER_ANSWERS``.
+        """
+        key = (principal.id, model, agent or "")
+        known = self._headers_read.get(key)
+        if known is None:
+            known = any(
+                not {"principals", "models", "agents"}.intersection(mismatched_lists(rule, *key, ""))
+                for rule in self._header_rules
+            )
+            if len(self._headers_read) < _MAX_HEADER_ANSWERS:
+                self._headers_read[key] = known
+        return known
 
     def usable_tools(self, principal: Principal, request: RequestInfo, tool_names: Iterable[str]) -> frozenset[str]:
         """The offered tools some call could be allowed for; the proxy strips the others.

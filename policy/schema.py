@@ -135,6 +135,7 @@ class Rule:
     ``roots`` are the CEL variables the ``when`` may read. ``reads_arguments``:
     it may read ``tool.arguments`` or ``tool.raw_arguments``; ``parses_arguments``:
     ``tool.arguments`` (it fails on arguments that are not one unambiguous JSON object).
+    ``reads_headers``: it may read ``request.headers``.
     """
 
     index: int
@@ -156,6 +157,7 @@ class Rule:
     parses_arguments: bool
     file: str
     line: int | None
+    reads_headers: bool = False
 
 
 @dataclass(frozen=True, slots=True, eq=False)

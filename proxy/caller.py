@@ -114,7 +114,14 @@ def admit(request: web.Request, body: Mapping[str, Any] | None) -> Caller:
     enforcer = app[ENFORCER]
     policy = enforcer.policy()
     principal = app[AUTH].principal(request.headers, policy)
-    info = request_info(request, body, _agent(request, body), for_policy=enforcer.enforcing)
+    agent = _agent(request, body)
+    info = request_info(
+        request,
+        body,
+        agent,
+        for_policy=enforcer.enforcing,
+        headers_read=lambda model: policy.reads_headers(principal, model, agent),
+    )
     record = request[RECORD]
     record.principal, record.model, record.stream = principal.id, info.model, info.stream
     caller = Caller(principal, info, record.request_id, policy, enforcer)

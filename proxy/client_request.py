@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -302,21 +302,29 @@ def _visible_headers(request: web.Request) -> dict[str, str]:
 
 
 def request_info(
-    request: web.Request, body: Mapping[str, Any] | None, agent: str | None, *, for_policy: bool = True
+    request: web.Request,
+    body: Mapping[str, Any] | None,
+    agent: str | None,
+    *,
+    for_policy: bool = True,
+    headers_read: Callable[[str], bool] | None = None,
 ) -> RequestInfo:
     """The policy's view of a request (``request.*`` in CEL); text policy cannot read is a 400.
 
     Without a policy to read it (``for_policy=False``: ``--no-policy``) the headers map is left
-    empty and the text is not checked: nothing reads either. Malformed tools are still a 400.
+    empty and the text is not checked: nothing reads either. ``headers_read(model)`` says whether
+    a rule that may decide this request reads ``request.headers``; when it says no, the map and
+    its checks are skipped too. Malformed tools are still a 400.
     """
     body = body or {}
     model = body.get("model")
     user = body.get("user")
     metadata = body.get("metadata")
     offered = offered_tools(body) if "tools" in body or "functions" in body else []
-    headers = _visible_headers(request) if for_policy else {}
-    scalars = _scalars(body)
     model = model if isinstance(model, str) else ""
+    visible = for_policy and (headers_read is None or headers_read(model))
+    headers = _visible_headers(request) if visible else {}
+    scalars = _scalars(body)
     user = user if isinstance(user, str) else None
     metadata = metadata if isinstance(metadata, dict) else None
     if for_policy:

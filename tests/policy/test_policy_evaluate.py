@@ -483,3 +483,27 @@ def test_explain_and_decide_agree(tmp_path: Path) -> None:
                 slow.rule,
                 slow.matched,
             )
+
+
+HEADER_READERS = """\
+version: 1
+defaults: {decision: allow}
+rules:
+  - {name: admin-models, on: request, models: ["*-admin"], when: '"x-team" in request.headers', effect: deny}
+  - {name: alice-tools, on: tool_call, principals: [alice], tools: [fetch], when: 'size(request.headers) > 9',
+     effect: deny}
+  - {name: planner, on: request, agents: ["planner"], when: 'request.headers["x-a"] == "b"', effect: deny}
+  - {name: whole, on: request, models: ["whole-*"], when: 'request.model == "x" || size(request) > 99', effect: deny}
+  - {name: no-headers, on: request, when: 'request.model == "y"', effect: deny}
+"""
+
+
+def test_headers_are_read_only_where_a_rule_that_may_decide_reads_them(tmp_path: Path) -> None:
+    """``reads_headers``: the request point's and every tool call's rules, by principal, model and agent."""
+    policy = load(tmp_path, HEADER_READERS)
+    assert policy.reads_headers(BOB, "gpt-4o-admin", None)  # the request rule's models match
+    assert not policy.reads_headers(BOB, "gpt-4o", None)  # nothing reading headers may decide it
+    assert policy.reads_headers(ALICE, "gpt-4o", None)  # alice's tool calls may meet alice-tools
+    assert policy.reads_headers(BOB, "gpt-4o", "planner") and not policy.reads_headers(BOB, "gpt-4o", "other")
+    assert policy.reads_headers(BOB, "whole-1", None)  # `request` read as a whole includes its headers
+    assert not policy.reads_headers(BOB, "gpt-4o", None)  # remembered, and still the same answer

@@ -54,6 +54,7 @@ rules:
     effect: deny
   - name: not-the-secret-project
     on: request
+    models: ["m"]
     when: '"openai-project" in request.headers && request.headers["openai-project"] == "proj_secret"'
     effect: deny
 """
@@ -167,6 +168,15 @@ async def test_a_header_sent_twice_with_two_values_is_a_400(gate: Celgate, upstr
     else:
         assert status == 400 and b"ambiguous_header" in reply
     assert upstream.requests == []
+
+
+async def test_a_header_no_rule_for_the_request_reads_is_not_checked(gate: Celgate, upstream: FakeUpstream) -> None:
+    """Only ``not-the-secret-project`` reads headers, and only for model ``m``: for another model the map is
+    not built, so a header sent twice is nobody's to misread and goes upstream as sent."""
+    upstream.push(Script(json=completion("ok")))
+    body = json.dumps({"model": "gpt-x", "messages": MESSAGES}).encode()
+    status, _ = await raw_post(gate, [("OpenAI-Project", "proj_secret"), ("openai-project", "proj_other")], body)
+    assert status == 200 and len(upstream.requests) == 1
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
