@@ -29,10 +29,10 @@ __all__ = [
     "principal_value",
     "principal_variables",
     "read_arguments",
-    "repeated_key",
     "request_reader",
     "request_variables",
     "tool_variables",
+    "unique_keys",
 ]
 
 ROOTS = frozenset({"principal", "request", "tool", "now"})
@@ -243,24 +243,24 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def repeated_key(pairs: list[tuple[str, Any]], value: dict[str, Any]) -> str | None:
-    """The first key ``pairs`` repeats, given ``value = dict(pairs)``; None when every key is unique.
+def unique_keys(refuse: Callable[[str], Exception]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A ``json`` ``object_pairs_hook`` that raises ``refuse(key)`` for the first key an object repeats.
 
     The one duplicate-key check of every strict JSON reader (tool arguments here, request bodies
     and upstream replies in the proxy): two readers of one document must never see different values.
     """
-    if len(value) == len(pairs):
-        return None
-    seen: set[str] = set()
-    return next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        value = dict(pairs)
+        if len(value) != len(pairs):
+            seen: set[str] = set()
+            raise refuse(next(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+        return value
+
+    return hook
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value = dict(pairs)
-    key = repeated_key(pairs, value)
-    if key is not None:
-        raise ValueError(f"duplicate key {key[:40]!r}")
-    return value
+_unique_keys = unique_keys(lambda key: ValueError(f"duplicate key {key[:40]!r}"))
 
 
 _DECODER = json.JSONDecoder(

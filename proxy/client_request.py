@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from celgate.policy import RequestInfo
-from celgate.policy.context import repeated_key
+from celgate.policy.context import unique_keys
 
 from .errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from .forms import form_fields
@@ -252,15 +252,11 @@ async def passthrough_fields(request: web.Request, raw: bytes) -> dict[str, Any]
     return json_body_or_none(raw) if fields is None else fields
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value = dict(pairs)
-    repeated = repeated_key(pairs, value)
-    if repeated is not None:
-        raise BadRequest(
-            f"request body repeats the key {repeated!r}: celgate and the upstream could read different values",
-            code="duplicate_key",
-        )
-    return value
+def _repeated_key(key: str) -> BadRequest:
+    return BadRequest(
+        f"request body repeats the key {key!r}: celgate and the upstream could read different values",
+        code="duplicate_key",
+    )
 
 
 def _no_constant(name: str) -> Any:
@@ -268,7 +264,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+_DECODER = json.JSONDecoder(object_pairs_hook=unique_keys(_repeated_key), parse_constant=_no_constant)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any
 
-from celgate.policy.context import repeated_key
+from celgate.policy.context import unique_keys
 
 from .errors import UpstreamError
 from .sse import SSEEvent
@@ -56,19 +56,14 @@ def first_mark(data: bytes, marks: tuple[bytes, ...]) -> int:
     return first
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    value = dict(pairs)
-    repeated = repeated_key(pairs, value)
-    if repeated is not None:
-        raise UnreadableUpstream(f"upstream JSON repeats the key {repeated!r}")
-    return value
-
-
 def _no_constant(name: str) -> Any:
     raise UnreadableUpstream(f"upstream JSON holds {name}, which is not JSON")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=unique_keys(lambda key: UnreadableUpstream(f"upstream JSON repeats the key {key!r}")),
+    parse_constant=_no_constant,
+)
 
 
 def check_text(data: bytes) -> None:
