@@ -148,6 +148,7 @@ class _LoopMetric(Collector):
         self._documentation = documentation
         self._labelnames = tuple(labelnames)
         self._bounds = tuple(float(bound) for bound in buckets)
+        self._le = [*map(floatToGoString, self._bounds), "+Inf"]  # each bucket's ``le`` label
         self._series: dict[tuple[str, ...], Any] = {}
         self._unlabelled = None if labelnames else self.labels()
         registry.register(self)
@@ -187,10 +188,9 @@ class _LoopMetric(Collector):
         yield family
 
     def _cumulative(self, histogram: _LoopHistogram) -> list[tuple[str, float]]:
-        bounds = [*map(floatToGoString, self._bounds), "+Inf"]
         total = 0
         buckets: list[tuple[str, float]] = []
-        for bound, count in zip(bounds, histogram.counts, strict=True):
+        for bound, count in zip(self._le, histogram.counts, strict=True):
             total += count
             buckets.append((bound, total))
         return buckets
