@@ -16,6 +16,11 @@ harness's wrk body (or, with ``--stream``, a stream that offers
 ``get_weather``, which the mock then calls).
 
     python bench/request_cost.py [--target celgate|bare|ref|floor] [--stream] [-n 1500] [--cpu] [--policies DIR]
+                                 [--profile FILE]
+
+``--profile FILE`` samples the proxy with the bench venv's py-spy during the
+measured load (``--cpu`` timing) and writes collapsed stacks to ``FILE``:
+where the time goes, to read beside the instruction counts.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import asyncio
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,7 +85,18 @@ async def load(url: str, n: int, concurrency: int, stream: bool) -> None:
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    if os.environ.get("SPLIT_CPU"):
+        print("utime", int(fields[11]), "stime", int(fields[12]))
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (from the bench venv) sampling ``pid`` at 997 Hz into collapsed stacks at ``out``."""
+    spy = BENCH_PY.parent / "py-spy"
+    command = [str(spy), "record", "-p", str(pid), "-r", "997", "-f", "raw", "-o", str(out), "--nonblocking"]
+    started = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # attached before the load starts
+    return started
 
 
 def callgrind(pid: int, *command: str) -> None:
@@ -97,7 +114,9 @@ def main() -> None:
     parser.add_argument(
         "--policies", type=Path, default=SHARED / "policies", help="policy folder (default: bench.yaml)"
     )
+    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the measured load (implies --cpu)")
     args = parser.parse_args()
+    args.cpu = args.cpu or args.profile is not None
     mock_port, port = free_port(), free_port()
     mock = ["taskset", "-c", "0", str(BENCH_PY), str(SHARED / "mock/mock_upstream.py"), "--port", str(mock_port)]
     scratch = Path(tempfile.mkdtemp(prefix="request-cost-"))
@@ -109,8 +128,12 @@ def main() -> None:
     with process(mock, mock_port), process(["taskset", "-c", "1", *command], port) as proxy:
         asyncio.run(load(url, args.warm, args.c, args.stream))
         if args.cpu:
+            spy = profiler(proxy.pid, args.profile) if args.profile else None
             started = cpu_seconds(proxy.pid)
             asyncio.run(load(url, args.n, args.c, args.stream))
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                spy.wait(timeout=60)
             result = {"cpu_us_per_request": round((cpu_seconds(proxy.pid) - started) / args.n * 1e6, 1)}
         else:
             callgrind(proxy.pid, "-i", "on")

@@ -35,7 +35,7 @@ from .toolcalls import ProposedCall, ToolCallHook, ToolCallRejected, ToolVerdict
 __all__ = ["CALL_KEYS", "ChatStreamInterceptor", "filter_completion", "filter_messages"]
 
 CALL_KEYS = (b'"tool_calls"', b'"function_call"')  # the keys a chat chunk or completion carries calls under
-_MARKS = (*CALL_KEYS, b"\\u", b"[DONE]")  # what makes ``feed`` look at an event before the first call
+_MARKS = (*CALL_KEYS, b"[DONE]")  # what makes ``feed`` look at an event before the first call
 _LEGACY = -1  # the call key of a choice's legacy ``function_call``
 _CALL_TYPES = frozenset({"", "function", "custom"})  # "": a later delta, typed by its first
 
@@ -116,7 +116,7 @@ class ChatStreamInterceptor:
 
     def feed(self, raw: bytes) -> list[bytes]:
         """Events to write now for one raw upstream event (maybe none, maybe several)."""
-        if not self._active and self._n == 1 and not may_hold_calls(raw, CALL_KEYS) and b"[DONE]" not in raw:
+        if not self._active and self._n == 1 and not may_hold_calls(raw, CALL_KEYS) and raw.find(b"[DONE]") < 0:
             return [raw]
         event = parse_event_strict(raw)
         if event.data is None:

@@ -231,7 +231,7 @@ def json_body_or_none(raw: bytes) -> dict[str, Any] | None:
     lenient upstream reads the model of a body with a BOM, ``NaN`` or data after
     the object, which policy would have seen as "no model".
     """
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")) or b"\x00" in raw[:4]:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")) or raw.find(b"\x00", 0, 4) >= 0:
         raise BadRequest("request body is JSON in UTF-16 or UTF-32: send UTF-8", code="invalid_json")
     if raw.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()[:1] != b"{":
         return None

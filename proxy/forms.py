@@ -129,7 +129,7 @@ def _model_value(part: Message) -> str:
 
 
 def _urlencoded(raw: bytes) -> dict[str, Any]:
-    if b";" in raw:
+    if raw.find(b";") >= 0:
         raise _refused("';' in a urlencoded form (some parsers split on it)")
     try:
         text = raw.decode("ascii")

@@ -89,7 +89,6 @@ _KNOWN = frozenset(CLIENT_EXECUTED) | PROVIDER_EXECUTED | PLAIN_OUTPUT
 # The keys items travel under: an event's ``item``, a response's ``output``, a list's ``data``. An event or
 # body holding none of them (and no \u escape) holds no item, so no call and no item of an unknown type.
 CALL_KEYS = (b'"item"', b'"output"', b'"data"')
-_MARKS = (*CALL_KEYS, b"\\u")  # what makes ``feed`` look at an event before the first call
 _SNAPSHOT_EVENTS = frozenset(
     {
         "response.created",
@@ -252,7 +251,7 @@ class ResponsesStreamInterceptor:
         return self._on_event(raw, event)
 
     def first_look(self, data: bytes) -> int:
-        return 0 if self._active else first_mark(data, _MARKS)
+        return 0 if self._active else first_mark(data, CALL_KEYS)
 
     def _check_place(self, event: dict[str, Any]) -> None:
         """Items come at output_index 0, 1, 2, ...; an event names one already added.

@@ -32,6 +32,7 @@ __all__ = ["UnreadableUpstream", "check_text", "first_mark", "loads_strict", "ma
 
 _BOM = b"\xef\xbb\xbf"
 _FIELD_LINE = re.compile(r"\r\n|\r|\n")
+_ESCAPE = re.compile(rb"\\u")  # how a JSON key can be spelled without its literal letters
 _SSE_FIELDS = frozenset({"data", "event", "id", "retry"})
 
 
@@ -42,18 +43,29 @@ class UnreadableUpstream(UpstreamError):
 
 
 def may_hold_calls(raw: bytes, keys: tuple[bytes, ...]) -> bool:
-    """False only if ``raw`` provably contains none of ``keys`` (quoted JSON keys such as ``b'"tool_calls"'``)."""
-    return b"\\u" in raw or any(key in raw for key in keys)
+    """False only if ``raw`` provably contains none of ``keys`` (quoted JSON keys such as ``b'"tool_calls"'``).
+
+    Bytes are searched with ``find``, never ``in``: ``bytes.__contains__`` first tries its operand as
+    an int and builds a ``TypeError`` it then drops, about 2,000 instructions per test.
+    """
+    return raw.find(b"\\u") >= 0 or max(map(raw.find, keys), default=-1) >= 0
 
 
 def first_mark(data: bytes, marks: tuple[bytes, ...]) -> int:
-    """The offset of the first of ``marks`` in ``data``, or -1: everything before it provably holds none."""
+    """The offset of the first of ``marks`` or of a ``\\u`` in ``data``, or -1: nothing before it holds one.
+
+    Each search stops where its mark could no longer come first. A ``\\u`` is looked for only from the
+    first backslash, and by ``re``: ``bytes.find`` stops at every ``u``, which JSON text is full of.
+    """
     first = -1
     for mark in marks:
-        found = data.find(mark)
-        if found >= 0 and (first < 0 or found < first):
+        found = data.find(mark, 0, len(data) if first < 0 else first + len(mark) - 1)
+        if found >= 0:
             first = found
-    return first
+    end = len(data) if first < 0 else first + 1
+    backslash = data.find(b"\\", 0, end)  # memchr: most reads have no backslash before their first mark
+    escape = _ESCAPE.search(data, backslash, end) if backslash >= 0 else None
+    return first if escape is None else escape.start()
 
 
 def _no_constant(name: str) -> Any:
@@ -72,7 +84,7 @@ def check_text(data: bytes) -> None:
 
 
 def _text(data: bytes) -> str:
-    if data.startswith(_BOM) or b"\x00" in data:
+    if data.startswith(_BOM) or data.find(b"\x00") >= 0:
         raise UnreadableUpstream("upstream sent a byte-order mark or NUL bytes (not UTF-8 JSON)")
     try:
         return data.decode("utf-8")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from celgate.proxy.chat_calls import ChatStreamInterceptor
 from celgate.proxy.sse import SSESplitter
-from celgate.proxy.strict import UnreadableUpstream, parse_event_strict
+from celgate.proxy.strict import UnreadableUpstream, first_mark, may_hold_calls, parse_event_strict
 from celgate.proxy.toolcalls import ALLOWED, ProposedCall, ToolCallRejected, ToolVerdict, Verdict, intercept
 from tests.helpers.fakeupstream import chat_chunk, sse, text_stream, tool_call_stream
 
@@ -118,3 +118,22 @@ def test_a_common_event_shape_reads_as_the_general_parser_reads_it(value: str, n
     except UnreadableUpstream:
         shortcut = None
     assert shortcut == general
+
+
+_MARKS = (b'"tool_calls"', b'"function_call"', b"[DONE]")
+_MARK_PIECES = [*_MARKS, b"\\u", b"\\", b"u", b'"', b"tool_calls", b"[DONE", b"ab"]
+_MARKED_TEXT = st.lists(st.sampled_from(_MARK_PIECES), max_size=12)
+
+
+@given(_MARKED_TEXT)
+def test_first_mark_is_the_first_of_every_mark(pieces: list[bytes]) -> None:
+    """``first_mark``'s bounded searches find the earliest of the marks and of ``\\u``, as full searches would."""
+    data = b"".join(pieces)
+    found = [at for at in (data.find(mark) for mark in (*_MARKS, b"\\u")) if at >= 0]
+    assert first_mark(data, _MARKS) == (min(found) if found else -1)
+
+
+@given(_MARKED_TEXT)
+def test_may_hold_calls_is_false_only_without_any_key_or_escape(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    assert may_hold_calls(data, _MARKS) == any(mark in data for mark in (*_MARKS, b"\\u"))
