@@ -83,11 +83,11 @@ async def load(url: str, n: int, concurrency: int, stream: bool) -> None:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """The process's user and system CPU seconds so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    if os.environ.get("SPLIT_CPU"):
-        print("utime", int(fields[11]), "stime", int(fields[12]))
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -129,12 +129,15 @@ def main() -> None:
         asyncio.run(load(url, args.warm, args.c, args.stream))
         if args.cpu:
             spy = profiler(proxy.pid, args.profile) if args.profile else None
-            started = cpu_seconds(proxy.pid)
+            user_before, system_before = cpu_seconds(proxy.pid)
             asyncio.run(load(url, args.n, args.c, args.stream))
+            user, system = cpu_seconds(proxy.pid)
+            user, system = user - user_before, system - system_before
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
                 spy.wait(timeout=60)
-            result = {"cpu_us_per_request": round((cpu_seconds(proxy.pid) - started) / args.n * 1e6, 1)}
+            per_request = {"cpu_us_per_request": user + system, "user_us": user, "system_us": system}
+            result = {name: round(seconds / args.n * 1e6, 1) for name, seconds in per_request.items()}
         else:
             callgrind(proxy.pid, "-i", "on")
             asyncio.run(load(url, args.n, args.c, args.stream))
