@@ -38,6 +38,8 @@ CALL_KEYS = (b'"tool_calls"', b'"function_call"')  # the keys a chat chunk or co
 _MARKS = (*CALL_KEYS, b"[DONE]")  # what makes ``feed`` look at an event before the first call
 _LEGACY = -1  # the call key of a choice's legacy ``function_call``
 _CALL_TYPES = frozenset({"", "function", "custom"})  # "": a later delta, typed by its first
+_CALL_FIELDS = ("tool_calls", "function_call")  # a delta's fields that carry calls
+_CHOICE_FIELDS = ("index", "delta", "finish_reason")  # a choice's fields read apart from its ``extra``
 
 
 class _State(enum.Enum):
@@ -83,7 +85,16 @@ class _Choice:
 
     @property
     def all_stripped(self) -> bool:
-        return bool(self.calls) and all(c.state is _State.STRIPPED for c in self.calls.values())
+        return bool(self.calls) and self._all(_State.STRIPPED)
+
+    def all_allowed(self) -> bool:
+        return self._all(_State.ALLOWED)
+
+    def _all(self, state: _State) -> bool:
+        for call in self.calls.values():  # a loop: a generator is a function object and a frame per test
+            if call.state is not state:
+                return False
+        return True
 
 
 class _Delta(NamedTuple):
@@ -146,9 +157,9 @@ class ChatStreamInterceptor:
         return out
 
     def _on_chunk(self, raw: bytes, chunk: dict[str, Any]) -> list[bytes]:
-        deltas = [_read_choice(c) for c in _list(chunk["choices"], "choices")]
+        deltas = list(map(_read_choice, _list(chunk["choices"], "choices")))
         self._check_places(deltas)
-        if not any(d.calls or self._finish_changes(d) for d in deltas):
+        if not self._changes(deltas):
             for delta in deltas:
                 if delta.finish is not None and delta.choice in self._choices:
                     self._choices[delta.choice].finished = True  # its calls were all allowed: none may follow
@@ -189,14 +200,16 @@ class ChatStreamInterceptor:
     def _usage_event(self, chunk: dict[str, Any]) -> bytes:
         return data_event({**self._template(), "choices": [], "usage": chunk["usage"]})
 
-    def _finish_changes(self, delta: _Delta) -> bool:
-        """A finish must be looked at only if it completes held or stripped calls."""
-        choice = self._choices.get(delta.choice)
-        return (
-            delta.finish is not None
-            and choice is not None
-            and any(c.state is not _State.ALLOWED for c in choice.calls.values())
-        )
+    def _changes(self, deltas: list[_Delta]) -> bool:
+        """Whether the chunk needs more than passing on: it carries calls, or a finish that completes
+        held or stripped calls."""
+        for delta in deltas:
+            if delta.calls:
+                return True
+            choice = self._choices.get(delta.choice) if delta.finish is not None else None
+            if choice is not None and not choice.all_allowed():
+                return True
+        return False
 
     def _choice(self, index: int) -> _Choice:
         choice = self._choices.get(index)
@@ -227,7 +240,7 @@ class ChatStreamInterceptor:
         call = choice.calls.get(key)
         if call is None:
             if key != _LEGACY:
-                if key != sum(1 for k in choice.calls if k != _LEGACY):  # clients place a call by its order too
+                if key != len(choice.calls) - (_LEGACY in choice.calls):  # clients place a call by its order too
                     raise UnreadableUpstream(f"upstream tool call index {key} skips or repeats a place")
                 out += self._complete(choice, below=key)  # an earlier call's arguments are complete
             call = choice.calls[key] = _Call(key)
@@ -329,7 +342,10 @@ def _released(unit: _Unit, shift: int) -> bytes:
 
 def _only_framing(delta: _Delta) -> bool:
     """The delta carries nothing but its call and empty framing (``role``, null content): one unit."""
-    return all(key == "role" or value in (None, "") for key, value in delta.rest.items())
+    for key, value in delta.rest.items():
+        if key != "role" and value is not None and value != "":
+            return False
+    return True
 
 
 def _read_choice(choice: Any) -> _Delta:
@@ -356,9 +372,15 @@ def _read_choice(choice: Any) -> _Delta:
         if not isinstance(legacy, dict):
             raise UnreadableUpstream("upstream function_call delta is not an object")
         calls.insert(0, (_LEGACY, legacy))
-    rest = {k: v for k, v in delta.items() if k not in ("tool_calls", "function_call")}
-    extra = {k: v for k, v in choice.items() if k not in ("index", "delta", "finish_reason")}
-    return _Delta(index, rest, calls, finish, extra)
+    return _Delta(index, _without(delta, _CALL_FIELDS), calls, finish, _without(choice, _CHOICE_FIELDS))
+
+
+def _without(fields: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``fields`` without ``names`` (a copy and pops: no comprehension's function and frame per event)."""
+    kept = dict(fields)
+    for name in names:
+        kept.pop(name, None)
+    return kept
 
 
 def _apply(call: _Call, part: dict[str, Any], key: int) -> None:

@@ -109,4 +109,7 @@ def unlooked(interceptor: StreamInterceptor | None, events: list[bytes]) -> int:
 
 def looked(interceptor: StreamInterceptor, events: list[bytes]) -> list[bytes]:
     """What the client sees of ``events``, each fed to the interceptor."""
-    return [piece for raw in events for piece in interceptor.feed(raw)]
+    pieces: list[bytes] = []
+    for raw in events:
+        pieces += interceptor.feed(raw)
+    return pieces
