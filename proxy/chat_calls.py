@@ -91,7 +91,7 @@ class _Choice:
         return self._all(_State.ALLOWED)
 
     def _all(self, state: _State) -> bool:
-        for call in self.calls.values():  # a loop: a generator is a function object and a frame per test
+        for call in self.calls.values():  # noqa: SIM110 (a generator is a function object and a frame per test)
             if call.state is not state:
                 return False
         return True
@@ -342,7 +342,7 @@ def _released(unit: _Unit, shift: int) -> bytes:
 
 def _only_framing(delta: _Delta) -> bool:
     """The delta carries nothing but its call and empty framing (``role``, null content): one unit."""
-    for key, value in delta.rest.items():
+    for key, value in delta.rest.items():  # noqa: SIM110 (per event: a loop, not a generator's frame)
         if key != "role" and value is not None and value != "":
             return False
     return True
