@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from celgate.policy import RequestInfo
-from celgate.policy.context import unique_keys
+from celgate.policy.context import unique_keys, whole_document
 
 from .errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from .forms import form_fields
@@ -264,14 +264,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=unique_keys(_repeated_key), parse_constant=_no_constant)
+_BODY = whole_document(json.JSONDecoder(object_pairs_hook=unique_keys(_repeated_key), parse_constant=_no_constant))
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     """The body as one JSON object read the one way policy and upstream both will, or a 400."""
     try:
         text = raw.decode("utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8")
-        body = _DECODER.decode(text)
+        body = _BODY(text)
     except UnicodeDecodeError as exc:
         raise BadRequest(f"request body is not UTF-8: {exc.reason}", code="invalid_json") from exc
     except RecursionError as exc:

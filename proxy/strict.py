@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any
 
-from celgate.policy.context import unique_keys
+from celgate.policy.context import unique_keys, whole_document
 
 from .errors import UpstreamError
 from .sse import SSEEvent
@@ -72,9 +72,11 @@ def _no_constant(name: str) -> Any:
     raise UnreadableUpstream(f"upstream JSON holds {name}, which is not JSON")
 
 
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=unique_keys(lambda key: UnreadableUpstream(f"upstream JSON repeats the key {key!r}")),
-    parse_constant=_no_constant,
+_DOCUMENT = whole_document(
+    json.JSONDecoder(
+        object_pairs_hook=unique_keys(lambda key: UnreadableUpstream(f"upstream JSON repeats the key {key!r}")),
+        parse_constant=_no_constant,
+    )
 )
 
 
@@ -96,7 +98,7 @@ def loads_strict(data: bytes | str) -> Any:
     """Parse one JSON document the way every client would, or raise ``UnreadableUpstream``."""
     text = _text(data) if isinstance(data, bytes) else data
     try:
-        return _DECODER.decode(text)
+        return _DOCUMENT(text)
     except UnreadableUpstream:
         raise
     except (ValueError, RecursionError) as exc:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from celgate.policy import Principal, RequestInfo, ToolCall
 from celgate.policy.context import (
@@ -15,6 +20,7 @@ from celgate.policy.context import (
     request_reader,
     request_variables,
     tool_variables,
+    whole_document,
 )
 from celgate.policy.globs import GlobList, glob
 from celgate.policy.references import scan
@@ -182,3 +188,22 @@ def test_one_request_field_reads_as_the_whole_map_does(info: RequestInfo) -> Non
     principal = Principal("p1", {"team": "a", "id": "not-the-id", "roles": ["x"]})
     for name in ["id", "team", "roles", "absent"]:
         assert principal_value(principal, name, missing) == principal_variables(principal).get(name, missing), name
+
+
+_JSONISH = st.text(alphabet=st.sampled_from(' \t\n\r\x0b\u00a0{}[]":,01-.eEtrufalsnNI\\ab'), max_size=16)
+
+
+@given(_JSONISH)
+def test_whole_document_reads_as_json_decoder_decode_reads(text: str) -> None:
+    """The hot-path reader gives ``decode``'s value, or its error with the same message."""
+    decoder = json.JSONDecoder()
+    expected: Any
+    try:
+        expected = ("value", decoder.decode(text))
+    except ValueError as exc:
+        expected = ("error", str(exc))
+    try:
+        got: Any = ("value", whole_document(decoder)(text))
+    except ValueError as exc:
+        got = ("error", str(exc))
+    assert got == expected
