@@ -1,5 +1,6 @@
 """What one request costs the proxy in instructions (load-independent) or CPU µs: celgate, --no-policy, aiohttp-ref,
-or the raw-asyncio floor experiment (``bench/floor.py``).
+the raw-asyncio floor experiment (``bench/floor.py``), or aiohttp's floor as a relay and as the least policy-enforcing
+relay (``bench/aiohttp_floor.py``: ``aiohttp-floor``, ``governed-floor``, which takes ``--policies``).
 
 The shared harness (``../shared/bench/run.sh``) gives same-run wall-clock
 ratios, which swing with whatever else the machine runs. This counts the
@@ -15,8 +16,8 @@ an aiohttp client in this process, ``-c`` requests in flight, sending the
 harness's wrk body (or, with ``--stream``, a stream that offers
 ``get_weather``, which the mock then calls).
 
-    python bench/request_cost.py [--target celgate|bare|ref|floor] [--stream] [-n 1500] [--cpu] [--policies DIR]
-                                 [--profile FILE]
+    python bench/request_cost.py [--target celgate|bare|ref|floor|aiohttp-floor|governed-floor] [--stream]
+                                 [-n 1500] [--cpu] [--policies DIR] [--profile FILE]
 
 ``--profile FILE`` samples the proxy with the bench venv's py-spy during the
 measured load (``--cpu`` timing) and writes collapsed stacks to ``FILE``:
@@ -51,6 +52,7 @@ STREAM_BODY = (
     b'"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]}'
 )
 HEADERS = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
+TARGETS = ("celgate", "bare", "ref", "floor", "aiohttp-floor", "governed-floor")
 
 
 def proxy_command(
@@ -62,6 +64,9 @@ def proxy_command(
         return [python, str(SHARED / "ref/aiohttp_forwarder.py"), "--port", str(port), "--upstream", upstream]
     if target == "floor":
         return [python, str(REPO / "bench/floor.py"), "--port", str(port), "--upstream", upstream]
+    if target in ("aiohttp-floor", "governed-floor"):
+        floor = [python, str(REPO / "bench/aiohttp_floor.py"), "--port", str(port), "--upstream", upstream]
+        return floor + (["--mode", "governed", "--policies", str(policies)] if target == "governed-floor" else [])
     policy = ["--no-policy"] if target == "bare" else ["--policies", str(policies), "--no-watch"]
     serve = ["-m", "celgate.proxy", "serve", "--host", "127.0.0.1", "--port", str(port), "--upstream", upstream]
     return [python, *serve, "--agents", str(empty), *policy]  # no drop-ins: the harness runs in an empty folder
@@ -105,7 +110,7 @@ def callgrind(pid: int, *command: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", choices=("celgate", "bare", "ref", "floor"), default="celgate")
+    parser.add_argument("--target", choices=TARGETS, default="celgate")
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("-n", type=int, default=1500, help="measured requests")
     parser.add_argument("--warm", type=int, default=300)
