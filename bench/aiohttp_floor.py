@@ -51,7 +51,7 @@ from celgate.policy import PolicySet, Principal, RequestInfo, ToolCall
 from celgate.policy.loader import load_policies
 from celgate.proxy.pool import ConnectionPool, Origin, PooledResponse
 from celgate.proxy.sse import SSESplitter
-from celgate.proxy.strict import check_text, loads_strict, may_hold_calls, parse_event_strict
+from celgate.proxy.strict import check_text, first_mark, loads_strict, may_hold_calls, parse_event_strict
 
 Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -153,9 +153,14 @@ def _request_info(request: BaseRequest, document: dict[str, Any], headers_read: 
 
 
 class _Calls:
-    """A stream's tool calls from the first event that holds one: events held, fragments joined, decided once."""
+    """A stream's tool calls from the first event that may hold one: events held, fragments joined, decided once.
 
-    __slots__ = ("held", "parts", "policy", "principal", "request")
+    Until that event, each read is scanned once for the call key (``first_mark``, which also finds ``\\u``
+    escapes) and the whole events before it are written as they came, unsplit. From it on, every event is
+    split out and read strictly.
+    """
+
+    __slots__ = ("active", "held", "parts", "policy", "principal", "request", "split", "splitter", "tail")
 
     def __init__(self, policy: PolicySet, principal: Principal, request: RequestInfo) -> None:
         self.policy = policy
@@ -163,6 +168,44 @@ class _Calls:
         self.request = request
         self.held: list[bytes] = []
         self.parts: dict[int, list[str]] = {}  # call index: [id, name, arguments]
+        self.splitter = SSESplitter()
+        self.active = False
+        self.split = False  # CR line ends were seen: every event is split out and looked at
+        self.tail = b""  # before the first mark: bytes of an event not yet whole
+
+    def read(self, chunk: bytes) -> bytes:
+        """One upstream read; the bytes to write now."""
+        if self.active or self.split:
+            return self._events(self.splitter.feed(chunk))
+        buffer = self.tail + chunk if self.tail else chunk
+        if b"\r" in buffer:  # CR line ends: no shortcut from here on
+            self.split, self.tail = True, b""
+            return self._events(self.splitter.feed(buffer))
+        mark = first_mark(buffer, _CALL_KEYS)
+        cut = buffer.rfind(b"\n\n", 0, len(buffer) if mark < 0 else mark)
+        cut = 0 if cut < 0 else cut + 2  # the end of the last whole event before the mark
+        if mark < 0:
+            self.tail = buffer[cut:]
+            return buffer[:cut]
+        self.active, self.tail = True, b""
+        return buffer[:cut] + self._events(self.splitter.feed(buffer[cut:]))
+
+    def end(self) -> bytes:
+        """The upstream's stream ended: what is left, with any undecided call decided."""
+        if not self.active and not self.split:
+            tail, self.tail = self.tail, b""
+            return tail
+        return self._events(self.splitter.flush()) + b"".join(self.decide())
+
+    def _events(self, events: list[bytes]) -> bytes:
+        ready: list[bytes] = []
+        for raw in events:
+            if self.active or may_hold_calls(raw, _CALL_KEYS):
+                self.active = True
+                ready += self.feed(raw)
+            else:
+                ready.append(raw)
+        return b"".join(ready)
 
     def feed(self, raw: bytes) -> list[bytes]:
         """Read one event strictly; return the events to write now (none while a call is undecided)."""
@@ -245,19 +288,13 @@ async def _governed_reply(
 async def _governed_stream(request: BaseRequest, response: PooledResponse, calls: _Calls) -> web.StreamResponse:
     out = await _start_stream(request, response)
     content = response.content
-    splitter = SSESplitter()
-    active = False
     while chunk := await content.readany():
-        ready: list[bytes] = []
-        for raw in splitter.feed(chunk):
-            if not active and may_hold_calls(raw, _CALL_KEYS):
-                active = True
-            if active:
-                ready += calls.feed(raw)
-            else:
-                ready.append(raw)
+        ready = calls.read(chunk)
         if ready:
-            await out.write(b"".join(ready))
+            await out.write(ready)
+    rest = calls.end()
+    if rest:
+        await out.write(rest)
     await out.write_eof()
     return out
 
