@@ -178,7 +178,7 @@ class _Calls:
         if self.active or self.split:
             return self._events(self.splitter.feed(chunk))
         buffer = self.tail + chunk if self.tail else chunk
-        if b"\r" in buffer:  # CR line ends: no shortcut from here on
+        if buffer.find(b"\r") >= 0:  # CR line ends: no shortcut from here on (find: see strict.may_hold_calls)
             self.split, self.tail = True, b""
             return self._events(self.splitter.feed(buffer))
         mark = first_mark(buffer, _CALL_KEYS)
