@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import uvloop
+from aiohttp import __version__ as aiohttp_version
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict
@@ -305,7 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=("relay", "governed"), default="relay")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--upstream", required="--version" not in (argv or sys.argv))
+    parser.add_argument("--version", action="version", version=f"aiohttp floor experiment, aiohttp {aiohttp_version}")
     parser.add_argument("--policies", type=Path, help="policy folder (mode governed)")
     args, _ = parser.parse_known_args(argv if argv is not None else sys.argv[1:])
     upstream = _Upstream(args.upstream)
