@@ -28,7 +28,14 @@ to ship as is.
 It takes ``serve`` and celgate's flags and ignores what it does not use, so
 the shared harness and ``bench/request_cost.py`` can start it as they start
 celgate: ``python bench/request_cost.py --target aiohttp-floor`` (relay) or
-``--target governed-floor`` (governed, with ``--policies``).
+``--target governed-floor`` (governed, with ``--policies``). In the harness,
+a wrapper beside the venv's Python (aiohttp-ref runs on that Python) makes
+``celgate-bare`` the relay floor and ``celgate`` the governed one::
+
+    printf '#!/bin/sh\ncase " $* " in *" --policies "*) set -- "$@" --mode governed;; esac\nexec %s "$@"\n' \
+        "$PWD/.venv/bin/python $PWD/bench/aiohttp_floor.py" > .venv/bin/celgate-floor
+    chmod +x .venv/bin/celgate-floor
+    CELGATE_BIN=$PWD/.venv/bin/celgate-floor REPEAT=2 ../shared/bench/run.sh aiohttp-ref celgate-bare celgate
 """
 
 from __future__ import annotations
