@@ -31,8 +31,8 @@ __all__ = [
     "read_arguments",
     "request_reader",
     "request_variables",
+    "strict_reader",
     "tool_variables",
-    "unique_keys",
     "whole_document",
 ]
 
@@ -232,10 +232,6 @@ def _json_int(text: str) -> int | float:
     return value if value in _INT64 else float(value)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _finite_float(text: str) -> float:
     """``1e400`` overflows to infinity in Python and JavaScript, and is an error in Go: no one reading."""
     value = float(text)
@@ -244,12 +240,36 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def unique_keys(refuse: Callable[[str], Exception]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
-    """A ``json`` ``object_pairs_hook`` that raises ``refuse(key)`` for the first key an object repeats.
+def strict_reader(
+    repeated_key: Callable[[str], Exception],
+    constant: Callable[[str], Exception],
+    *,
+    parse_int: Callable[[str], Any] | None = None,
+    parse_float: Callable[[str], Any] | None = None,
+) -> Callable[[str], Any]:
+    """A reader of one JSON document, read the one way every client reads it, or an error.
 
-    The one duplicate-key check of every strict JSON reader (tool arguments here, request bodies
-    and upstream replies in the proxy): two readers of one document must never see different values.
+    Every strict reader is built here (tool arguments in this module, request bodies and upstream
+    replies in the proxy), so none can miss a check: a key an object repeats raises
+    ``repeated_key(key)`` (parsers disagree on which value wins), ``NaN`` or ``Infinity`` raise
+    ``constant(name)`` (not JSON), and data after the document is an error. ``parse_int`` and
+    ``parse_float`` are the decoder's.
     """
+
+    def no_constant(name: str) -> Any:
+        raise constant(name)
+
+    decoder = json.JSONDecoder(
+        object_pairs_hook=_unique_keys(repeated_key),
+        parse_constant=no_constant,
+        parse_int=parse_int,
+        parse_float=parse_float,
+    )
+    return whole_document(decoder)
+
+
+def _unique_keys(refuse: Callable[[str], Exception]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A ``json`` ``object_pairs_hook`` that raises ``refuse(key)`` for the first key an object repeats."""
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         value = dict(pairs)
@@ -284,13 +304,11 @@ def whole_document(decoder: json.JSONDecoder) -> Callable[[str], Any]:
 
 
 _JSON_SPACE = " \t\n\r"  # what JSON (and ``json.decoder.WHITESPACE``) allows around a value
-_unique_keys = unique_keys(lambda key: ValueError(f"duplicate key {key[:40]!r}"))
-
-
-_ARGUMENTS = whole_document(
-    json.JSONDecoder(
-        parse_int=_json_int, parse_float=_finite_float, parse_constant=_no_constant, object_pairs_hook=_unique_keys
-    )
+_ARGUMENTS = strict_reader(
+    lambda key: ValueError(f"duplicate key {key[:40]!r}"),
+    lambda name: ValueError(f"{name} is not JSON"),
+    parse_int=_json_int,
+    parse_float=_finite_float,
 )
 
 

@@ -40,6 +40,7 @@ _LEGACY = -1  # the call key of a choice's legacy ``function_call``
 _CALL_TYPES = frozenset({"", "function", "custom"})  # "": a later delta, typed by its first
 _CALL_FIELDS = ("tool_calls", "function_call")  # a delta's fields that carry calls
 _CHOICE_FIELDS = ("index", "delta", "finish_reason")  # a choice's fields read apart from its ``extra``
+_NOT_FRAME = ("choices", "usage")  # a chunk's fields a synthetic chunk does not copy
 
 
 class _State(enum.Enum):
@@ -195,7 +196,7 @@ class ChatStreamInterceptor:
 
     def _template(self) -> dict[str, Any]:
         """The frame of a synthetic chunk: the last call chunk's fields but its choices and usage."""
-        return {k: v for k, v in self._last.items() if k not in ("choices", "usage")}
+        return _without(self._last, _NOT_FRAME)
 
     def _usage_event(self, chunk: dict[str, Any]) -> bytes:
         return data_event({**self._template(), "choices": [], "usage": chunk["usage"]})

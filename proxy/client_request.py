@@ -8,7 +8,6 @@ passes through untouched.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from celgate.policy import RequestInfo
-from celgate.policy.context import unique_keys, whole_document
+from celgate.policy.context import strict_reader
 
 from .errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from .forms import form_fields
@@ -259,12 +258,12 @@ def _repeated_key(key: str) -> BadRequest:
     )
 
 
-def _no_constant(name: str) -> Any:
+def _not_a_number(name: str) -> ValueError:
     """``NaN`` and ``Infinity`` are not JSON: upstreams refuse or read them their own way, and rules compare wrongly."""
-    raise ValueError(f"{name} is not a JSON number")
+    return ValueError(f"{name} is not a JSON number")
 
 
-_BODY = whole_document(json.JSONDecoder(object_pairs_hook=unique_keys(_repeated_key), parse_constant=_no_constant))
+_BODY = strict_reader(_repeated_key, _not_a_number)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -130,7 +130,7 @@ def _completion_filter(hook: ToolCallHook) -> BodyFilter:
 _STORED_CHAT_FILTERS: dict[str, Callable[[ToolCallHook], BodyFilter]] = {
     "chat.retrieve": _completion_filter,
     "chat.update": _completion_filter,
-    "chat.list": lambda hook: lambda listing: _each(listing, lambda completion: filter_completion(completion, hook)),
+    "chat.list": lambda hook: lambda listing: _each(listing, _completion_filter(hook)),
     "chat.messages": lambda hook: (
         lambda listing: filter_messages(listing.get("data") if isinstance(listing, dict) else None, hook)
     ),

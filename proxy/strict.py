@@ -19,11 +19,10 @@ equivalent to parsing.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-from celgate.policy.context import unique_keys, whole_document
+from celgate.policy.context import strict_reader
 
 from .errors import UpstreamError
 from .sse import SSEEvent
@@ -68,15 +67,9 @@ def first_mark(data: bytes, marks: tuple[bytes, ...]) -> int:
     return first if escape is None else escape.start()
 
 
-def _no_constant(name: str) -> Any:
-    raise UnreadableUpstream(f"upstream JSON holds {name}, which is not JSON")
-
-
-_DOCUMENT = whole_document(
-    json.JSONDecoder(
-        object_pairs_hook=unique_keys(lambda key: UnreadableUpstream(f"upstream JSON repeats the key {key!r}")),
-        parse_constant=_no_constant,
-    )
+_DOCUMENT = strict_reader(
+    lambda key: UnreadableUpstream(f"upstream JSON repeats the key {key!r}"),
+    lambda name: UnreadableUpstream(f"upstream JSON holds {name}, which is not JSON"),
 )
 
 
